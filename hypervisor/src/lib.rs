@@ -1,1 +1,13 @@
+//! Basalt's kernel and VMM core.
+//!
+//! The modules that hold logic (frame allocation, ...) build and unit-test on the host; the
+//! boot flow in [`kernel`] only builds for the bare-metal target.
 #![no_std]
+
+extern crate alloc;
+
+pub mod frames;
+#[cfg(target_os = "none")]
+pub mod kernel;
+#[cfg(target_os = "none")]
+pub mod percpu;

@@ -1,0 +1,330 @@
+//! The boot flow: from the trampoline's `basalt_main` to every CPU online and the boot summary.
+//!
+//! Order matters and is the whole point of this file: the loader's structures are copied into
+//! a `BootInfo` before anything can overwrite them; the frame allocator is built before the heap;
+//! the heap before the per-CPU tables; Basalt's own page tables before the APs start.
+
+use crate::frames::FrameAllocator;
+use crate::percpu;
+use basalt_arch::cpu::{CpuInfo, Virtualization};
+use basalt_arch::idt::{exception_name, ExceptionFrame};
+use basalt_arch::paging::{self, LargePage, PhysTables, LARGE_PAGE};
+use basalt_arch::{apic, gdt, idt, io, smp};
+use basalt_boot::{BootInfo, MemoryKind, PhysRead};
+use basalt_drivers::{acpi, println, serial, timer};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use linked_list_allocator::LockedHeap;
+use log::{error, info, warn};
+use spin::{Mutex, Once};
+
+/// Heap size: per-CPU tables, stacks and (later) VM bookkeeping.
+const HEAP_BYTES: usize = 16 << 20;
+/// Stack of each application processor.
+const AP_STACK_BYTES: usize = 64 << 10;
+
+extern "C" {
+    static __kernel_start: u8;
+    static __kernel_end: u8;
+}
+
+/// The machine's physical memory, owned by Basalt after boot.
+pub static FRAMES: Mutex<Option<FrameAllocator>> = Mutex::new(None);
+
+/// How the kernel was asked to behave, from its command line.
+#[derive(Debug, Clone, Copy, Default)]
+struct Options {
+    /// `test=<name>`: run one built-in test, report its verdict and end the emulator.
+    test: Option<TestName>,
+    /// `exit`: end the emulator (QEMU isa-debug-exit, Bochs port 0x8900) when Basalt stops.
+    exit: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TestName {
+    Boot,
+    Panic,
+    Exception,
+}
+
+static OPTIONS: Once<Options> = Once::new();
+static CPUS_ONLINE: AtomicUsize = AtomicUsize::new(0);
+
+/// Reads physical memory through the boot identity map (first 4 GiB).
+struct BootIdentity;
+
+impl PhysRead for BootIdentity {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        let Some(end) = addr.checked_add(buf.len() as u64) else { return false };
+        if addr == 0 || end > 1 << 32 {
+            return false;
+        }
+        // SAFETY: the boot trampoline identity-maps [0, 4 GiB); the range was checked above.
+        unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
+        true
+    }
+}
+
+fn kernel_range() -> (u64, u64) {
+    (core::ptr::addr_of!(__kernel_start) as u64, core::ptr::addr_of!(__kernel_end) as u64)
+}
+
+/// Boot CPU entry, called once from `basalt_main`.
+pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
+    serial::init(log::LevelFilter::Info, percpu::index);
+    // SAFETY: `magic` and `info_addr` are the loader's EAX and EBX, passed through untouched,
+    // and `BootIdentity` reads the identity-mapped first 4 GiB.
+    let boot = match unsafe { BootInfo::from_multiboot(magic, info_addr, &BootIdentity) } {
+        Ok(b) => b,
+        Err(e) => stop(format_args!("cannot read the boot information: {e}")),
+    };
+    let cmdline = boot.kernel_cmdline();
+    if let Some(value) = cmdline.get("log") {
+        match serial::parse_level(value) {
+            Some(level) => log::set_max_level(level),
+            None => warn!("unknown log level {value:?}; keeping info"),
+        }
+    }
+    let options = OPTIONS.call_once(|| Options {
+        test: match cmdline.get("test") {
+            Some("boot") => Some(TestName::Boot),
+            Some("panic") => Some(TestName::Panic),
+            Some("exception") => Some(TestName::Exception),
+            Some(other) => stop(format_args!("unknown test {other:?} on the command line")),
+            None => None,
+        },
+        exit: cmdline.has("exit"),
+    });
+    idt::set_fatal_handler(fatal_exception);
+    info!("Basalt {} starting ({:?}), command line {:?}", env!("CARGO_PKG_VERSION"), boot.loader, boot.cmdline.as_str());
+
+    // Physical memory: everything usable except the kernel, the modules and the loader's info.
+    let mut reserved = [(0u64, 0u64); basalt_boot::MAX_MODULES + 2];
+    reserved[0] = kernel_range();
+    reserved[1] = boot.loader_info;
+    for (slot, m) in reserved[2..].iter_mut().zip(boot.modules.iter()) {
+        *slot = (m.start, m.end);
+    }
+    let mut frames = FrameAllocator::new(&boot.memory, &reserved[..2 + boot.modules.len()]);
+    let usable = boot.memory.usable_bytes();
+
+    // Heap: one contiguous run of frames.
+    let heap_start = match frames.alloc_contiguous(HEAP_BYTES / 4096, 4096) {
+        Ok(a) => a,
+        Err(e) => stop(format_args!("no memory for Basalt's heap: {e}")),
+    };
+    // SAFETY: the range was just taken from the frame allocator, identity-mapped, used only as heap.
+    unsafe { heap.lock().init(heap_start as *mut u8, HEAP_BYTES) };
+
+    // Basalt's own page tables: all of RAM and the 32-bit MMIO hole, identity-mapped.
+    let top = boot.memory.highest_address().max(4 << 30).next_multiple_of(1 << 30);
+    let exec_end = kernel_range().1.next_multiple_of(LARGE_PAGE);
+    let memory = &boot.memory;
+    let kind = |addr: u64| LargePage {
+        executable: addr < exec_end,
+        uncached: !memory
+            .regions()
+            .iter()
+            .any(|r| r.kind == MemoryKind::Usable && r.start < addr + LARGE_PAGE && r.end > addr),
+    };
+    let cr3 = {
+        let mut tables = PhysTables { alloc: || frames.alloc().ok() };
+        match paging::build_identity_map(&mut tables, top, &kind) {
+            Ok(cr3) => cr3,
+            Err(_) => stop(format_args!("out of memory building the page tables")),
+        }
+    };
+    // SAFETY: the new map identity-maps all RAM and the MMIO hole, a superset of the boot map.
+    unsafe { paging::load(cr3) };
+    *FRAMES.lock() = Some(frames);
+
+    // This CPU's tables, APIC, per-CPU block.
+    let cpu = CpuInfo::read();
+    gdt::init_this_cpu();
+    idt::init_this_cpu();
+    apic::enable_this_cpu(cpu.x2apic);
+    let bsp_apic = apic::id();
+    let bsp = percpu::init_this_cpu(0, bsp_apic);
+    percpu::set_online(bsp);
+    CPUS_ONLINE.store(1, Ordering::SeqCst);
+    let tsc_khz = timer::calibrate_tsc(10);
+
+    // Every CPU the firmware lists.
+    let platform = match acpi::read_platform(boot.rsdp) {
+        Ok(p) => p,
+        Err(e) => stop(format_args!("cannot enumerate CPUs: {e}")),
+    };
+    // SAFETY: the trampoline page (0x8000) is below 1 MiB, which the frame allocator never hands out.
+    unsafe { smp::install_trampoline() };
+    let mut index = 1;
+    for p in platform.processors().iter().filter(|p| p.apic_id != bsp_apic) {
+        let stack: &'static mut [u8] = alloc::boxed::Box::leak(alloc::vec![0u8; AP_STACK_BYTES].into_boxed_slice());
+        let stack_top = (stack.as_ptr() as u64 + AP_STACK_BYTES as u64) & !0xF;
+        let before = CPUS_ONLINE.load(Ordering::SeqCst);
+        // SAFETY: trampoline installed, cr3 identity-maps everything (and is below 4 GiB: the
+        // allocator hands out low frames first), the stack is fresh.
+        unsafe { smp::start_ap(p.apic_id, cr3, stack_top, ap_entry, index as u64, &timer::delay_us) };
+        let deadline = io::rdtsc() + tsc_khz * 500; // 500 ms
+        while CPUS_ONLINE.load(Ordering::SeqCst) == before && io::rdtsc() < deadline {
+            core::hint::spin_loop();
+        }
+        if CPUS_ONLINE.load(Ordering::SeqCst) == before {
+            error!("CPU with APIC ID {} did not come online", p.apic_id);
+        }
+        index += 1;
+    }
+
+    let free = FRAMES.lock().as_ref().map_or(0, |f| f.free_bytes());
+    let online = CPUS_ONLINE.load(Ordering::SeqCst);
+    let listed = platform.processor_count.max(1);
+    print_summary(&cpu, usable, free, tsc_khz, online, listed);
+
+    match options.test {
+        Some(TestName::Boot) if online == listed && cpu.virtualization != Virtualization::None => {
+            test_exit(true, "boot")
+        }
+        Some(TestName::Boot) => test_exit(false, "not every CPU came online, or no virtualization"),
+        Some(TestName::Panic) => panic!("test-requested panic (test=panic)"),
+        Some(TestName::Exception) => {
+            info!("executing UD2 (test=exception)");
+            // SAFETY: deliberately raises #UD to exercise the exception path; the handler stops.
+            unsafe { core::arch::asm!("ud2") };
+            test_exit(false, "UD2 did not fault")
+        }
+        None => {
+            info!("no VM configured: Basalt is idle");
+            stop_quietly()
+        }
+    }
+}
+
+extern "C" fn ap_entry(index: u64) -> ! {
+    let cpu = CpuInfo::read();
+    gdt::init_this_cpu();
+    idt::init_this_cpu();
+    apic::enable_this_cpu(cpu.x2apic);
+    let me = percpu::init_this_cpu(index as usize, apic::id());
+    percpu::set_online(me);
+    CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
+    log::debug!("online, APIC ID {}", me.apic_id);
+    io::halt_forever()
+}
+
+fn print_summary(cpu: &CpuInfo, usable: u64, free: u64, tsc_khz: u64, online: usize, listed: usize) {
+    let vendor = match cpu.vendor {
+        basalt_arch::cpu::Vendor::Intel => "Intel",
+        basalt_arch::cpu::Vendor::Amd => "AMD",
+        basalt_arch::cpu::Vendor::Other => "unknown vendor",
+    };
+    println!("Basalt {} boot summary", env!("CARGO_PKG_VERSION"));
+    println!(
+        "  CPU: {} ({vendor}, family {:#x} model {:#x} stepping {})",
+        cpu.brand(),
+        cpu.family,
+        cpu.model,
+        cpu.stepping
+    );
+    let yn = |b: bool| if b { "yes" } else { "no" };
+    match cpu.virtualization {
+        Virtualization::Vmx => println!("  virtualization: VMX (Intel VT-x)"),
+        Virtualization::Svm { npt, nrips, asids, avic, decode_assists, flush_by_asid } => println!(
+            "  virtualization: SVM (AMD-V): NPT {}, NRIPS {}, {asids} ASIDs, flush-by-ASID {}, decode assists {}, AVIC {}",
+            yn(npt),
+            yn(nrips),
+            yn(flush_by_asid),
+            yn(decode_assists),
+            yn(avic)
+        ),
+        Virtualization::None => println!("  virtualization: none (Basalt cannot run VMs on this CPU)"),
+    }
+    println!("  memory: {} MiB usable, {} MiB free after boot", usable >> 20, free >> 20);
+    println!(
+        "  APIC: {}, TSC {}.{:03} MHz",
+        if apic::is_x2apic() { "x2APIC" } else { "xAPIC" },
+        tsc_khz / 1000,
+        tsc_khz % 1000
+    );
+    println!("  CPUs online: {online}/{listed}");
+}
+
+/// Print the test verdict marker and end the emulator (see xtask's test protocol).
+fn test_exit(pass: bool, what: &str) -> ! {
+    if pass {
+        println!("BASALT-TEST-RESULT: PASS");
+    } else {
+        println!("BASALT-TEST-RESULT: FAIL: {what}");
+    }
+    exit_emulator(pass)
+}
+
+fn exit_emulator(pass: bool) -> ! {
+    // QEMU's isa-debug-exit: status = (value << 1) | 1, so 33 for pass, 35 for fail.
+    io::outl(0xF4, if pass { 0x10 } else { 0x11 });
+    // Bochs: the string "Shutdown" on port 0x8900.
+    for b in b"Shutdown" {
+        io::outb(0x8900, *b);
+    }
+    io::halt_forever()
+}
+
+fn wants_exit() -> bool {
+    OPTIONS.get().is_some_and(|o| o.test.is_some() || o.exit)
+}
+
+/// Stop for good after a fatal boot error: report it, end the emulator in test mode.
+fn stop(args: core::fmt::Arguments<'_>) -> ! {
+    error!("{args}");
+    if wants_exit() {
+        println!("BASALT-TEST-RESULT: FAIL: {args}");
+        exit_emulator(false)
+    }
+    io::halt_forever()
+}
+
+fn stop_quietly() -> ! {
+    if wants_exit() {
+        exit_emulator(true)
+    }
+    io::halt_forever()
+}
+
+static PANICKING: AtomicBool = AtomicBool::new(false);
+
+/// The panic handler: stop every CPU, print where, report failure in test mode.
+pub fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    if PANICKING.swap(true, Ordering::SeqCst) {
+        // A second panic (on another CPU, or while panicking): just stop this CPU.
+        io::halt_forever();
+    }
+    idt::request_stop_all();
+    if apic_ready() {
+        apic::nmi_all_others();
+    }
+    serial::force_unlock();
+    println!("\nPANIC on cpu{}: {info}", percpu::index());
+    if wants_exit() {
+        println!("BASALT-TEST-RESULT: FAIL: kernel panic");
+        exit_emulator(false)
+    }
+    io::halt_forever()
+}
+
+fn apic_ready() -> bool {
+    CPUS_ONLINE.load(Ordering::SeqCst) > 0
+}
+
+fn fatal_exception(f: &ExceptionFrame, cr2: u64) -> ! {
+    serial::force_unlock();
+    println!(
+        "\nEXCEPTION: {} (vector {}) on cpu{}, error code {:#x}",
+        exception_name(f.vector),
+        f.vector,
+        percpu::index(),
+        f.error_code
+    );
+    println!("  RIP={:#018x} CS={:#06x} RFLAGS={:#010x} RSP={:#018x} SS={:#06x}", f.rip, f.cs, f.rflags, f.rsp, f.ss);
+    println!("  RAX={:#018x} RBX={:#018x} RCX={:#018x} RDX={:#018x}", f.rax, f.rbx, f.rcx, f.rdx);
+    println!("  RSI={:#018x} RDI={:#018x} RBP={:#018x} CR2={:#018x}", f.rsi, f.rdi, f.rbp, cr2);
+    println!("  R8 ={:#018x} R9 ={:#018x} R10={:#018x} R11={:#018x}", f.r8, f.r9, f.r10, f.r11);
+    println!("  R12={:#018x} R13={:#018x} R14={:#018x} R15={:#018x}", f.r12, f.r13, f.r14, f.r15);
+    panic!("unhandled CPU exception {} at RIP {:#x}", exception_name(f.vector), f.rip)
+}
