@@ -146,6 +146,21 @@ fn print_tail(label: &str, text: &str, lines: usize) {
     }
 }
 
+/// The emulator's stderr without QEMU's warnings about CPUID bits TCG cannot emulate and
+/// without Bochs's info-level lines (`00000000000i[PLUGIN] ...`).
+fn useful_stderr(stderr: &str) -> String {
+    let bochs_info = |line: &str| {
+        let rest = line.trim_start_matches(|c: char| c.is_ascii_digit());
+        rest.len() < line.len() && rest.starts_with("i[")
+    };
+    stderr
+        .lines()
+        .filter(|line| !line.contains("TCG doesn't support requested feature"))
+        .filter(|line| !bochs_info(line))
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
 /// Runs `tests` one after another (they are CPU-bound, and Bochs instances must not overlap).
 /// `kernel` is the ELF, or the reason there is none. Returns (passed, failed).
 pub fn run_all(tests: &[IntegrationTest], kernel: Result<&Path, &str>) -> (u64, u64) {
@@ -178,9 +193,10 @@ pub fn run_all(tests: &[IntegrationTest], kernel: Result<&Path, &str>) -> (u64, 
                         work_dir(test).join("serial.log").display()
                     );
                     print_tail("serial output", &outcome.serial, TAIL_LINES);
-                    if !outcome.stderr.trim().is_empty() {
+                    let stderr = useful_stderr(&outcome.stderr);
+                    if !stderr.trim().is_empty() {
                         println!("    --- emulator stderr:");
-                        print_tail("stderr", &outcome.stderr, 10);
+                        print_tail("stderr", &stderr, 10);
                     }
                     failed += 1;
                 }
@@ -283,6 +299,19 @@ mod tests {
         assert_eq!(
             check(&t, serial, Exit::Exited(Some(0))).unwrap_err(),
             "emulator exited with status 0 and no result marker"
+        );
+    }
+
+    #[test]
+    fn stderr_noise_is_dropped() {
+        let stderr = "qemu-system-x86_64: warning: TCG doesn't support requested feature: x\n\
+                      00000000000i[PLUGIN] loaded plugin libbx_serial.so\n\
+                      [UNMAP ] Shutdown port: shutdown requested\n\
+                      00001234567e[CPU0  ] VMLAUNCH: invalid guest state\n";
+        assert_eq!(
+            useful_stderr(stderr),
+            "[UNMAP ] Shutdown port: shutdown requested\n\
+             00001234567e[CPU0  ] VMLAUNCH: invalid guest state\n"
         );
     }
 
