@@ -72,7 +72,7 @@ pub fn run() -> Result<Counts> {
     }
     let status = child.wait()?;
     if !status.success() && total.failed == 0 {
-        println!("host tests: FAILED (cargo test exited with {status} before any test failed)");
+        println!("host tests: FAILED (cargo test ended with {status} and no failing test: a build error?)");
         total.failed += 1;
     }
     Ok(total)

@@ -24,7 +24,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Build, run and test Basalt")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, run and test Basalt"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

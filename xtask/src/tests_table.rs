@@ -2,7 +2,13 @@
 //!
 //! To add a test, add an entry to `all()`. The kernel runs the test named by `test=<name>` on
 //! its command line and ends it with `BASALT-TEST-RESULT: PASS` or
-//! `BASALT-TEST-RESULT: FAIL: <reason>` on the serial port.
+//! `BASALT-TEST-RESULT: FAIL: <reason>` on the serial port, then writes 0x10 (pass) or 0x11
+//! (fail) with a 32-bit OUT to port 0xf4 (QEMU's isa-debug-exit: QEMU exits with status 33 or
+//! 35) and "Shutdown" byte by byte to port 0x8900 (Bochs exits).
+//!
+//! Before the port writes, the kernel must wait for the UART's LSR.TEMT (bit 6): Bochs writes
+//! a byte to the serial log only once it has left the transmitter, and drops what is still in
+//! it when it shuts down (seen with a stub kernel: the log ended in `BASALT-TEST-RESULT: PAS`).
 
 use crate::platform::Platform;
 use std::path::PathBuf;
