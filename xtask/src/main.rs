@@ -1,1 +1,276 @@
-fn main() {}
+//! `cargo xtask`: build, run and test Basalt.
+//!
+//! - `cargo xtask build [--debug]`
+//! - `cargo xtask run [--bochs | --bochs-svm | --kvm] [--smp N] [--mem MB] [--debug] [-- CMDLINE...]`
+//! - `cargo xtask test [FILTER] [--host-only | --no-host] [--list]`
+//! - `cargo xtask setup`: install every host tool xtask knows about.
+
+mod bochs;
+mod emulator;
+mod host_tests;
+mod integration;
+mod kernel;
+mod platform;
+mod qemu;
+mod tests_table;
+mod tools;
+mod util;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use kernel::Profile;
+use platform::{Platform, Vm};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, run and test Basalt"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the kernel (release unless --debug) and print the ELF's path.
+    Build {
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Build the kernel and boot it with the serial port on this terminal.
+    Run(RunArgs),
+    /// Run the host unit tests, then the integration tests on the emulators.
+    Test(TestArgs),
+    /// Check for every host tool (QEMU, Bochs, GRUB, OVMF) and install what is missing.
+    Setup,
+}
+
+#[derive(Args)]
+struct ProfileArgs {
+    /// Build the kernel with the release profile (the default).
+    #[arg(long, conflicts_with = "debug")]
+    release: bool,
+    /// Build the kernel with the dev profile.
+    #[arg(long)]
+    debug: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Bochs with Intel VMX (corei7_skylake_x). Default: QEMU TCG with AMD SVM (EPYC).
+    #[arg(long, group = "platform")]
+    bochs: bool,
+    /// Bochs with AMD SVM and NRIPS (ryzen).
+    #[arg(long, group = "platform")]
+    bochs_svm: bool,
+    /// QEMU on this machine's KVM (needs /dev/kvm).
+    #[arg(long, group = "platform")]
+    kvm: bool,
+    /// Number of CPUs.
+    #[arg(long, default_value_t = 4)]
+    smp: u32,
+    /// Memory in MiB.
+    #[arg(long, default_value_t = 512)]
+    mem: u32,
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// Boot this kernel ELF instead of building one.
+    #[arg(long, value_name = "ELF")]
+    kernel: Option<PathBuf>,
+    /// A multiboot module: FILE or "FILE ARGS..." (repeatable).
+    #[arg(long = "module", value_name = "FILE [ARGS]")]
+    modules: Vec<String>,
+    /// The kernel command line (default: log=info).
+    #[arg(last = true, value_name = "CMDLINE")]
+    cmdline: Vec<String>,
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// Run only the integration tests whose "<platform>: <name>" contains FILTER.
+    filter: Option<String>,
+    /// Run only the host unit tests.
+    #[arg(long, conflicts_with = "no_host")]
+    host_only: bool,
+    /// Skip the host unit tests.
+    #[arg(long)]
+    no_host: bool,
+    /// List the selected integration tests and exit.
+    #[arg(long)]
+    list: bool,
+    /// Test a debug build of the kernel.
+    #[arg(long)]
+    debug: bool,
+    /// Test this kernel ELF instead of building one.
+    #[arg(long, value_name = "ELF")]
+    kernel: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    match run_cli(Cli::parse()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cli(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Cmd::Build { debug } => {
+            let path = kernel::build(Profile::from_debug_flag(debug))?;
+            println!("{}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run(args) => run(args),
+        Cmd::Test(args) => test(args),
+        Cmd::Setup => {
+            tools::ensure(tools::ALL)?;
+            println!("xtask: all host tools are present");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// An existing kernel given with --kernel, made absolute.
+fn given_kernel(path: PathBuf) -> Result<PathBuf> {
+    std::fs::canonicalize(&path).with_context(|| format!("no kernel at {}", path.display()))
+}
+
+fn parse_module(spec: &str) -> Result<(PathBuf, String)> {
+    let (file, args) = spec.split_once(' ').unwrap_or((spec, ""));
+    let file = std::fs::canonicalize(file).with_context(|| format!("no module file {file}"))?;
+    Ok((file, args.trim().to_string()))
+}
+
+fn run(args: RunArgs) -> Result<ExitCode> {
+    let platform = if args.bochs {
+        Platform::BochsVmx
+    } else if args.bochs_svm {
+        Platform::BochsSvm
+    } else if args.kvm {
+        Platform::Kvm
+    } else {
+        Platform::QemuSvm
+    };
+    if platform == Platform::Kvm && !std::path::Path::new("/dev/kvm").exists() {
+        bail!("--kvm needs /dev/kvm, which this machine does not have (use the default QEMU TCG platform)");
+    }
+    if args.smp == 0 {
+        bail!("--smp must be at least 1");
+    }
+    let modules = args
+        .modules
+        .iter()
+        .map(|m| parse_module(m))
+        .collect::<Result<Vec<_>>>()?;
+    tools::ensure(&platform.required_tools())?;
+    let kernel = match args.kernel {
+        Some(path) => given_kernel(path)?,
+        None => kernel::build(Profile::from_debug_flag(args.profile.debug))?,
+    };
+    println!("xtask: kernel {}", kernel.display());
+    let cmdline = if args.cmdline.is_empty() {
+        "log=info".to_string()
+    } else {
+        args.cmdline.join(" ")
+    };
+    let vm = Vm {
+        platform,
+        kernel,
+        smp: args.smp,
+        mem_mb: args.mem,
+        cmdline,
+        modules,
+        work_dir: util::xtask_dir().join(format!("run-{platform}")),
+    };
+    let launch = match platform {
+        Platform::BochsVmx | Platform::BochsSvm => bochs::prepare(&vm)?,
+        Platform::QemuSvm | Platform::Kvm => qemu::launch(&vm)?,
+    };
+    let code = emulator::run_interactive(&launch)?;
+    if platform.is_bochs() {
+        // Bochs always exits with status 1; the serial log tells what happened.
+        println!("\nxtask: bochs exited; logs in {}", vm.work_dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    match code {
+        Some(code) => {
+            println!("\nxtask: {}", qemu::describe_status(code));
+            Ok(if code == 0 || code == 33 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        None => {
+            println!("\nxtask: QEMU was killed by a signal");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn test(args: TestArgs) -> Result<ExitCode> {
+    let selected = if args.host_only {
+        Vec::new()
+    } else {
+        integration::select(tests_table::all(), args.filter.as_deref())
+    };
+    if !args.host_only && selected.is_empty() {
+        bail!(
+            "no integration test matches {:?}",
+            args.filter.unwrap_or_default()
+        );
+    }
+    if args.list {
+        for test in &selected {
+            println!("{}", test.full_name());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let mut needed = Vec::new();
+    for test in &selected {
+        for tool in test.platform.required_tools() {
+            if !needed.contains(&tool) {
+                needed.push(tool);
+            }
+        }
+    }
+    tools::ensure(&needed)?;
+
+    let mut total = host_tests::Counts::default();
+    if !args.no_host {
+        total += host_tests::run()?;
+    }
+    if !selected.is_empty() {
+        println!("\nxtask: integration tests");
+        let kernel = match args.kernel {
+            Some(path) => given_kernel(path),
+            None => kernel::build(Profile::from_debug_flag(args.debug)),
+        };
+        let (passed, failed) = match &kernel {
+            Ok(path) => {
+                println!("xtask: kernel {}", path.display());
+                integration::run_all(&selected, Ok(path))
+            }
+            Err(err) => {
+                println!("xtask: {err:#}");
+                integration::run_all(&selected, Err("kernel build failed"))
+            }
+        };
+        total.passed += passed;
+        total.failed += failed;
+    }
+    println!("{} passed, {} failed", total.passed, total.failed);
+    Ok(if total.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

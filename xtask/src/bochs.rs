@@ -1,0 +1,200 @@
+//! Bochs: a GRUB multiboot2 ISO, a headless configuration, and the command that runs it.
+//!
+//! Everything lives in the VM's work directory (`target/xtask/<name>/`):
+//! `iso/` (the ISO's tree), `basalt.iso`, `basalt.bxrc`, `cont.rc`, `serial.log`,
+//! `bochs.log` and `bochs.stdout`.
+
+use crate::emulator::{Launch, SerialOut};
+use crate::platform::Vm;
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+/// GRUB modules built into the ISO's core image.
+const GRUB_MODULES: &str = "multiboot2 multiboot normal iso9660 biosdisk";
+
+/// Quotes one kernel command-line word for grub.cfg, where needed.
+fn grub_word(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_=.,:/+@%".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+fn grub_args(args: &str) -> String {
+    args.split_whitespace()
+        .map(grub_word)
+        .map(|w| format!(" {w}"))
+        .collect()
+}
+
+/// grub.cfg: boot `/boot/basalt` at once with `cmdline`; `modules` are (name under /boot,
+/// arguments).
+pub fn grub_cfg(cmdline: &str, modules: &[(String, String)]) -> String {
+    let mut cfg = String::from("set timeout=0\nset default=0\n\nmenuentry \"Basalt\" {\n");
+    cfg += &format!("    multiboot2 /boot/basalt{}\n", grub_args(cmdline));
+    for (name, args) in modules {
+        cfg += &format!("    module2 /boot/{}{}\n", name, grub_args(args));
+    }
+    cfg += "    boot\n}\n";
+    cfg
+}
+
+/// The headless Bochs configuration of PLATFORM.md, with paths relative to the work directory.
+pub fn bxrc(cpu_model: &str, smp: u32, mem_mb: u32) -> String {
+    format!(
+        "\
+display_library: rfb, options=\"timeout=0\"
+romimage: file=/usr/share/bochs/BIOS-bochs-latest, options=fastboot
+vgaromimage: file=/usr/share/vgabios/vgabios.bin
+cpu: model={cpu_model}, count={smp}, ips=50000000, reset_on_triple_fault=0
+megs: {mem_mb}
+ata0-master: type=cdrom, path=basalt.iso, status=inserted
+boot: cdrom
+com1: enabled=1, mode=file, dev=serial.log
+sound: driver=dummy
+speaker: enabled=0
+clock: sync=none
+panic: action=fatal
+error: action=report
+log: bochs.log
+"
+    )
+}
+
+/// Debugger commands: run, then quit when the simulation stops.
+pub const CONT_RC: &str = "continue\nquit\n";
+
+/// Builds the ISO and the configuration files, and returns how to start Bochs.
+pub fn prepare(vm: &Vm) -> Result<Launch> {
+    let Some(model) = vm.platform.bochs_cpu_model() else {
+        bail!("{} is not a Bochs platform", vm.platform);
+    };
+    let dir = &vm.work_dir;
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let iso_root = dir.join("iso");
+    if iso_root.exists() {
+        fs::remove_dir_all(&iso_root)?;
+    }
+    let boot = iso_root.join("boot");
+    fs::create_dir_all(boot.join("grub"))?;
+    copy(&vm.kernel, &boot.join("basalt"))?;
+
+    let mut modules = Vec::new();
+    for (path, args) in &vm.modules {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .with_context(|| format!("module path {} has no usable file name", path.display()))?
+            .to_string();
+        if name == "basalt" || name == "grub" || modules.iter().any(|(n, _)| *n == name) {
+            bail!("module file name {name} is used twice in /boot");
+        }
+        copy(path, &boot.join(&name))?;
+        modules.push((name, args.clone()));
+    }
+    fs::write(boot.join("grub/grub.cfg"), grub_cfg(&vm.cmdline, &modules))?;
+
+    let iso = dir.join("basalt.iso");
+    let _ = fs::remove_file(&iso);
+    let output = Command::new("grub-mkrescue")
+        .current_dir(dir)
+        .arg(format!("--install-modules={GRUB_MODULES}"))
+        .args([
+            "--locales=",
+            "--fonts=",
+            "--themes=",
+            "-o",
+            "basalt.iso",
+            "iso/",
+        ])
+        .output()
+        .context("cannot run grub-mkrescue")?;
+    if !output.status.success() || !iso.is_file() {
+        bail!(
+            "grub-mkrescue failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fs::write(dir.join("basalt.bxrc"), bxrc(model, vm.smp, vm.mem_mb))?;
+    fs::write(dir.join("cont.rc"), CONT_RC)?;
+    for stale in ["serial.log", "bochs.log"] {
+        let _ = fs::remove_file(dir.join(stale));
+    }
+    Ok(Launch {
+        program: "bochs-bin".into(),
+        args: ["-q", "-f", "basalt.bxrc", "-rc", "cont.rc"]
+            .map(String::from)
+            .to_vec(),
+        cwd: dir.clone(),
+        serial: SerialOut::File,
+        serial_log: vm.serial_log(),
+    })
+}
+
+fn copy(from: &Path, to: &Path) -> Result<()> {
+    fs::copy(from, to)
+        .map(drop)
+        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grub_cfg_without_modules() {
+        assert_eq!(
+            grub_cfg("log=info test=boot", &[]),
+            "set timeout=0\nset default=0\n\nmenuentry \"Basalt\" {\n    \
+             multiboot2 /boot/basalt log=info test=boot\n    boot\n}\n"
+        );
+    }
+
+    #[test]
+    fn grub_cfg_with_modules_and_quoting() {
+        let cfg = grub_cfg(
+            "msg=it's",
+            &[
+                ("guest.elf".into(), "a=1 b".into()),
+                ("disk".into(), String::new()),
+            ],
+        );
+        assert!(cfg.contains("    multiboot2 /boot/basalt 'msg=it'\\''s'\n"));
+        assert!(
+            cfg.contains("    module2 /boot/guest.elf a=1 b\n    module2 /boot/disk\n    boot\n")
+        );
+        assert_eq!(
+            grub_cfg("", &[]).lines().nth(4),
+            Some("    multiboot2 /boot/basalt")
+        );
+    }
+
+    #[test]
+    fn bxrc_has_the_headless_recipe() {
+        let rc = bxrc("ryzen", 2, 512);
+        for line in [
+            "display_library: rfb, options=\"timeout=0\"",
+            "romimage: file=/usr/share/bochs/BIOS-bochs-latest, options=fastboot",
+            "vgaromimage: file=/usr/share/vgabios/vgabios.bin",
+            "cpu: model=ryzen, count=2, ips=50000000, reset_on_triple_fault=0",
+            "megs: 512",
+            "ata0-master: type=cdrom, path=basalt.iso, status=inserted",
+            "boot: cdrom",
+            "com1: enabled=1, mode=file, dev=serial.log",
+            "sound: driver=dummy",
+            "speaker: enabled=0",
+            "clock: sync=none",
+            "panic: action=fatal",
+            "error: action=report",
+            "log: bochs.log",
+        ] {
+            assert!(rc.lines().any(|l| l == line), "missing {line:?} in\n{rc}");
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! QEMU command lines.
+
+use crate::emulator::{Launch, SerialOut};
+use crate::platform::{Platform, Vm};
+use anyhow::{bail, Result};
+use std::path::Path;
+
+/// The `-initrd` value that passes multiboot modules: `"file1 args,file2 args"`.
+pub fn initrd_arg(modules: &[(std::path::PathBuf, String)]) -> Result<String> {
+    let mut parts = Vec::new();
+    for (path, args) in modules {
+        let entry = if args.is_empty() {
+            path.display().to_string()
+        } else {
+            format!("{} {}", path.display(), args)
+        };
+        if entry.contains(',') {
+            bail!("a module path or its arguments contain ',', which QEMU's -initrd cannot carry: {entry}");
+        }
+        parts.push(entry);
+    }
+    Ok(parts.join(","))
+}
+
+/// The arguments of `qemu-system-x86_64` for `vm`.
+pub fn args(vm: &Vm) -> Result<Vec<String>> {
+    let mut args: Vec<String> = Vec::new();
+    let mut push = |words: &[&str]| args.extend(words.iter().map(|w| w.to_string()));
+    match vm.platform {
+        Platform::QemuSvm => push(&["-accel", "tcg", "-cpu", "EPYC"]),
+        Platform::Kvm => {
+            if !Path::new("/dev/kvm").exists() {
+                bail!("--kvm needs /dev/kvm, which this machine does not have");
+            }
+            // Without ARCH_CAPABILITIES: a KVM that itself runs in a VM (like our CI
+            // machines) refuses QEMU's write of MSR 0x10a and QEMU aborts.
+            push(&["-accel", "kvm", "-cpu", "host,-arch-capabilities"]);
+        }
+        Platform::BochsVmx | Platform::BochsSvm => bail!("{} is not a QEMU platform", vm.platform),
+    }
+    let smp = vm.smp.to_string();
+    let mem = vm.mem_mb.to_string();
+    let kernel = vm.kernel.display().to_string();
+    push(&[
+        "-smp",
+        &smp,
+        "-m",
+        &mem,
+        "-kernel",
+        &kernel,
+        "-append",
+        &vm.cmdline,
+    ]);
+    if !vm.modules.is_empty() {
+        let initrd = initrd_arg(&vm.modules)?;
+        push(&["-initrd", &initrd]);
+    }
+    push(&[
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=4",
+    ]);
+    Ok(args)
+}
+
+pub fn launch(vm: &Vm) -> Result<Launch> {
+    std::fs::create_dir_all(&vm.work_dir)?;
+    Ok(Launch {
+        program: "qemu-system-x86_64".into(),
+        args: args(vm)?,
+        cwd: vm.work_dir.clone(),
+        serial: SerialOut::Stdout,
+        serial_log: vm.serial_log(),
+    })
+}
+
+/// What QEMU's exit status says, given the isa-debug-exit device: (value << 1) | 1.
+pub fn describe_status(code: i32) -> String {
+    match code {
+        33 => "kernel reported success (isa-debug-exit 0x10)".into(),
+        35 => "kernel reported failure (isa-debug-exit 0x11)".into(),
+        0 => "QEMU exited normally (no isa-debug-exit; a triple fault with -no-reboot looks like this)".into(),
+        c if c & 1 == 1 => format!("isa-debug-exit value {:#x}", c >> 1),
+        c => format!("QEMU exited with status {c}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn vm() -> Vm {
+        Vm {
+            platform: Platform::QemuSvm,
+            kernel: PathBuf::from("/k/basalt"),
+            smp: 4,
+            mem_mb: 512,
+            cmdline: "log=info test=boot".into(),
+            modules: vec![],
+            work_dir: PathBuf::from("/tmp/x"),
+        }
+    }
+
+    #[test]
+    fn command_line() {
+        let args = args(&vm()).unwrap().join(" ");
+        assert_eq!(
+            args,
+            "-accel tcg -cpu EPYC -smp 4 -m 512 -kernel /k/basalt -append log=info test=boot \
+             -display none -serial stdio -monitor none -no-reboot \
+             -device isa-debug-exit,iobase=0xf4,iosize=4"
+        );
+    }
+
+    #[test]
+    fn modules_become_initrd() {
+        let mut vm = vm();
+        vm.modules = vec![
+            (PathBuf::from("/m/guest.elf"), "a=1 b".into()),
+            (PathBuf::from("/m/disk.img"), String::new()),
+        ];
+        let args = args(&vm).unwrap();
+        let i = args.iter().position(|a| a == "-initrd").unwrap();
+        assert_eq!(args[i + 1], "/m/guest.elf a=1 b,/m/disk.img");
+        vm.modules[1].1 = "x,y".into();
+        assert!(super::args(&vm).is_err());
+    }
+}

@@ -1,0 +1,122 @@
+//! The integration tests: which kernel test runs where, and what it must print.
+//!
+//! To add a test, add an entry to `all()`. The kernel runs the test named by `test=<name>` on
+//! its command line and ends it with `BASALT-TEST-RESULT: PASS` or
+//! `BASALT-TEST-RESULT: FAIL: <reason>` on the serial port, then writes 0x10 (pass) or 0x11
+//! (fail) with a 32-bit OUT to port 0xf4 (QEMU's isa-debug-exit: QEMU exits with status 33 or
+//! 35) and "Shutdown" byte by byte to port 0x8900 (Bochs exits).
+//!
+//! Before the port writes, the kernel must wait for the UART's LSR.TEMT (bit 6): Bochs writes
+//! a byte to the serial log only once it has left the transmitter, and drops what is still in
+//! it when it shuts down (seen with a stub kernel: the log ended in `BASALT-TEST-RESULT: PAS`).
+
+use crate::platform::Platform;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The result marker the kernel is expected to report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    Pass,
+    Fail,
+}
+
+#[derive(Clone, Debug)]
+pub struct IntegrationTest {
+    pub name: String,
+    pub platform: Platform,
+    pub smp: u32,
+    pub mem_mb: u32,
+    pub cmdline: String,
+    /// Multiboot modules: a file and its command line.
+    pub modules: Vec<(PathBuf, String)>,
+    pub expect: Expect,
+    /// Substrings the serial output must contain.
+    pub must_contain: Vec<String>,
+    pub timeout: Duration,
+}
+
+impl IntegrationTest {
+    /// A test expected to pass, with 1 CPU, 512 MiB and the platform's timeout.
+    pub fn new(platform: Platform, name: &str, cmdline: &str) -> Self {
+        IntegrationTest {
+            name: name.into(),
+            platform,
+            smp: 1,
+            mem_mb: 512,
+            cmdline: cmdline.into(),
+            modules: Vec::new(),
+            expect: Expect::Pass,
+            must_contain: Vec::new(),
+            timeout: platform.default_timeout(),
+        }
+    }
+
+    pub fn smp(mut self, smp: u32) -> Self {
+        self.smp = smp;
+        self
+    }
+
+    pub fn expect(mut self, expect: Expect) -> Self {
+        self.expect = expect;
+        self
+    }
+
+    pub fn must_contain(mut self, needles: &[&str]) -> Self {
+        self.must_contain
+            .extend(needles.iter().map(|s| s.to_string()));
+        self
+    }
+
+    #[allow(dead_code)] // for the first test that needs one
+    pub fn module(mut self, path: impl Into<PathBuf>, args: &str) -> Self {
+        self.modules.push((path.into(), args.into()));
+        self
+    }
+
+    /// `<platform>: <name>`, as printed and as matched by a filter.
+    pub fn full_name(&self) -> String {
+        format!("{}: {}", self.platform, self.name)
+    }
+}
+
+pub fn all() -> Vec<IntegrationTest> {
+    use Platform::*;
+    vec![
+        IntegrationTest::new(QemuSvm, "boot", "log=info test=boot")
+            .smp(4)
+            .must_contain(&["CPUs online: 4/4", "virtualization: SVM"]),
+        IntegrationTest::new(BochsVmx, "boot", "log=info test=boot")
+            .smp(2)
+            .must_contain(&["CPUs online: 2/2", "virtualization: VMX"]),
+        IntegrationTest::new(BochsSvm, "boot", "log=info test=boot")
+            .smp(2)
+            .must_contain(&["CPUs online: 2/2", "virtualization: SVM"]),
+        IntegrationTest::new(QemuSvm, "panic", "test=panic")
+            .expect(Expect::Fail)
+            .must_contain(&["panicked at", "hypervisor/src/"]),
+        IntegrationTest::new(QemuSvm, "exception", "test=exception")
+            .expect(Expect::Fail)
+            .must_contain(&["EXCEPTION: #UD", "RIP="]),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_timeouts_follow_the_platform() {
+        let tests = all();
+        for (i, t) in tests.iter().enumerate() {
+            assert!(tests[i + 1..]
+                .iter()
+                .all(|u| u.full_name() != t.full_name()));
+            assert!(t.cmdline.contains(&format!("test={}", t.name)));
+            assert_eq!(
+                t.timeout.as_secs(),
+                if t.platform.is_bochs() { 180 } else { 60 }
+            );
+        }
+    }
+}
