@@ -17,7 +17,14 @@ pub enum Virtualization {
     /// Intel VT-x.
     Vmx,
     /// AMD-V, with the SVM feature leaf's key bits.
-    Svm { npt: bool, nrips: bool, asids: u32, avic: bool, decode_assists: bool, flush_by_asid: bool },
+    Svm {
+        npt: bool,
+        nrips: bool,
+        asids: u32,
+        avic: bool,
+        decode_assists: bool,
+        flush_by_asid: bool,
+    },
     None,
 }
 

@@ -42,9 +42,9 @@ pub struct ExceptionFrame {
 /// Mnemonic of an exception vector (SDM Vol. 3A Table 6-1).
 pub fn exception_name(vector: u64) -> &'static str {
     const NAMES: [&str; 32] = [
-        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "CSO", "#TS", "#NP", "#SS",
-        "#GP", "#PF", "RSVD", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "RSVD", "RSVD", "RSVD",
-        "RSVD", "RSVD", "RSVD", "#HV", "#VC", "#SX", "RSVD",
+        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "CSO", "#TS", "#NP", "#SS", "#GP",
+        "#PF", "RSVD", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "RSVD", "RSVD", "RSVD", "RSVD", "RSVD",
+        "RSVD", "#HV", "#VC", "#SX", "RSVD",
     ];
     NAMES.get(vector as usize).copied().unwrap_or("IRQ")
 }
@@ -155,8 +155,8 @@ pub fn init_this_cpu() {
             // SAFETY: the stub is a valid interrupt entry point that ends in IRETQ.
             unsafe { entry.set_handler_addr(VirtAddr::new(stub)) };
         }
-        // SAFETY (all below): each address is one of the assembled stubs; IST indices name
-        // stacks that `gdt::init_this_cpu` installs in every CPU's TSS before this IDT is used.
+        // SAFETY: each address is one of the assembled stubs; the IST indices name stacks that `gdt::init_this_cpu`
+        // installs in every CPU's TSS before this IDT is used.
         unsafe {
             idt.non_maskable_interrupt.set_handler_addr(VirtAddr::new(table[2])).set_stack_index(IST_NMI - 1);
             idt.double_fault.set_handler_addr(VirtAddr::new(table[8])).set_stack_index(IST_DOUBLE_FAULT - 1);
@@ -167,7 +167,9 @@ pub fn init_this_cpu() {
             idt.page_fault.set_handler_addr(VirtAddr::new(table[14]));
             idt.x87_floating_point.set_handler_addr(VirtAddr::new(table[16]));
             idt.alignment_check.set_handler_addr(VirtAddr::new(table[17]));
-            idt.machine_check.set_handler_addr(VirtAddr::new(table[18])).set_stack_index(IST_MACHINE_CHECK - 1);
+            idt.machine_check
+                .set_handler_addr(VirtAddr::new(table[18]))
+                .set_stack_index(IST_MACHINE_CHECK - 1);
             idt.simd_floating_point.set_handler_addr(VirtAddr::new(table[19]));
             idt.virtualization.set_handler_addr(VirtAddr::new(table[20]));
             idt.cp_protection_exception.set_handler_addr(VirtAddr::new(table[21]));

@@ -118,11 +118,19 @@ pub unsafe fn install_trampoline() {
 /// # Safety
 /// The trampoline must be installed, `cr3` must identity-map the kernel and the trampoline
 /// (and lie below 4 GiB), and `stack_top` must be a stack nobody else uses.
-pub unsafe fn start_ap(apic_id: u32, cr3: u64, stack_top: u64, entry: ApEntry, arg: u64, delay_us: &dyn Fn(u64)) {
+pub unsafe fn start_ap(
+    apic_id: u32,
+    cr3: u64,
+    stack_top: u64,
+    entry: ApEntry,
+    arg: u64,
+    delay_us: &dyn Fn(u64),
+) {
     assert!(cr3 < (1 << 32), "the AP trampoline loads CR3 from 32-bit code");
     // SAFETY: the parameter block lies inside the trampoline page just copied.
     unsafe {
-        let offset = core::ptr::addr_of!(basalt_ap_params) as u64 - core::ptr::addr_of!(basalt_ap_trampoline_start) as u64;
+        let offset = core::ptr::addr_of!(basalt_ap_params) as u64
+            - core::ptr::addr_of!(basalt_ap_trampoline_start) as u64;
         let params = (TRAMPOLINE_ADDR + offset) as *mut u64;
         params.write_volatile(cr3);
         params.add(1).write_volatile(stack_top);

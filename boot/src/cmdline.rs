@@ -33,10 +33,7 @@ impl<'a> Cmdline<'a> {
     /// The value of the last `key=value` word for `key` (later words override earlier ones);
     /// `None` if `key` never appears with a value. `key=` gives `Some("")`.
     pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.iter()
-            .filter(|&(k, _)| k == key)
-            .filter_map(|(_, v)| v)
-            .last()
+        self.iter().filter(|&(k, _)| k == key).filter_map(|(_, v)| v).last()
     }
 
     /// Whether `flag` appears at all, bare (`flag`) or with a value (`flag=...`).
@@ -173,56 +170,30 @@ mod tests {
     fn quotes() {
         assert_eq!(
             words(r#"guest="linux console=ttyS0" x=1 "bare flag""#),
-            [
-                ("guest", Some("linux console=ttyS0")),
-                ("x", Some("1")),
-                ("bare flag", None)
-            ]
+            [("guest", Some("linux console=ttyS0")), ("x", Some("1")), ("bare flag", None)]
         );
         assert_eq!(Cmdline::new(r#"k="""#).get("k"), Some(""));
         // Quotes inside a value are kept; whitespace inside them still does not split.
-        assert_eq!(
-            words(r#"k=a"b c"d e"#),
-            [("k", Some(r#"a"b c"d"#)), ("e", None)]
-        );
+        assert_eq!(words(r#"k=a"b c"d e"#), [("k", Some(r#"a"b c"d"#)), ("e", None)]);
         // Unterminated: the rest of the line.
-        assert_eq!(
-            words(r#"a=1 b="x y"#),
-            [("a", Some("1")), ("b", Some("x y"))]
-        );
+        assert_eq!(words(r#"a=1 b="x y"#), [("a", Some("1")), ("b", Some("x y"))]);
         assert_eq!(words("x=\"é ü\""), [("x", Some("é ü"))]);
     }
 
     #[test]
     fn leading_path() {
         assert_eq!(strip_kernel_path("/boot/basalt log=info"), "log=info");
-        assert_eq!(
-            strip_kernel_path("  /boot/basalt   log=info quiet "),
-            "log=info quiet"
-        );
+        assert_eq!(strip_kernel_path("  /boot/basalt   log=info quiet "), "log=info quiet");
         assert_eq!(strip_kernel_path("/boot/basalt"), "");
-        assert_eq!(
-            strip_kernel_path("target/x86_64-unknown-none/debug/basalt smp=2"),
-            "smp=2"
-        );
+        assert_eq!(strip_kernel_path("target/x86_64-unknown-none/debug/basalt smp=2"), "smp=2");
         // QEMU -append only: nothing to strip.
         assert_eq!(strip_kernel_path("log=info quiet"), "log=info quiet");
         // A path-like value is an argument, not the kernel path.
-        assert_eq!(
-            strip_kernel_path("root=/dev/sda quiet"),
-            "root=/dev/sda quiet"
-        );
+        assert_eq!(strip_kernel_path("root=/dev/sda quiet"), "root=/dev/sda quiet");
         assert_eq!(strip_kernel_path("quiet /not/first"), "quiet /not/first");
         assert_eq!(strip_kernel_path(""), "");
-        assert_eq!(
-            Cmdline::new("/boot/basalt a=1")
-                .without_kernel_path()
-                .get("a"),
-            Some("1")
-        );
-        assert!(!Cmdline::new("/boot/basalt")
-            .without_kernel_path()
-            .has("/boot/basalt"));
+        assert_eq!(Cmdline::new("/boot/basalt a=1").without_kernel_path().get("a"), Some("1"));
+        assert!(!Cmdline::new("/boot/basalt").without_kernel_path().has("/boot/basalt"));
     }
 
     #[test]
@@ -231,9 +202,6 @@ mod tests {
         let long = std::format!("/boot/basalt {}", "x".repeat(MAX_CMDLINE));
         assert!(kernel_cmdline(&long).is_ok());
         let too_long = std::format!("/boot/basalt {}y", "x".repeat(MAX_CMDLINE));
-        assert_eq!(
-            kernel_cmdline(&too_long),
-            Err(BootError::TooMany("bytes in the kernel command line"))
-        );
+        assert_eq!(kernel_cmdline(&too_long), Err(BootError::TooMany("bytes in the kernel command line")));
     }
 }

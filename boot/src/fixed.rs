@@ -30,10 +30,7 @@ pub struct FixedVec<T: Copy, const N: usize> {
 impl<T: Copy, const N: usize> FixedVec<T, N> {
     /// An empty vector.
     pub const fn new() -> Self {
-        Self {
-            items: [MaybeUninit::uninit(); N],
-            len: 0,
-        }
+        Self { items: [MaybeUninit::uninit(); N], len: 0 }
     }
 
     /// The most elements it can hold.
@@ -97,11 +94,7 @@ impl<T: Copy, const N: usize> FixedVec<T, N> {
     ///
     /// `Err(Full)` when full. Panics if `index > len`, like `Vec::insert`.
     pub fn insert(&mut self, index: usize, value: T) -> Result<(), Full> {
-        assert!(
-            index <= self.len,
-            "FixedVec::insert index {index} out of bounds (len {})",
-            self.len
-        );
+        assert!(index <= self.len, "FixedVec::insert index {index} out of bounds (len {})", self.len);
         if self.len == N {
             return Err(Full);
         }
@@ -115,11 +108,7 @@ impl<T: Copy, const N: usize> FixedVec<T, N> {
     ///
     /// Panics if `index >= len`, like `Vec::remove`.
     pub fn remove(&mut self, index: usize) -> T {
-        assert!(
-            index < self.len,
-            "FixedVec::remove index {index} out of bounds (len {})",
-            self.len
-        );
+        assert!(index < self.len, "FixedVec::remove index {index} out of bounds (len {})", self.len);
         // SAFETY: `index < len`, so the slot is initialized.
         let value = unsafe { self.items[index].assume_init() };
         self.items.copy_within(index + 1..self.len, index);
@@ -211,10 +200,7 @@ pub struct FixedStr<const N: usize> {
 impl<const N: usize> FixedStr<N> {
     /// The empty string.
     pub const fn new() -> Self {
-        Self {
-            bytes: [0; N],
-            len: 0,
-        }
+        Self { bytes: [0; N], len: 0 }
     }
 
     /// A copy of `s`, or `Err(Full)` if it is longer than `N` bytes (never truncated).
@@ -226,11 +212,7 @@ impl<const N: usize> FixedStr<N> {
 
     /// Append `s`; `Err(Full)` (and nothing changes) if it does not fit.
     pub fn push_str(&mut self, s: &str) -> Result<(), Full> {
-        let end = self
-            .len
-            .checked_add(s.len())
-            .filter(|&end| end <= N)
-            .ok_or(Full)?;
+        let end = self.len.checked_add(s.len()).filter(|&end| end <= N).ok_or(Full)?;
         self.bytes[self.len..end].copy_from_slice(s.as_bytes());
         self.len = end;
         Ok(())

@@ -10,12 +10,12 @@
 #![no_std]
 
 pub mod cmdline;
+#[cfg(target_os = "none")]
+mod entry;
 pub mod fixed;
 pub mod memmap;
 pub mod multiboot1;
 pub mod multiboot2;
-#[cfg(target_os = "none")]
-mod entry;
 
 pub use cmdline::Cmdline;
 pub use fixed::{FixedStr, FixedVec};

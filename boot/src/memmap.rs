@@ -65,11 +65,7 @@ impl MemoryRegion {
     /// A region from a base and a length, as loaders report them; the end saturates at
     /// `u64::MAX` rather than wrapping.
     pub const fn from_base_len(base: u64, len: u64, kind: MemoryKind) -> Self {
-        Self {
-            start: base,
-            end: base.saturating_add(len),
-            kind,
-        }
+        Self { start: base, end: base.saturating_add(len), kind }
     }
 
     /// Size in bytes (0 for an empty or inverted range).
@@ -98,9 +94,7 @@ pub struct MemoryMap {
 
 impl MemoryMap {
     pub const fn new() -> Self {
-        Self {
-            regions: FixedVec::new(),
-        }
+        Self { regions: FixedVec::new() }
     }
 
     /// Append a region as the loader reported it. Empty ranges are ignored;
@@ -109,9 +103,7 @@ impl MemoryMap {
         if region.is_empty() {
             return Ok(());
         }
-        self.regions
-            .push(region)
-            .map_err(|_| BootError::TooMany("memory regions"))
+        self.regions.push(region).map_err(|_| BootError::TooMany("memory regions"))
     }
 
     /// Sort, drop empty ranges, resolve overlaps in favour of the more restrictive kind and
@@ -174,11 +166,7 @@ impl MemoryMap {
     /// Bytes of [`MemoryKind::Usable`] memory (exact on a normalized map; overlaps would be
     /// counted twice otherwise).
     pub fn usable_bytes(&self) -> u64 {
-        self.regions
-            .iter()
-            .filter(|r| r.kind == MemoryKind::Usable)
-            .map(|r| r.len())
-            .sum()
+        self.regions.iter().filter(|r| r.kind == MemoryKind::Usable).map(|r| r.len()).sum()
     }
 
     /// One past the highest byte any region (of any kind) covers; 0 for an empty map.
@@ -188,21 +176,12 @@ impl MemoryMap {
 
     /// One past the highest usable byte; 0 if nothing is usable.
     pub fn highest_usable_address(&self) -> u64 {
-        self.regions
-            .iter()
-            .filter(|r| r.kind == MemoryKind::Usable)
-            .map(|r| r.end)
-            .max()
-            .unwrap_or(0)
+        self.regions.iter().filter(|r| r.kind == MemoryKind::Usable).map(|r| r.end).max().unwrap_or(0)
     }
 
     /// The kind of the region containing `addr`, if any.
     pub fn kind_at(&self, addr: u64) -> Option<MemoryKind> {
-        self.regions
-            .iter()
-            .filter(|r| r.contains(addr))
-            .map(|r| r.kind)
-            .max_by_key(|k| k.restrictiveness())
+        self.regions.iter().filter(|r| r.contains(addr)).map(|r| r.kind).max_by_key(|k| k.restrictiveness())
     }
 }
 
@@ -223,10 +202,7 @@ mod tests {
     fn normalized(regions: &[(u64, u64, MemoryKind)]) -> std::vec::Vec<(u64, u64, MemoryKind)> {
         let mut m = map(regions);
         m.normalize().unwrap();
-        m.regions()
-            .iter()
-            .map(|r| (r.start, r.end, r.kind))
-            .collect()
+        m.regions().iter().map(|r| (r.start, r.end, r.kind)).collect()
     }
 
     #[test]
@@ -243,20 +219,12 @@ mod tests {
     #[test]
     fn sorts_and_merges_same_kind() {
         assert_eq!(
-            normalized(&[
-                (0x3000, 0x4000, Usable),
-                (0x1000, 0x2000, Usable),
-                (0x2000, 0x3000, Usable)
-            ]),
+            normalized(&[(0x3000, 0x4000, Usable), (0x1000, 0x2000, Usable), (0x2000, 0x3000, Usable)]),
             [(0x1000, 0x4000, Usable)]
         );
         // Overlapping ranges of one kind merge too; a gap keeps them apart.
         assert_eq!(
-            normalized(&[
-                (0, 0x2000, Usable),
-                (0x1000, 0x3000, Usable),
-                (0x5000, 0x6000, Usable)
-            ]),
+            normalized(&[(0, 0x2000, Usable), (0x1000, 0x3000, Usable), (0x5000, 0x6000, Usable)]),
             [(0, 0x3000, Usable), (0x5000, 0x6000, Usable)]
         );
     }
@@ -283,11 +251,7 @@ mod tests {
         // A reserved hole inside usable RAM splits it.
         assert_eq!(
             normalized(&[(0, 0x10000, Usable), (0x4000, 0x5000, Reserved)]),
-            [
-                (0, 0x4000, Usable),
-                (0x4000, 0x5000, Reserved),
-                (0x5000, 0x10000, Usable)
-            ]
+            [(0, 0x4000, Usable), (0x4000, 0x5000, Reserved), (0x5000, 0x10000, Usable)]
         );
         // Partial overlaps, in either order of reporting.
         assert_eq!(
@@ -313,11 +277,7 @@ mod tests {
         );
         // A less restrictive range reported over a more restrictive one changes nothing.
         assert_eq!(
-            normalized(&[
-                (0x1000, 0x2000, BadMemory),
-                (0, 0x3000, Reserved),
-                (0, 0x8000, Usable)
-            ]),
+            normalized(&[(0x1000, 0x2000, BadMemory), (0, 0x3000, Reserved), (0, 0x8000, Usable)]),
             [
                 (0, 0x1000, Reserved),
                 (0x1000, 0x2000, BadMemory),
@@ -329,11 +289,8 @@ mod tests {
 
     #[test]
     fn totals() {
-        let mut m = map(&[
-            (0, 0x9f000, Usable),
-            (0x100000, 0x800000, Usable),
-            (0xfee00000, 0xfee01000, Reserved),
-        ]);
+        let mut m =
+            map(&[(0, 0x9f000, Usable), (0x100000, 0x800000, Usable), (0xfee00000, 0xfee01000, Reserved)]);
         m.normalize().unwrap();
         assert_eq!(m.usable_bytes(), 0x9f000 + 0x700000);
         assert_eq!(m.highest_address(), 0xfee01000);
@@ -347,8 +304,7 @@ mod tests {
     fn capacity_errors() {
         let mut m = MemoryMap::new();
         for i in 0..MAX_REGIONS as u64 {
-            m.add(MemoryRegion::new(i * 0x2000, i * 0x2000 + 0x1000, Usable))
-                .unwrap();
+            m.add(MemoryRegion::new(i * 0x2000, i * 0x2000 + 0x1000, Usable)).unwrap();
         }
         assert_eq!(
             m.add(MemoryRegion::new(1 << 40, (1 << 40) + 1, Usable)),
@@ -359,12 +315,7 @@ mod tests {
         let mut m = MemoryMap::new();
         m.add(MemoryRegion::new(0, 1 << 30, Usable)).unwrap();
         for i in 1..MAX_REGIONS as u64 {
-            m.add(MemoryRegion::new(
-                i * 0x10000,
-                i * 0x10000 + 0x1000,
-                Reserved,
-            ))
-            .unwrap();
+            m.add(MemoryRegion::new(i * 0x10000, i * 0x10000 + 0x1000, Reserved)).unwrap();
         }
         let before = m.clone();
         assert_eq!(m.normalize(), Err(BootError::TooMany("memory regions")));

@@ -7,9 +7,7 @@
 use crate::cmdline::kernel_cmdline;
 use crate::fixed::{FixedStr, FixedVec};
 use crate::memmap::{MemoryKind, MemoryMap, MemoryRegion};
-use crate::{
-    BootError, BootInfo, Loader, Module, PhysRead, MAX_CMDLINE, MAX_MODULES, MAX_MODULE_CMDLINE,
-};
+use crate::{BootError, BootInfo, Loader, Module, PhysRead, MAX_CMDLINE, MAX_MODULES, MAX_MODULE_CMDLINE};
 
 /// Size of the 0.6.96 info structure, up to and including the framebuffer fields. It is what
 /// `BootInfo::loader_info` covers; the memory map, module list and strings it points to live
@@ -58,29 +56,19 @@ pub fn parse(info: u64, mem: &dyn PhysRead) -> Result<BootInfo, BootError> {
     }
     let mut raw = [0u8; READ_SIZE];
     read(mem, info, &mut raw)?;
-    let field =
-        |off: usize| u32::from_le_bytes([raw[off], raw[off + 1], raw[off + 2], raw[off + 3]]);
+    let field = |off: usize| u32::from_le_bytes([raw[off], raw[off + 1], raw[off + 2], raw[off + 3]]);
     let flags = field(OFF_FLAGS);
 
     let mut memory = MemoryMap::new();
     if flags & FLAG_MMAP != 0 {
-        parse_mmap(
-            mem,
-            u64::from(field(OFF_MMAP_ADDR)),
-            field(OFF_MMAP_LENGTH),
-            &mut memory,
-        )?;
+        parse_mmap(mem, u64::from(field(OFF_MMAP_ADDR)), field(OFF_MMAP_LENGTH), &mut memory)?;
     }
     if memory.is_empty() && flags & FLAG_MEMORY != 0 {
         // mem_lower: KiB from 0 (at most 640); mem_upper: KiB from 1 MiB up to the first hole.
         let lower = u64::from(field(OFF_MEM_LOWER)) * 1024;
         let upper = u64::from(field(OFF_MEM_UPPER)) * 1024;
         memory.add(MemoryRegion::new(0, lower, MemoryKind::Usable))?;
-        memory.add(MemoryRegion::new(
-            0x10_0000,
-            0x10_0000 + upper,
-            MemoryKind::Usable,
-        ))?;
+        memory.add(MemoryRegion::new(0x10_0000, 0x10_0000 + upper, MemoryKind::Usable))?;
     }
     if memory.is_empty() {
         return Err(BootError::NoMemoryMap);
@@ -89,24 +77,14 @@ pub fn parse(info: u64, mem: &dyn PhysRead) -> Result<BootInfo, BootError> {
 
     let mut modules = FixedVec::new();
     if flags & FLAG_MODS != 0 {
-        parse_modules(
-            mem,
-            u64::from(field(OFF_MODS_ADDR)),
-            field(OFF_MODS_COUNT),
-            &mut modules,
-        )?;
+        parse_modules(mem, u64::from(field(OFF_MODS_ADDR)), field(OFF_MODS_COUNT), &mut modules)?;
     }
 
     let mut cmdline = FixedStr::new();
     let cmdline_addr = u64::from(field(OFF_CMDLINE));
     if flags & FLAG_CMDLINE != 0 && cmdline_addr != 0 {
         let mut buf = [0u8; RAW_CMDLINE_MAX];
-        let text = read_cstr(
-            mem,
-            cmdline_addr,
-            &mut buf,
-            "bytes in the kernel command line",
-        )?;
+        let text = read_cstr(mem, cmdline_addr, &mut buf, "bytes in the kernel command line")?;
         cmdline = kernel_cmdline(text)?;
     }
 
@@ -127,27 +105,18 @@ fn read(mem: &dyn PhysRead, addr: u64, buf: &mut [u8]) -> Result<(), BootError> 
     Ok(())
 }
 
-fn parse_mmap(
-    mem: &dyn PhysRead,
-    addr: u64,
-    length: u32,
-    memory: &mut MemoryMap,
-) -> Result<(), BootError> {
+fn parse_mmap(mem: &dyn PhysRead, addr: u64, length: u32, memory: &mut MemoryMap) -> Result<(), BootError> {
     let end = addr + u64::from(length);
     let mut at = addr;
     while at < end {
         if end - at < 4 + u64::from(MMAP_ENTRY_MIN) {
-            return Err(BootError::Malformed(
-                "multiboot1 memory map ends inside an entry",
-            ));
+            return Err(BootError::Malformed("multiboot1 memory map ends inside an entry"));
         }
         let mut entry = [0u8; 24];
         read(mem, at, &mut entry)?;
         let size = u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]);
         if size < MMAP_ENTRY_MIN {
-            return Err(BootError::Malformed(
-                "multiboot1 memory map entry too small",
-            ));
+            return Err(BootError::Malformed("multiboot1 memory map entry too small"));
         }
         let base = u64::from_le_bytes([
             entry[4], entry[5], entry[6], entry[7], entry[8], entry[9], entry[10], entry[11],
@@ -156,11 +125,7 @@ fn parse_mmap(
             entry[12], entry[13], entry[14], entry[15], entry[16], entry[17], entry[18], entry[19],
         ]);
         let typ = u32::from_le_bytes([entry[20], entry[21], entry[22], entry[23]]);
-        memory.add(MemoryRegion::from_base_len(
-            base,
-            len,
-            MemoryKind::from_multiboot(typ),
-        ))?;
+        memory.add(MemoryRegion::from_base_len(base, len, MemoryKind::from_multiboot(typ)))?;
         at += 4 + u64::from(size);
     }
     Ok(())
@@ -178,14 +143,11 @@ fn parse_modules(
     for i in 0..u64::from(count) {
         let mut entry = [0u8; MODULE_ENTRY_SIZE as usize];
         read(mem, addr + i * MODULE_ENTRY_SIZE, &mut entry)?;
-        let word = |off: usize| {
-            u32::from_le_bytes([entry[off], entry[off + 1], entry[off + 2], entry[off + 3]])
-        };
+        let word =
+            |off: usize| u32::from_le_bytes([entry[off], entry[off + 1], entry[off + 2], entry[off + 3]]);
         let (start, end, string) = (u64::from(word(0)), u64::from(word(4)), u64::from(word(8)));
         if end < start {
-            return Err(BootError::Malformed(
-                "multiboot1 module ends before it starts",
-            ));
+            return Err(BootError::Malformed("multiboot1 module ends before it starts"));
         }
         let mut cmdline = FixedStr::new();
         if string != 0 {
@@ -196,13 +158,7 @@ fn parse_modules(
                 .map_err(|_| BootError::TooMany("bytes in a module command line"))?;
         }
         // Cannot fail: `count <= MAX_MODULES` was checked.
-        modules
-            .push(Module {
-                start,
-                end,
-                cmdline,
-            })
-            .map_err(|_| BootError::TooMany("modules"))?;
+        modules.push(Module { start, end, cmdline }).map_err(|_| BootError::TooMany("modules"))?;
     }
     Ok(())
 }
@@ -218,9 +174,7 @@ fn read_cstr<'b>(
     let mut filled = 0;
     while filled < buf.len() {
         let chunk = CHUNK.min(buf.len() - filled);
-        let at = addr
-            .checked_add(filled as u64)
-            .ok_or(BootError::Unreadable { addr })?;
+        let at = addr.checked_add(filled as u64).ok_or(BootError::Unreadable { addr })?;
         let dst = &mut buf[filled..filled + chunk];
         if !mem.read(at, dst) {
             // The string may end right before unreadable memory: go byte by byte.
@@ -261,9 +215,7 @@ pub(crate) mod tests {
             let Some(off) = addr.checked_sub(self.base) else {
                 return false;
             };
-            let Some(src) = usize::try_from(off)
-                .ok()
-                .and_then(|off| self.bytes.get(off..off + buf.len()))
+            let Some(src) = usize::try_from(off).ok().and_then(|off| self.bytes.get(off..off + buf.len()))
             else {
                 return false;
             };
@@ -312,10 +264,7 @@ pub(crate) mod tests {
     /// A GRUB-like info structure: cmdline with the kernel path, a memory map with an odd
     /// entry size, two modules.
     fn grub_like() -> FakeMem {
-        let mut mem = FakeMem {
-            base: BASE,
-            bytes: vec![0xAA; 0x1000],
-        };
+        let mut mem = FakeMem { base: BASE, bytes: vec![0xAA; 0x1000] };
         mem.bytes[INFO..INFO + INFO_SIZE as usize].fill(0);
         let len = put_mmap(
             &mut mem,
@@ -330,21 +279,9 @@ pub(crate) mod tests {
                 (20, 0x1_0000_1000, 0, 1),
             ],
         );
-        let cmdline = put_str(
-            &mut mem,
-            STRINGS,
-            "/boot/basalt log=debug guest=\"linux quiet\"",
-        );
-        let m0 = put_str(
-            &mut mem,
-            STRINGS + 0x100,
-            "/guests/linux.bzImage console=ttyS0",
-        );
-        put32(
-            &mut mem,
-            INFO + OFF_FLAGS,
-            FLAG_MEMORY | FLAG_CMDLINE | FLAG_MODS | FLAG_MMAP | (1 << 9),
-        );
+        let cmdline = put_str(&mut mem, STRINGS, "/boot/basalt log=debug guest=\"linux quiet\"");
+        let m0 = put_str(&mut mem, STRINGS + 0x100, "/guests/linux.bzImage console=ttyS0");
+        put32(&mut mem, INFO + OFF_FLAGS, FLAG_MEMORY | FLAG_CMDLINE | FLAG_MODS | FLAG_MMAP | (1 << 9));
         put32(&mut mem, INFO + OFF_MEM_LOWER, 639);
         put32(&mut mem, INFO + OFF_MEM_UPPER, 130_000);
         put32(&mut mem, INFO + OFF_CMDLINE, cmdline);
@@ -375,12 +312,7 @@ pub(crate) mod tests {
         assert_eq!(info.cmdline, "log=debug guest=\"linux quiet\"");
         assert_eq!(info.kernel_cmdline().get("guest"), Some("linux quiet"));
 
-        let regions: Vec<_> = info
-            .memory
-            .regions()
-            .iter()
-            .map(|r| (r.start, r.end, r.kind))
-            .collect();
+        let regions: Vec<_> = info.memory.regions().iter().map(|r| (r.start, r.end, r.kind)).collect();
         assert_eq!(
             regions,
             [
@@ -397,10 +329,7 @@ pub(crate) mod tests {
         assert_eq!(info.modules.len(), 2);
         assert_eq!(info.modules[0].start, 0x20_0000);
         assert_eq!(info.modules[0].end, 0x28_0000);
-        assert_eq!(
-            info.modules[0].cmdline,
-            "/guests/linux.bzImage console=ttyS0"
-        );
+        assert_eq!(info.modules[0].cmdline, "/guests/linux.bzImage console=ttyS0");
         assert_eq!(info.modules[1].start, 0x30_0000);
         assert_eq!(info.modules[1].cmdline, "");
     }
@@ -410,8 +339,7 @@ pub(crate) mod tests {
         let mem = grub_like();
         // SAFETY: the multiboot1 path reads only through `mem`.
         let info =
-            unsafe { BootInfo::from_multiboot(MULTIBOOT1_BOOTLOADER_MAGIC, info_addr(), &mem) }
-                .unwrap();
+            unsafe { BootInfo::from_multiboot(MULTIBOOT1_BOOTLOADER_MAGIC, info_addr(), &mem) }.unwrap();
         assert_eq!(info.loader, Loader::Multiboot1);
         // SAFETY: a bad magic is rejected before anything is read.
         let bad = unsafe { BootInfo::from_multiboot(0x1234_5678, info_addr(), &mem) };
@@ -426,12 +354,7 @@ pub(crate) mod tests {
         let cmd = put_str(&mut mem, STRINGS, "smp=2");
         put32(&mut mem, INFO + OFF_CMDLINE, cmd);
         let info = parse(info_addr(), &mem).unwrap();
-        let regions: Vec<_> = info
-            .memory
-            .regions()
-            .iter()
-            .map(|r| (r.start, r.end, r.kind))
-            .collect();
+        let regions: Vec<_> = info.memory.regions().iter().map(|r| (r.start, r.end, r.kind)).collect();
         assert_eq!(
             regions,
             [
@@ -445,10 +368,7 @@ pub(crate) mod tests {
         // An empty mmap also falls back.
         put32(&mut mem, INFO + OFF_FLAGS, FLAG_MEMORY | FLAG_MMAP);
         put32(&mut mem, INFO + OFF_MMAP_LENGTH, 0);
-        assert_eq!(
-            parse(info_addr(), &mem).unwrap().memory.usable_bytes(),
-            (639 + 130_000) * 1024
-        );
+        assert_eq!(parse(info_addr(), &mem).unwrap().memory.usable_bytes(), (639 + 130_000) * 1024);
     }
 
     #[test]
@@ -469,24 +389,15 @@ pub(crate) mod tests {
 
         let mut bad = grub_like();
         put32(&mut bad, INFO + OFF_MMAP_ADDR, 0x10);
-        assert_eq!(
-            parse(info_addr(), &bad),
-            Err(BootError::Unreadable { addr: 0x10 })
-        );
+        assert_eq!(parse(info_addr(), &bad), Err(BootError::Unreadable { addr: 0x10 }));
 
         let mut bad = grub_like();
         put32(&mut bad, INFO + OFF_MODS_ADDR, 0xdead_0000);
-        assert_eq!(
-            parse(info_addr(), &bad),
-            Err(BootError::Unreadable { addr: 0xdead_0000 })
-        );
+        assert_eq!(parse(info_addr(), &bad), Err(BootError::Unreadable { addr: 0xdead_0000 }));
 
         let mut bad = grub_like();
         put32(&mut bad, INFO + OFF_CMDLINE, 0xdead_0000);
-        assert_eq!(
-            parse(info_addr(), &bad),
-            Err(BootError::Unreadable { addr: 0xdead_0000 })
-        );
+        assert_eq!(parse(info_addr(), &bad), Err(BootError::Unreadable { addr: 0xdead_0000 }));
     }
 
     #[test]
@@ -498,12 +409,7 @@ pub(crate) mod tests {
         assert_eq!(parse(info_addr(), &mem).unwrap().cmdline, "smp=4");
         // Not terminated before memory ends.
         mem.bytes[len - 1] = b'x';
-        assert_eq!(
-            parse(info_addr(), &mem),
-            Err(BootError::Unreadable {
-                addr: BASE + len as u64
-            })
-        );
+        assert_eq!(parse(info_addr(), &mem), Err(BootError::Unreadable { addr: BASE + len as u64 }));
     }
 
     #[test]
@@ -512,18 +418,14 @@ pub(crate) mod tests {
         put_mmap(&mut mem, &[(12, 0, 0x1000, 1)]);
         assert_eq!(
             parse(info_addr(), &mem),
-            Err(BootError::Malformed(
-                "multiboot1 memory map entry too small"
-            ))
+            Err(BootError::Malformed("multiboot1 memory map entry too small"))
         );
 
         let mut mem = grub_like();
         put32(&mut mem, INFO + OFF_MMAP_LENGTH, 24 + 10);
         assert_eq!(
             parse(info_addr(), &mem),
-            Err(BootError::Malformed(
-                "multiboot1 memory map ends inside an entry"
-            ))
+            Err(BootError::Malformed("multiboot1 memory map ends inside an entry"))
         );
 
         let mut mem = grub_like();
@@ -534,40 +436,26 @@ pub(crate) mod tests {
         put32(&mut mem, MODS + 4, 0x10_0000);
         assert_eq!(
             parse(info_addr(), &mem),
-            Err(BootError::Malformed(
-                "multiboot1 module ends before it starts"
-            ))
+            Err(BootError::Malformed("multiboot1 module ends before it starts"))
         );
 
         // Module command line of exactly the capacity fits; one more byte does not.
         let mut mem = grub_like();
         let s = "m".repeat(MAX_MODULE_CMDLINE);
         put_str(&mut mem, STRINGS + 0x100, &s);
-        assert_eq!(
-            parse(info_addr(), &mem).unwrap().modules[0].cmdline.len(),
-            MAX_MODULE_CMDLINE
-        );
+        assert_eq!(parse(info_addr(), &mem).unwrap().modules[0].cmdline.len(), MAX_MODULE_CMDLINE);
         let s = "m".repeat(MAX_MODULE_CMDLINE + 1);
         put_str(&mut mem, STRINGS + 0x100, &s);
-        assert_eq!(
-            parse(info_addr(), &mem),
-            Err(BootError::TooMany("bytes in a module command line"))
-        );
+        assert_eq!(parse(info_addr(), &mem), Err(BootError::TooMany("bytes in a module command line")));
 
         let mut mem = grub_like();
         mem.bytes[STRINGS + 3] = 0xff;
-        assert_eq!(
-            parse(info_addr(), &mem),
-            Err(BootError::Malformed("multiboot1 string is not UTF-8"))
-        );
+        assert_eq!(parse(info_addr(), &mem), Err(BootError::Malformed("multiboot1 string is not UTF-8")));
     }
 
     #[test]
     fn long_kernel_cmdline() {
-        let mut mem = FakeMem {
-            base: BASE,
-            bytes: vec![0; 0x2000],
-        };
+        let mut mem = FakeMem { base: BASE, bytes: vec![0; 0x2000] };
         let mut text = std::string::String::from("/boot/basalt ");
         text.push_str(&"k".repeat(MAX_CMDLINE));
         let at = put_str(&mut mem, 0x800, &text);
@@ -577,9 +465,6 @@ pub(crate) mod tests {
         assert_eq!(parse(info_addr(), &mem).unwrap().cmdline.len(), MAX_CMDLINE);
         text.push('k');
         put_str(&mut mem, 0x800, &text);
-        assert_eq!(
-            parse(info_addr(), &mem),
-            Err(BootError::TooMany("bytes in the kernel command line"))
-        );
+        assert_eq!(parse(info_addr(), &mem), Err(BootError::TooMany("bytes in the kernel command line")));
     }
 }

@@ -47,9 +47,7 @@ pub unsafe fn parse(info: u64) -> Result<BootInfo, BootError> {
         return Err(BootError::Unreadable { addr: 0 });
     }
     if !info.is_multiple_of(8) {
-        return Err(BootError::Malformed(
-            "multiboot2 information is not 8-byte aligned",
-        ));
+        return Err(BootError::Malformed("multiboot2 information is not 8-byte aligned"));
     }
     let ptr = info as usize as *const u8;
     // SAFETY: the caller guarantees the MBI is readable at `info`, and it starts with its
@@ -66,11 +64,7 @@ pub unsafe fn parse(info: u64) -> Result<BootInfo, BootError> {
     if let Some(tag) = mbi.memory_map_tag() {
         for area in tag.memory_areas() {
             let kind = MemoryKind::from_multiboot(u32::from(area.typ()));
-            memory.add(MemoryRegion::from_base_len(
-                area.start_address(),
-                area.size(),
-                kind,
-            ))?;
+            memory.add(MemoryRegion::from_base_len(area.start_address(), area.size(), kind))?;
         }
     }
     if memory.is_empty() {
@@ -78,11 +72,7 @@ pub unsafe fn parse(info: u64) -> Result<BootInfo, BootError> {
             let lower = u64::from(basic.memory_lower()) * 1024;
             let upper = u64::from(basic.memory_upper()) * 1024;
             memory.add(MemoryRegion::new(0, lower, MemoryKind::Usable))?;
-            memory.add(MemoryRegion::new(
-                0x10_0000,
-                0x10_0000 + upper,
-                MemoryKind::Usable,
-            ))?;
+            memory.add(MemoryRegion::new(0x10_0000, 0x10_0000 + upper, MemoryKind::Usable))?;
         }
     }
     if memory.is_empty() {
@@ -94,28 +84,17 @@ pub unsafe fn parse(info: u64) -> Result<BootInfo, BootError> {
     for tag in mbi.module_tags() {
         let (start, end) = (u64::from(tag.start_address()), u64::from(tag.end_address()));
         if end < start {
-            return Err(BootError::Malformed(
-                "multiboot2 module ends before it starts",
-            ));
+            return Err(BootError::Malformed("multiboot2 module ends before it starts"));
         }
-        let text = tag
-            .cmdline()
-            .map_err(|_| BootError::Malformed("multiboot2 module command line"))?;
-        let cmdline = FixedStr::try_from_str(text)
-            .map_err(|_| BootError::TooMany("bytes in a module command line"))?;
-        modules
-            .push(Module {
-                start,
-                end,
-                cmdline,
-            })
-            .map_err(|_| BootError::TooMany("modules"))?;
+        let text = tag.cmdline().map_err(|_| BootError::Malformed("multiboot2 module command line"))?;
+        let cmdline =
+            FixedStr::try_from_str(text).map_err(|_| BootError::TooMany("bytes in a module command line"))?;
+        modules.push(Module { start, end, cmdline }).map_err(|_| BootError::TooMany("modules"))?;
     }
 
     let cmdline = match mbi.command_line_tag() {
         Some(tag) => kernel_cmdline(
-            tag.cmdline()
-                .map_err(|_| BootError::Malformed("multiboot2 kernel command line"))?,
+            tag.cmdline().map_err(|_| BootError::Malformed("multiboot2 kernel command line"))?,
         )?,
         None => FixedStr::new(),
     };
@@ -172,12 +151,10 @@ fn validate(bytes: &[u8]) -> Result<(), BootError> {
             }
             // The crate views these as fixed-size structs padded to 8 bytes.
             TAG_ACPI_V1 => {
-                (8 + RSDP_V1_LEN as usize..=32).contains(&size)
-                    && bytes[off + 8..off + 16] == *b"RSD PTR "
+                (8 + RSDP_V1_LEN as usize..=32).contains(&size) && bytes[off + 8..off + 16] == *b"RSD PTR "
             }
             TAG_ACPI_V2 => {
-                (8 + RSDP_V2_LEN as usize..=48).contains(&size)
-                    && bytes[off + 8..off + 16] == *b"RSD PTR "
+                (8 + RSDP_V2_LEN as usize..=48).contains(&size) && bytes[off + 8..off + 16] == *b"RSD PTR "
             }
             // A command line tag of just a header has no NUL: the crate reports that as an
             // error, which `parse` turns into `Malformed`.
@@ -208,9 +185,7 @@ mod tests {
 
     impl Mbi {
         fn new() -> Self {
-            Self {
-                bytes: std::vec![0; 8],
-            }
+            Self { bytes: std::vec![0; 8] }
         }
 
         fn tag(mut self, typ: u32, payload: &[u8]) -> Self {
@@ -291,10 +266,7 @@ mod tests {
             while !self.bytes.len().is_multiple_of(8) {
                 self.bytes.push(0);
             }
-            self.bytes
-                .chunks(8)
-                .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-                .collect()
+            self.bytes.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect()
         }
     }
 
@@ -354,12 +326,7 @@ mod tests {
         let total = (buf.len() * 8) as u64;
         assert_eq!(info.loader_info, (addr(&buf), addr(&buf) + total));
 
-        let regions: Vec<_> = info
-            .memory
-            .regions()
-            .iter()
-            .map(|r| (r.start, r.end, r.kind))
-            .collect();
+        let regions: Vec<_> = info.memory.regions().iter().map(|r| (r.start, r.end, r.kind)).collect();
         assert_eq!(
             regions,
             [
@@ -375,15 +342,9 @@ mod tests {
         );
 
         assert_eq!(info.modules.len(), 2);
-        assert_eq!(
-            (info.modules[0].start, info.modules[0].end),
-            (0x20_0000, 0x28_0000)
-        );
+        assert_eq!((info.modules[0].start, info.modules[0].end), (0x20_0000, 0x28_0000));
         assert_eq!(info.modules[0].cmdline, "/guests/linux console=ttyS0");
-        assert_eq!(
-            (info.modules[1].start, info.modules[1].end),
-            (0x30_0000, 0x30_0800)
-        );
+        assert_eq!((info.modules[1].start, info.modules[1].end), (0x30_0000, 0x30_0800));
         assert_eq!(info.modules[1].cmdline, "");
 
         // The v2 copy is preferred, and it is the copy inside the MBI.
@@ -398,14 +359,10 @@ mod tests {
     #[test]
     fn through_from_multiboot() {
         let buf = grub_like();
-        let unused = FakeMem {
-            base: 0,
-            bytes: Vec::new(),
-        };
+        let unused = FakeMem { base: 0, bytes: Vec::new() };
         // SAFETY: `buf` is a live MBI; the multiboot2 path does not use `mem`.
         let info =
-            unsafe { BootInfo::from_multiboot(MULTIBOOT2_BOOTLOADER_MAGIC, addr(&buf), &unused) }
-                .unwrap();
+            unsafe { BootInfo::from_multiboot(MULTIBOOT2_BOOTLOADER_MAGIC, addr(&buf), &unused) }.unwrap();
         assert_eq!(info, parse_buf(&buf).unwrap());
         // SAFETY: a bad magic is rejected before anything is read.
         let bad = unsafe { BootInfo::from_multiboot(0x36d7_6288, addr(&buf), &unused) };
@@ -414,15 +371,9 @@ mod tests {
 
     #[test]
     fn rsdp_v1_only_and_none() {
-        let buf = Mbi::new()
-            .mmap(&[(0, 0x1000_0000, 1)])
-            .rsdp_v1(0xe_0000)
-            .finish();
+        let buf = Mbi::new().mmap(&[(0, 0x1000_0000, 1)]).rsdp_v1(0xe_0000).finish();
         let info = parse_buf(&buf).unwrap();
-        assert_eq!(
-            info.rsdp,
-            Some(addr(&buf) + offset_of_tag(&buf, TAG_ACPI_V1) + 8)
-        );
+        assert_eq!(info.rsdp, Some(addr(&buf) + offset_of_tag(&buf, TAG_ACPI_V1) + 8));
         assert_eq!(info.cmdline, "");
         assert!(info.modules.is_empty());
 
@@ -432,10 +383,7 @@ mod tests {
 
     #[test]
     fn basic_meminfo_fallback() {
-        let buf = Mbi::new()
-            .cmdline("quiet")
-            .basic_meminfo(640, 1024)
-            .finish();
+        let buf = Mbi::new().cmdline("quiet").basic_meminfo(640, 1024).finish();
         let info = parse_buf(&buf).unwrap();
         assert_eq!(info.memory.usable_bytes(), (640 + 1024) * 1024);
         assert_eq!(info.memory.highest_address(), 0x10_0000 + 1024 * 1024);
@@ -452,61 +400,38 @@ mod tests {
         let buf = grub_like();
         // SAFETY: rejected for its alignment before anything is read.
         let misaligned = unsafe { parse(addr(&buf) + 4) };
-        assert_eq!(
-            misaligned,
-            Err(BootError::Malformed(
-                "multiboot2 information is not 8-byte aligned"
-            ))
-        );
+        assert_eq!(misaligned, Err(BootError::Malformed("multiboot2 information is not 8-byte aligned")));
     }
 
     #[test]
     fn truncated_or_malformed_mbi() {
         // No end tag: total_size stops right after the memory map.
         let buf = Mbi::new().mmap(&[(0, 0x1000_0000, 1)]).finish_raw();
-        assert_eq!(
-            parse_buf(&buf),
-            Err(BootError::Malformed("multiboot2 tags run past total_size"))
-        );
+        assert_eq!(parse_buf(&buf), Err(BootError::Malformed("multiboot2 tags run past total_size")));
 
         // total_size cuts the last tag short.
         let mut buf = grub_like();
         let total = (buf.len() * 8 - 16) as u32;
         buf[0] = u64::from(total);
-        assert_eq!(
-            parse_buf(&buf),
-            Err(BootError::Malformed("multiboot2 tag size"))
-        );
+        assert_eq!(parse_buf(&buf), Err(BootError::Malformed("multiboot2 tag size")));
 
         // total_size too small or not a multiple of 8.
         let mut buf = grub_like();
         buf[0] = 8;
-        assert_eq!(
-            parse_buf(&buf),
-            Err(BootError::Malformed("multiboot2 total_size"))
-        );
+        assert_eq!(parse_buf(&buf), Err(BootError::Malformed("multiboot2 total_size")));
         buf[0] = 27;
-        assert_eq!(
-            parse_buf(&buf),
-            Err(BootError::Malformed("multiboot2 total_size"))
-        );
+        assert_eq!(parse_buf(&buf), Err(BootError::Malformed("multiboot2 total_size")));
 
         // A tag smaller than its own header.
         let mut m = Mbi::new();
         m.raw_tag(TAG_MMAP, 4, &[]);
-        assert_eq!(
-            parse_buf(&m.finish()),
-            Err(BootError::Malformed("multiboot2 tag size"))
-        );
+        assert_eq!(parse_buf(&m.finish()), Err(BootError::Malformed("multiboot2 tag size")));
 
         // An end tag in the middle.
         let mut m = Mbi::new();
         m.raw_tag(TAG_END, 8, &[]);
         let buf = m.mmap(&[(0, 0x1000, 1)]).finish();
-        assert_eq!(
-            parse_buf(&buf),
-            Err(BootError::Malformed("multiboot2 end tag is not last"))
-        );
+        assert_eq!(parse_buf(&buf), Err(BootError::Malformed("multiboot2 end tag is not last")));
 
         // A memory map whose entries are not 24 bytes.
         let mut m = Mbi::new();
@@ -515,10 +440,7 @@ mod tests {
         p.extend_from_slice(&0u32.to_le_bytes());
         p.extend_from_slice(&[0; 20]);
         m.raw_tag(TAG_MMAP, 8 + p.len() as u32, &p);
-        assert_eq!(
-            parse_buf(&m.finish()),
-            Err(BootError::Malformed("multiboot2 tag contents"))
-        );
+        assert_eq!(parse_buf(&m.finish()), Err(BootError::Malformed("multiboot2 tag contents")));
 
         // A memory map with a partial entry.
         let mut m = Mbi::new();
@@ -527,64 +449,35 @@ mod tests {
         p.extend_from_slice(&0u32.to_le_bytes());
         p.extend_from_slice(&[0; 30]);
         m.raw_tag(TAG_MMAP, 8 + p.len() as u32, &p);
-        assert_eq!(
-            parse_buf(&m.finish()),
-            Err(BootError::Malformed("multiboot2 tag contents"))
-        );
+        assert_eq!(parse_buf(&m.finish()), Err(BootError::Malformed("multiboot2 tag contents")));
 
         // A truncated RSDP tag and one without the signature.
         let mut m = Mbi::new().mmap(&[(0, 0x1000, 1)]);
         m.raw_tag(TAG_ACPI_V2, 24, b"RSD PTR \0\0\0\0\0\0\0\0");
-        assert_eq!(
-            parse_buf(&m.finish()),
-            Err(BootError::Malformed("multiboot2 tag contents"))
-        );
-        let m = Mbi::new()
-            .mmap(&[(0, 0x1000, 1)])
-            .tag(TAG_ACPI_V1, &[0; 20]);
-        assert_eq!(
-            parse_buf(&m.finish()),
-            Err(BootError::Malformed("multiboot2 tag contents"))
-        );
+        assert_eq!(parse_buf(&m.finish()), Err(BootError::Malformed("multiboot2 tag contents")));
+        let m = Mbi::new().mmap(&[(0, 0x1000, 1)]).tag(TAG_ACPI_V1, &[0; 20]);
+        assert_eq!(parse_buf(&m.finish()), Err(BootError::Malformed("multiboot2 tag contents")));
 
         // A module tag too short for its addresses.
         let m = Mbi::new().mmap(&[(0, 0x1000, 1)]).tag(TAG_MODULE, &[0; 4]);
-        assert_eq!(
-            parse_buf(&m.finish()),
-            Err(BootError::Malformed("multiboot2 tag contents"))
-        );
+        assert_eq!(parse_buf(&m.finish()), Err(BootError::Malformed("multiboot2 tag contents")));
 
         // Strings without a NUL or not UTF-8.
         let m = Mbi::new().mmap(&[(0, 0x1000, 1)]).tag(TAG_CMDLINE, b"abc");
-        assert_eq!(
-            parse_buf(&m.finish()),
-            Err(BootError::Malformed("multiboot2 kernel command line"))
-        );
-        let m = Mbi::new()
-            .mmap(&[(0, 0x1000, 1)])
-            .tag(TAG_CMDLINE, b"a\xffc\0");
-        assert_eq!(
-            parse_buf(&m.finish()),
-            Err(BootError::Malformed("multiboot2 kernel command line"))
-        );
+        assert_eq!(parse_buf(&m.finish()), Err(BootError::Malformed("multiboot2 kernel command line")));
+        let m = Mbi::new().mmap(&[(0, 0x1000, 1)]).tag(TAG_CMDLINE, b"a\xffc\0");
+        assert_eq!(parse_buf(&m.finish()), Err(BootError::Malformed("multiboot2 kernel command line")));
         let m = Mbi::new()
             .mmap(&[(0, 0x1000, 1)])
             .module(0x1000, 0x2000, "ok")
             .tag(TAG_MODULE, b"\0\0\0\0\0\0\0\0abc");
-        assert_eq!(
-            parse_buf(&m.finish()),
-            Err(BootError::Malformed("multiboot2 module command line"))
-        );
+        assert_eq!(parse_buf(&m.finish()), Err(BootError::Malformed("multiboot2 module command line")));
 
         // A module that ends before it starts.
-        let m = Mbi::new()
-            .mmap(&[(0, 0x1000, 1)])
-            .module(0x2000, 0x1000, "");
+        let m = Mbi::new().mmap(&[(0, 0x1000, 1)]).module(0x2000, 0x1000, "");
         assert_eq!(
             parse_buf(&m.finish()),
-            Err(BootError::Malformed(
-                "multiboot2 module ends before it starts"
-            ))
+            Err(BootError::Malformed("multiboot2 module ends before it starts"))
         );
     }
 
@@ -597,28 +490,15 @@ mod tests {
         assert_eq!(parse_buf(&m.finish()), Err(BootError::TooMany("modules")));
 
         let long = "x".repeat(crate::MAX_MODULE_CMDLINE + 1);
-        let m = Mbi::new()
-            .mmap(&[(0, 0x1000_0000, 1)])
-            .module(0x1000, 0x2000, &long);
-        assert_eq!(
-            parse_buf(&m.finish()),
-            Err(BootError::TooMany("bytes in a module command line"))
-        );
+        let m = Mbi::new().mmap(&[(0, 0x1000_0000, 1)]).module(0x1000, 0x2000, &long);
+        assert_eq!(parse_buf(&m.finish()), Err(BootError::TooMany("bytes in a module command line")));
 
         let long = std::format!("/boot/basalt {}", "x".repeat(crate::MAX_CMDLINE + 1));
         let m = Mbi::new().mmap(&[(0, 0x1000_0000, 1)]).cmdline(&long);
-        assert_eq!(
-            parse_buf(&m.finish()),
-            Err(BootError::TooMany("bytes in the kernel command line"))
-        );
+        assert_eq!(parse_buf(&m.finish()), Err(BootError::TooMany("bytes in the kernel command line")));
 
-        let areas: Vec<_> = (0..=crate::MAX_REGIONS as u64)
-            .map(|i| (i * 0x2000, 0x1000, 1))
-            .collect();
+        let areas: Vec<_> = (0..=crate::MAX_REGIONS as u64).map(|i| (i * 0x2000, 0x1000, 1)).collect();
         let m = Mbi::new().mmap(&areas);
-        assert_eq!(
-            parse_buf(&m.finish()),
-            Err(BootError::TooMany("memory regions"))
-        );
+        assert_eq!(parse_buf(&m.finish()), Err(BootError::TooMany("memory regions")));
     }
 }

@@ -10,7 +10,11 @@ use core::ptr::NonNull;
 pub struct IdentityMapped;
 
 impl AcpiHandler for IdentityMapped {
-    unsafe fn map_physical_region<T>(&self, physical_address: usize, size: usize) -> PhysicalMapping<Self, T> {
+    unsafe fn map_physical_region<T>(
+        &self,
+        physical_address: usize,
+        size: usize,
+    ) -> PhysicalMapping<Self, T> {
         let ptr = NonNull::new(physical_address as *mut T).expect("ACPI asked to map address 0");
         // SAFETY: all physical memory Basalt reads is identity-mapped; the acpi crate only maps
         // ranges that the firmware's tables point at.

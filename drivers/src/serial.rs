@@ -40,6 +40,17 @@ pub fn force_unlock() {
     }
 }
 
+/// Wait until the UART has sent every byte (LSR.TEMT), so nothing is lost when the emulator
+/// is ended right after the last line (Bochs drops a half-sent FIFO).
+pub fn drain() {
+    for _ in 0..1_000_000 {
+        if basalt_arch::io::inb(COM1 + 5) & 0x40 != 0 {
+            return;
+        }
+        core::hint::spin_loop();
+    }
+}
+
 /// Print to the serial console like `print!`.
 #[macro_export]
 macro_rules! print {

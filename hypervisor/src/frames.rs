@@ -34,10 +34,7 @@ impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FrameError::OutOfMemory { requested_pages } => {
-                write!(
-                    f,
-                    "out of physical memory ({requested_pages} pages requested)"
-                )
+                write!(f, "out of physical memory ({requested_pages} pages requested)")
             }
             FrameError::DoubleFree(addr) => write!(f, "frame {addr:#x} freed twice"),
             FrameError::NotOwned(addr) => {
@@ -87,13 +84,7 @@ pub struct FrameAllocator {
 impl FrameAllocator {
     /// An allocator that owns nothing (every allocation fails).
     pub const fn empty() -> Self {
-        Self {
-            owned: FixedVec::new(),
-            free: FixedVec::new(),
-            total: 0,
-            free_bytes: 0,
-            lost: 0,
-        }
+        Self { owned: FixedVec::new(), free: FixedVec::new(), total: 0, free_bytes: 0, lost: 0 }
     }
 
     /// Manage the [`MemoryKind::Usable`] memory of `map`, minus every range in `reserved`
@@ -106,25 +97,15 @@ impl FrameAllocator {
     /// (see [`lost_bytes`](Self::lost_bytes)); it is never handed out.
     pub fn new(map: &MemoryMap, reserved: &[(u64, u64)]) -> Self {
         let mut this = Self::empty();
-        for r in map
-            .regions()
-            .iter()
-            .filter(|r| r.kind == MemoryKind::Usable)
-        {
+        for r in map.regions().iter().filter(|r| r.kind == MemoryKind::Usable) {
             let start = align_up(r.start.max(LOW_MEMORY_END), FRAME_SIZE);
             let end = align_down(r.end, FRAME_SIZE);
             if let Some(start) = start.filter(|&s| s < end) {
                 this.add_owned(Range { start, end });
             }
         }
-        let not_usable = map
-            .regions()
-            .iter()
-            .filter(|r| r.kind != MemoryKind::Usable);
-        for (start, end) in not_usable
-            .map(|r| (r.start, r.end))
-            .chain(reserved.iter().copied())
-        {
+        let not_usable = map.regions().iter().filter(|r| r.kind != MemoryKind::Usable);
+        for (start, end) in not_usable.map(|r| (r.start, r.end)).chain(reserved.iter().copied()) {
             if start < end {
                 let end = align_up(end, FRAME_SIZE).unwrap_or(u64::MAX);
                 this.remove_owned(align_down(start, FRAME_SIZE), end);
@@ -143,20 +124,13 @@ impl FrameAllocator {
         while i < self.owned.len() {
             let o = self.owned[i];
             if o.start <= r.end && r.start <= o.end {
-                r = Range {
-                    start: r.start.min(o.start),
-                    end: r.end.max(o.end),
-                };
+                r = Range { start: r.start.min(o.start), end: r.end.max(o.end) };
                 self.owned.remove(i);
             } else {
                 i += 1;
             }
         }
-        let at = self
-            .owned
-            .iter()
-            .position(|o| o.start > r.start)
-            .unwrap_or(self.owned.len());
+        let at = self.owned.iter().position(|o| o.start > r.start).unwrap_or(self.owned.len());
         if self.owned.insert(at, r).is_err() {
             self.lost += r.len();
         }
@@ -180,10 +154,7 @@ impl FrameAllocator {
             } else {
                 // The hole is strictly inside: split.
                 self.owned[i].end = start;
-                let upper = Range {
-                    start: end,
-                    end: o.end,
-                };
+                let upper = Range { start: end, end: o.end };
                 if self.owned.insert(i + 1, upper).is_err() {
                     self.lost += upper.len();
                 }
@@ -201,17 +172,9 @@ impl FrameAllocator {
     /// [`FRAME_SIZE`]; a non-power-of-two alignment is rounded up to the next power of two).
     /// Lowest fitting address first. Not zeroed.
     pub fn alloc_contiguous(&mut self, pages: usize, align: u64) -> Result<u64, FrameError> {
-        let oom = FrameError::OutOfMemory {
-            requested_pages: pages,
-        };
-        let size = (pages as u64)
-            .checked_mul(FRAME_SIZE)
-            .filter(|&s| s > 0)
-            .ok_or(oom)?;
-        let align = align
-            .max(FRAME_SIZE)
-            .checked_next_power_of_two()
-            .ok_or(oom)?;
+        let oom = FrameError::OutOfMemory { requested_pages: pages };
+        let size = (pages as u64).checked_mul(FRAME_SIZE).filter(|&s| s > 0).ok_or(oom)?;
+        let align = align.max(FRAME_SIZE).checked_next_power_of_two().ok_or(oom)?;
         let mut needed_split = false;
         for i in 0..self.free.len() {
             let r = self.free[i];
@@ -228,17 +191,7 @@ impl FrameAllocator {
                 (false, true) => self.free[i].start = end,
                 (true, false) => self.free[i].end = start,
                 (true, true) => {
-                    if self
-                        .free
-                        .insert(
-                            i + 1,
-                            Range {
-                                start: end,
-                                end: r.end,
-                            },
-                        )
-                        .is_err()
-                    {
+                    if self.free.insert(i + 1, Range { start: end, end: r.end }).is_err() {
                         needed_split = true;
                         continue;
                     }
@@ -248,11 +201,7 @@ impl FrameAllocator {
             self.free_bytes -= size;
             return Ok(start);
         }
-        Err(if needed_split {
-            FrameError::TooFragmented
-        } else {
-            oom
-        })
+        Err(if needed_split { FrameError::TooFragmented } else { oom })
     }
 
     /// Give back `pages` frames starting at `addr` (as returned by an allocation; a run may
@@ -281,11 +230,7 @@ impl FrameAllocator {
             return Err(FrameError::NotOwned(first_foreign));
         }
         // First free range that ends after `addr`: the only one that can overlap or follow.
-        let next = self
-            .free
-            .iter()
-            .position(|r| r.end > addr)
-            .unwrap_or(self.free.len());
+        let next = self.free.iter().position(|r| r.end > addr).unwrap_or(self.free.len());
         if let Some(r) = self.free.get(next).filter(|r| r.start < end) {
             return Err(FrameError::DoubleFree(r.start.max(addr)));
         }
@@ -298,10 +243,9 @@ impl FrameAllocator {
             }
             (true, false) => self.free[next - 1].end = end,
             (false, true) => self.free[next].start = addr,
-            (false, false) => self
-                .free
-                .insert(next, Range { start: addr, end })
-                .map_err(|_| FrameError::TooFragmented)?,
+            (false, false) => {
+                self.free.insert(next, Range { start: addr, end }).map_err(|_| FrameError::TooFragmented)?
+            }
         }
         self.free_bytes += end - addr;
         Ok(())
@@ -381,11 +325,7 @@ mod tests {
     fn reserved_and_low_memory_never_handed_out() {
         // Kernel image (unaligned ends), a module, the loader info, and a reserved range that
         // covers a whole usable bank.
-        let reserved = [
-            (MIB + 0x123, 3 * MIB - 5),
-            (5 * MIB, 6 * MIB),
-            (7 * MIB + 8, 7 * MIB + 96),
-        ];
+        let reserved = [(MIB + 0x123, 3 * MIB - 5), (5 * MIB, 6 * MIB), (7 * MIB + 8, 7 * MIB + 96)];
         let mut fa = FrameAllocator::new(&pc(), &reserved);
         let expected_total = (15 * MIB - 3 * MIB) - MIB - FRAME_SIZE + 2 * MIB;
         assert_eq!(fa.total_bytes(), expected_total);
@@ -400,15 +340,9 @@ mod tests {
             assert_eq!(f % FRAME_SIZE, 0);
             assert!(f >= LOW_MEMORY_END, "{f:#x} is below 1 MiB");
             for &(s, e) in &reserved {
-                assert!(
-                    f + FRAME_SIZE <= s || f >= e,
-                    "{f:#x} overlaps reserved {s:#x}..{e:#x}"
-                );
+                assert!(f + FRAME_SIZE <= s || f >= e, "{f:#x} overlaps reserved {s:#x}..{e:#x}");
             }
-            assert!(
-                !(15 * MIB..0x1_0000_0000).contains(&f),
-                "{f:#x} is ACPI memory"
-            );
+            assert!(!(15 * MIB..0x1_0000_0000).contains(&f), "{f:#x} is ACPI memory");
             assert!(f + FRAME_SIZE <= 0x1_0000_0000 + 2 * MIB);
         }
         // Lowest first.
@@ -423,58 +357,31 @@ mod tests {
 
         let mut fa = FrameAllocator::new(&map(&[(0, 0xa_0000, MemoryKind::Usable)]), &[]);
         assert_eq!(fa.total_bytes(), 0);
-        assert_eq!(
-            fa.alloc(),
-            Err(FrameError::OutOfMemory { requested_pages: 1 })
-        );
+        assert_eq!(fa.alloc(), Err(FrameError::OutOfMemory { requested_pages: 1 }));
     }
 
     #[test]
     fn usable_rounded_inward_and_overlaps_respected() {
         // Unaligned usable edges, and a non-normalized map where reserved overlaps usable.
         let mut m = MemoryMap::new();
-        m.add(MemoryRegion::new(MIB + 1, 2 * MIB - 1, MemoryKind::Usable))
-            .unwrap();
-        m.add(MemoryRegion::new(4 * MIB, 8 * MIB, MemoryKind::Usable))
-            .unwrap();
-        m.add(MemoryRegion::new(6 * MIB, 7 * MIB, MemoryKind::BadMemory))
-            .unwrap();
+        m.add(MemoryRegion::new(MIB + 1, 2 * MIB - 1, MemoryKind::Usable)).unwrap();
+        m.add(MemoryRegion::new(4 * MIB, 8 * MIB, MemoryKind::Usable)).unwrap();
+        m.add(MemoryRegion::new(6 * MIB, 7 * MIB, MemoryKind::BadMemory)).unwrap();
         let fa = FrameAllocator::new(&m, &[]);
         let owned: Vec<_> = fa.owned_ranges().collect();
-        assert_eq!(
-            owned,
-            [
-                (MIB + FRAME_SIZE, 2 * MIB - FRAME_SIZE),
-                (4 * MIB, 6 * MIB),
-                (7 * MIB, 8 * MIB)
-            ]
-        );
+        assert_eq!(owned, [(MIB + FRAME_SIZE, 2 * MIB - FRAME_SIZE), (4 * MIB, 6 * MIB), (7 * MIB, 8 * MIB)]);
     }
 
     #[test]
     fn exhaustion_is_out_of_memory() {
-        let mut fa = FrameAllocator::new(
-            &map(&[(MIB, MIB + 4 * FRAME_SIZE, MemoryKind::Usable)]),
-            &[],
-        );
-        assert_eq!(
-            fa.alloc_contiguous(5, FRAME_SIZE),
-            Err(FrameError::OutOfMemory { requested_pages: 5 })
-        );
+        let mut fa = FrameAllocator::new(&map(&[(MIB, MIB + 4 * FRAME_SIZE, MemoryKind::Usable)]), &[]);
+        assert_eq!(fa.alloc_contiguous(5, FRAME_SIZE), Err(FrameError::OutOfMemory { requested_pages: 5 }));
         assert_eq!(fa.alloc_contiguous(4, FRAME_SIZE), Ok(MIB));
-        assert_eq!(
-            fa.alloc(),
-            Err(FrameError::OutOfMemory { requested_pages: 1 })
-        );
-        assert_eq!(
-            fa.alloc_contiguous(0, FRAME_SIZE),
-            Err(FrameError::OutOfMemory { requested_pages: 0 })
-        );
+        assert_eq!(fa.alloc(), Err(FrameError::OutOfMemory { requested_pages: 1 }));
+        assert_eq!(fa.alloc_contiguous(0, FRAME_SIZE), Err(FrameError::OutOfMemory { requested_pages: 0 }));
         assert_eq!(
             fa.alloc_contiguous(usize::MAX, FRAME_SIZE),
-            Err(FrameError::OutOfMemory {
-                requested_pages: usize::MAX
-            })
+            Err(FrameError::OutOfMemory { requested_pages: usize::MAX })
         );
     }
 
@@ -497,14 +404,8 @@ mod tests {
             assert_eq!(p % align, 0, "align {align:#x}");
         }
         // An alignment no range can satisfy.
-        assert_eq!(
-            fa.alloc_contiguous(1, 1 << 40),
-            Err(FrameError::OutOfMemory { requested_pages: 1 })
-        );
-        assert_eq!(
-            fa.alloc_contiguous(1, u64::MAX),
-            Err(FrameError::OutOfMemory { requested_pages: 1 })
-        );
+        assert_eq!(fa.alloc_contiguous(1, 1 << 40), Err(FrameError::OutOfMemory { requested_pages: 1 }));
+        assert_eq!(fa.alloc_contiguous(1, u64::MAX), Err(FrameError::OutOfMemory { requested_pages: 1 }));
     }
 
     #[test]
@@ -527,10 +428,7 @@ mod tests {
         fa.free(b, 1).unwrap();
         fa.free(a, 1).unwrap();
         assert_eq!(fa.free_bytes(), total);
-        assert_eq!(
-            fa.free_ranges().collect::<Vec<_>>(),
-            fa.owned_ranges().collect::<Vec<_>>()
-        );
+        assert_eq!(fa.free_ranges().collect::<Vec<_>>(), fa.owned_ranges().collect::<Vec<_>>());
         assert_eq!(fa.alloc(), Ok(a));
         assert_eq!(fa.free(a, 0), Ok(()));
     }
@@ -542,17 +440,11 @@ mod tests {
         fa.free(run, 4).unwrap();
         let before = fa.free_bytes();
         assert_eq!(fa.free(run, 1), Err(FrameError::DoubleFree(run)));
-        assert_eq!(
-            fa.free(run + 2 * FRAME_SIZE, 1),
-            Err(FrameError::DoubleFree(run + 2 * FRAME_SIZE))
-        );
+        assert_eq!(fa.free(run + 2 * FRAME_SIZE, 1), Err(FrameError::DoubleFree(run + 2 * FRAME_SIZE)));
 
         // Partly allocated, partly free.
         let x = fa.alloc_contiguous(2, FRAME_SIZE).unwrap();
-        assert_eq!(
-            fa.free(x, 3),
-            Err(FrameError::DoubleFree(x + 2 * FRAME_SIZE))
-        );
+        assert_eq!(fa.free(x, 3), Err(FrameError::DoubleFree(x + 2 * FRAME_SIZE)));
         fa.free(x, 2).unwrap();
         assert_eq!(fa.free_bytes(), before);
     }
@@ -567,24 +459,15 @@ mod tests {
         assert_eq!(fa.free(2 * MIB, 1), Err(FrameError::NotOwned(2 * MIB)));
         assert_eq!(fa.free(15 * MIB, 1), Err(FrameError::NotOwned(15 * MIB)));
         // Straddling the end of owned memory names the first foreign frame.
-        assert_eq!(
-            fa.free(2 * MIB - FRAME_SIZE, 2),
-            Err(FrameError::NotOwned(2 * MIB))
-        );
+        assert_eq!(fa.free(2 * MIB - FRAME_SIZE, 2), Err(FrameError::NotOwned(2 * MIB)));
         assert_eq!(fa.free(MIB + 12, 1), Err(FrameError::NotOwned(MIB + 12)));
-        assert_eq!(
-            fa.free(!0xfff_u64, 2),
-            Err(FrameError::NotOwned(!0xfff_u64))
-        );
+        assert_eq!(fa.free(!0xfff_u64, 2), Err(FrameError::NotOwned(!0xfff_u64)));
         assert_eq!(fa.free_bytes(), free - 16 * FRAME_SIZE);
     }
 
     #[test]
     fn fragmentation_is_reported() {
-        let mut fa = FrameAllocator::new(
-            &map(&[(MIB, MIB + 4096 * FRAME_SIZE, MemoryKind::Usable)]),
-            &[],
-        );
+        let mut fa = FrameAllocator::new(&map(&[(MIB, MIB + 4096 * FRAME_SIZE, MemoryKind::Usable)]), &[]);
         let frames = drain(&mut fa);
         assert_eq!(frames.len(), 4096);
         // Free every other frame: each becomes its own range, until the list is full.
@@ -601,40 +484,28 @@ mod tests {
         // Freeing a neighbour still works: it merges instead of needing a new range.
         fa.free(frames[1], 1).unwrap();
         // A split that needs a new range fails as TooFragmented, not OutOfMemory.
-        let mut fa = FrameAllocator::new(
-            &map(&[(MIB, MIB + 4096 * FRAME_SIZE, MemoryKind::Usable)]),
-            &[],
-        );
+        let mut fa = FrameAllocator::new(&map(&[(MIB, MIB + 4096 * FRAME_SIZE, MemoryKind::Usable)]), &[]);
         let frames = drain(&mut fa);
         for &f in frames.iter().skip(1).step_by(4).take(MAX_RANGES - 1) {
             fa.free(f, 1).unwrap();
         }
         fa.free(frames[frames.len() - 41], 32).unwrap();
         assert_eq!(fa.free_ranges().count(), MAX_RANGES);
-        assert_eq!(
-            fa.alloc_contiguous(1, 8 * FRAME_SIZE),
-            Err(FrameError::TooFragmented)
-        );
+        assert_eq!(fa.alloc_contiguous(1, 8 * FRAME_SIZE), Err(FrameError::TooFragmented));
     }
 
     #[test]
     fn too_many_owned_ranges_are_dropped_not_handed_out() {
         let mut reserved = Vec::new();
         for i in 0..(MAX_RANGES as u64 + 10) {
-            reserved.push((
-                MIB + (2 * i + 1) * FRAME_SIZE,
-                MIB + (2 * i + 2) * FRAME_SIZE,
-            ));
+            reserved.push((MIB + (2 * i + 1) * FRAME_SIZE, MIB + (2 * i + 2) * FRAME_SIZE));
         }
         let mut fa = FrameAllocator::new(&map(&[(MIB, 64 * MIB, MemoryKind::Usable)]), &reserved);
         // Each cut leaves a one-frame range below it; the cut that needs range 513 keeps
         // its lower frame and gives up everything above.
         assert_eq!(fa.owned_ranges().count(), MAX_RANGES);
         assert_eq!(fa.total_bytes(), MAX_RANGES as u64 * FRAME_SIZE);
-        assert_eq!(
-            fa.lost_bytes(),
-            63 * MIB - 2 * MAX_RANGES as u64 * FRAME_SIZE
-        );
+        assert_eq!(fa.lost_bytes(), 63 * MIB - 2 * MAX_RANGES as u64 * FRAME_SIZE);
         let frames = drain(&mut fa);
         for f in frames {
             assert!(!reserved.iter().any(|&(s, e)| s <= f && f < e));
@@ -648,10 +519,7 @@ mod tests {
             FrameError::OutOfMemory { requested_pages: 3 }.to_string(),
             "out of physical memory (3 pages requested)"
         );
-        assert_eq!(
-            FrameError::DoubleFree(0x1000).to_string(),
-            "frame 0x1000 freed twice"
-        );
+        assert_eq!(FrameError::DoubleFree(0x1000).to_string(), "frame 0x1000 freed twice");
         assert!(FrameError::NotOwned(0x2000).to_string().contains("0x2000"));
         assert!(!FrameError::TooFragmented.to_string().is_empty());
     }

@@ -95,7 +95,12 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
         exit: cmdline.has("exit"),
     });
     idt::set_fatal_handler(fatal_exception);
-    info!("Basalt {} starting ({:?}), command line {:?}", env!("CARGO_PKG_VERSION"), boot.loader, boot.cmdline.as_str());
+    info!(
+        "Basalt {} starting ({:?}), command line {:?}",
+        env!("CARGO_PKG_VERSION"),
+        boot.loader,
+        boot.cmdline.as_str()
+    );
 
     // Physical memory: everything usable except the kernel, the modules and the loader's info.
     let mut reserved = [(0u64, 0u64); basalt_boot::MAX_MODULES + 2];
@@ -155,9 +160,10 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
     };
     // SAFETY: the trampoline page (0x8000) is below 1 MiB, which the frame allocator never hands out.
     unsafe { smp::install_trampoline() };
-    let mut index = 1;
-    for p in platform.processors().iter().filter(|p| p.apic_id != bsp_apic) {
-        let stack: &'static mut [u8] = alloc::boxed::Box::leak(alloc::vec![0u8; AP_STACK_BYTES].into_boxed_slice());
+    let others = platform.processors().iter().filter(|p| p.apic_id != bsp_apic);
+    for (index, p) in (1usize..).zip(others) {
+        let stack: &'static mut [u8] =
+            alloc::boxed::Box::leak(alloc::vec![0u8; AP_STACK_BYTES].into_boxed_slice());
         let stack_top = (stack.as_ptr() as u64 + AP_STACK_BYTES as u64) & !0xF;
         let before = CPUS_ONLINE.load(Ordering::SeqCst);
         // SAFETY: trampoline installed, cr3 identity-maps everything (and is below 4 GiB: the
@@ -170,7 +176,6 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
         if CPUS_ONLINE.load(Ordering::SeqCst) == before {
             error!("CPU with APIC ID {} did not come online", p.apic_id);
         }
-        index += 1;
     }
 
     let free = FRAMES.lock().as_ref().map_or(0, |f| f.free_bytes());
@@ -257,6 +262,7 @@ fn test_exit(pass: bool, what: &str) -> ! {
 }
 
 fn exit_emulator(pass: bool) -> ! {
+    serial::drain();
     // QEMU's isa-debug-exit: status = (value << 1) | 1, so 33 for pass, 35 for fail.
     io::outl(0xF4, if pass { 0x10 } else { 0x11 });
     // Bochs: the string "Shutdown" on port 0x8900.
@@ -321,7 +327,10 @@ fn fatal_exception(f: &ExceptionFrame, cr2: u64) -> ! {
         percpu::index(),
         f.error_code
     );
-    println!("  RIP={:#018x} CS={:#06x} RFLAGS={:#010x} RSP={:#018x} SS={:#06x}", f.rip, f.cs, f.rflags, f.rsp, f.ss);
+    println!(
+        "  RIP={:#018x} CS={:#06x} RFLAGS={:#010x} RSP={:#018x} SS={:#06x}",
+        f.rip, f.cs, f.rflags, f.rsp, f.ss
+    );
     println!("  RAX={:#018x} RBX={:#018x} RCX={:#018x} RDX={:#018x}", f.rax, f.rbx, f.rcx, f.rdx);
     println!("  RSI={:#018x} RDI={:#018x} RBP={:#018x} CR2={:#018x}", f.rsi, f.rdi, f.rbp, cr2);
     println!("  R8 ={:#018x} R9 ={:#018x} R10={:#018x} R11={:#018x}", f.r8, f.r9, f.r10, f.r11);

@@ -16,7 +16,8 @@ pub struct PerCpu {
 
 /// Install this CPU's per-CPU block. Call once per CPU, before `index()`.
 pub fn init_this_cpu(index: usize, apic_id: u32) -> &'static PerCpu {
-    let block: &'static PerCpu = Box::leak(Box::new(PerCpu { index, apic_id, online: AtomicBool::new(false) }));
+    let block: &'static PerCpu =
+        Box::leak(Box::new(PerCpu { index, apic_id, online: AtomicBool::new(false) }));
     // SAFETY: IA32_GS_BASE exists on every x86_64 CPU; Basalt never uses GS otherwise.
     unsafe { basalt_arch::io::wrmsr(IA32_GS_BASE, block as *const PerCpu as u64) };
     block

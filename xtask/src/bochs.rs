@@ -25,10 +25,7 @@ fn grub_word(word: &str) -> String {
 }
 
 fn grub_args(args: &str) -> String {
-    args.split_whitespace()
-        .map(grub_word)
-        .map(|w| format!(" {w}"))
-        .collect()
+    args.split_whitespace().map(grub_word).map(|w| format!(" {w}")).collect()
 }
 
 /// grub.cfg: boot `/boot/basalt` at once with `cmdline`; `modules` are (name under /boot,
@@ -103,22 +100,11 @@ pub fn prepare(vm: &Vm) -> Result<Launch> {
     let output = Command::new("grub-mkrescue")
         .current_dir(dir)
         .arg(format!("--install-modules={GRUB_MODULES}"))
-        .args([
-            "--locales=",
-            "--fonts=",
-            "--themes=",
-            "-o",
-            "basalt.iso",
-            "iso/",
-        ])
+        .args(["--locales=", "--fonts=", "--themes=", "-o", "basalt.iso", "iso/"])
         .output()
         .context("cannot run grub-mkrescue")?;
     if !output.status.success() || !iso.is_file() {
-        bail!(
-            "grub-mkrescue failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
+        bail!("grub-mkrescue failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr));
     }
 
     fs::write(dir.join("basalt.bxrc"), bxrc(model, vm.smp, vm.mem_mb))?;
@@ -128,9 +114,7 @@ pub fn prepare(vm: &Vm) -> Result<Launch> {
     }
     Ok(Launch {
         program: "bochs-bin".into(),
-        args: ["-q", "-f", "basalt.bxrc", "-rc", "cont.rc"]
-            .map(String::from)
-            .to_vec(),
+        args: ["-q", "-f", "basalt.bxrc", "-rc", "cont.rc"].map(String::from).to_vec(),
         cwd: dir.clone(),
         serial: SerialOut::File,
         serial_log: vm.serial_log(),
@@ -158,21 +142,11 @@ mod tests {
 
     #[test]
     fn grub_cfg_with_modules_and_quoting() {
-        let cfg = grub_cfg(
-            "msg=it's",
-            &[
-                ("guest.elf".into(), "a=1 b".into()),
-                ("disk".into(), String::new()),
-            ],
-        );
+        let cfg =
+            grub_cfg("msg=it's", &[("guest.elf".into(), "a=1 b".into()), ("disk".into(), String::new())]);
         assert!(cfg.contains("    multiboot2 /boot/basalt 'msg=it'\\''s'\n"));
-        assert!(
-            cfg.contains("    module2 /boot/guest.elf a=1 b\n    module2 /boot/disk\n    boot\n")
-        );
-        assert_eq!(
-            grub_cfg("", &[]).lines().nth(4),
-            Some("    multiboot2 /boot/basalt")
-        );
+        assert!(cfg.contains("    module2 /boot/guest.elf a=1 b\n    module2 /boot/disk\n    boot\n"));
+        assert_eq!(grub_cfg("", &[]).lines().nth(4), Some("    multiboot2 /boot/basalt"));
     }
 
     #[test]

@@ -42,15 +42,12 @@ impl Launch {
 
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args)
-            .current_dir(&self.cwd)
-            .stdin(Stdio::null());
+        cmd.args(&self.args).current_dir(&self.cwd).stdin(Stdio::null());
         cmd
     }
 
     fn spawn(&self, mut cmd: Command) -> Result<Child> {
-        cmd.spawn()
-            .with_context(|| format!("cannot start {}", self.program))
+        cmd.spawn().with_context(|| format!("cannot start {}", self.program))
     }
 
     /// The emulator's own output file when its stdout is not the serial port.
@@ -94,11 +91,7 @@ pub fn run_interactive(launch: &Launch) -> Result<Option<i32>> {
             let mut cmd = launch.command();
             cmd.stdout(console.try_clone()?).stderr(console);
             let mut child = launch.spawn(cmd)?;
-            println!(
-                "xtask: {} console output goes to {}",
-                launch.program,
-                launch.console_log().display()
-            );
+            println!("xtask: {} console output goes to {}", launch.program, launch.console_log().display());
             let mut tail = Tail::new(&launch.serial_log);
             let stdout = std::io::stdout();
             let status = loop {
@@ -116,12 +109,7 @@ pub fn run_interactive(launch: &Launch) -> Result<Option<i32>> {
 
 /// Runs with the serial port captured to the serial log, for at most `timeout`. Once the
 /// serial log contains `marker`, the emulator gets `grace` to exit by itself.
-pub fn run_captured(
-    launch: &Launch,
-    timeout: Duration,
-    marker: &str,
-    grace: Duration,
-) -> Result<Outcome> {
+pub fn run_captured(launch: &Launch, timeout: Duration, marker: &str, grace: Duration) -> Result<Outcome> {
     let _ = fs::remove_file(&launch.serial_log);
     let stderr_path = launch.cwd.join(format!("{}.stderr", launch.program));
     let mut cmd = launch.command();
@@ -173,9 +161,7 @@ fn kill(child: &mut Child) {
 }
 
 fn read_lossy(path: &Path) -> String {
-    fs::read(path)
-        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-        .unwrap_or_default()
+    fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
 }
 
 /// Whether a newline-terminated line of `text` contains `needle`.
@@ -194,10 +180,7 @@ struct Tail {
 
 impl Tail {
     fn new(path: &Path) -> Self {
-        Tail {
-            path: path.to_path_buf(),
-            offset: 0,
-        }
+        Tail { path: path.to_path_buf(), offset: 0 }
     }
 
     fn copy_new(&mut self, out: &mut impl Write) -> Result<()> {
@@ -220,14 +203,8 @@ mod tests {
 
     #[test]
     fn marker_needs_a_complete_line() {
-        assert!(!complete_line_contains(
-            "BASALT-TEST-RESULT: FA",
-            "BASALT-TEST-RESULT:"
-        ));
-        assert!(complete_line_contains(
-            "x\nBASALT-TEST-RESULT: PASS\n",
-            "BASALT-TEST-RESULT:"
-        ));
+        assert!(!complete_line_contains("BASALT-TEST-RESULT: FA", "BASALT-TEST-RESULT:"));
+        assert!(complete_line_contains("x\nBASALT-TEST-RESULT: PASS\n", "BASALT-TEST-RESULT:"));
         assert!(!complete_line_contains("", "x"));
     }
 }

@@ -56,9 +56,7 @@ pub fn count_results(output: &str) -> Counts {
 /// (a build error) counts as one failure.
 pub fn run() -> Result<Counts> {
     let mut cmd = cargo();
-    cmd.current_dir(workspace_root())
-        .args(["test", "--workspace", "--no-fail-fast"])
-        .stdout(Stdio::piped());
+    cmd.current_dir(workspace_root()).args(["test", "--workspace", "--no-fail-fast"]).stdout(Stdio::piped());
     println!("xtask: cargo test --workspace --no-fail-fast");
     let mut child = cmd.spawn().context("cannot run cargo test")?;
     let stdout = child.stdout.take().expect("stdout is piped");
@@ -127,12 +125,6 @@ test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; fini
 running 4 tests
 test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.31s
 ";
-        assert_eq!(
-            count_results(output),
-            Counts {
-                passed: 5,
-                failed: 1
-            }
-        );
+        assert_eq!(count_results(output), Counts { passed: 5, failed: 1 });
     }
 }

@@ -61,10 +61,7 @@ pub fn check(test: &IntegrationTest, serial: &str, exit: Exit) -> Result<(), Str
             Exit::Exited(Some(code)) => {
                 format!("emulator exited with status {code} and no result marker")
             }
-            other => format!(
-                "emulator ended by {} and no result marker",
-                describe_exit(other)
-            ),
+            other => format!("emulator ended by {} and no result marker", describe_exit(other)),
         });
     };
     match (test.expect, &reported) {
@@ -104,10 +101,7 @@ pub fn check(test: &IntegrationTest, serial: &str, exit: Exit) -> Result<(), Str
 
 /// The tests whose `<platform>: <name>` contains `filter`.
 pub fn select(tests: Vec<IntegrationTest>, filter: Option<&str>) -> Vec<IntegrationTest> {
-    tests
-        .into_iter()
-        .filter(|t| filter.is_none_or(|f| t.full_name().contains(f)))
-        .collect()
+    tests.into_iter().filter(|t| filter.is_none_or(|f| t.full_name().contains(f))).collect()
 }
 
 /// Where a test keeps its ISO and logs.
@@ -188,10 +182,7 @@ pub fn run_all(tests: &[IntegrationTest], kernel: Result<&Path, &str>) -> (u64, 
                 }
                 Err(reason) => {
                     println!("FAILED ({reason})");
-                    println!(
-                        "    --- last serial lines ({}):",
-                        work_dir(test).join("serial.log").display()
-                    );
+                    println!("    --- last serial lines ({}):", work_dir(test).join("serial.log").display());
                     print_tail("serial output", &outcome.serial, TAIL_LINES);
                     let stderr = useful_stderr(&outcome.stderr);
                     if !stderr.trim().is_empty() {
@@ -220,22 +211,10 @@ mod tests {
 
     #[test]
     fn markers() {
-        assert_eq!(
-            find_marker("x\nBASALT-TEST-RESULT: PASS\r\n"),
-            Some(Reported::Pass)
-        );
-        assert_eq!(
-            find_marker("BASALT-TEST-RESULT: FAIL: no SVM\n"),
-            Some(Reported::Fail("no SVM".into()))
-        );
-        assert_eq!(
-            find_marker("BASALT-TEST-RESULT: FAIL\n"),
-            Some(Reported::Fail(String::new()))
-        );
-        assert_eq!(
-            find_marker("[cpu0] BASALT-TEST-RESULT: PASS\n"),
-            Some(Reported::Pass)
-        );
+        assert_eq!(find_marker("x\nBASALT-TEST-RESULT: PASS\r\n"), Some(Reported::Pass));
+        assert_eq!(find_marker("BASALT-TEST-RESULT: FAIL: no SVM\n"), Some(Reported::Fail("no SVM".into())));
+        assert_eq!(find_marker("BASALT-TEST-RESULT: FAIL\n"), Some(Reported::Fail(String::new())));
+        assert_eq!(find_marker("[cpu0] BASALT-TEST-RESULT: PASS\n"), Some(Reported::Pass));
         assert_eq!(find_marker("BASALT-TEST-RESULT: MAYBE\n"), None);
         assert_eq!(find_marker("nothing here"), None);
     }
@@ -320,9 +299,7 @@ mod tests {
         let all = crate::tests_table::all();
         let n = all.len();
         assert_eq!(select(all.clone(), None).len(), n);
-        assert!(select(all.clone(), Some("bochs"))
-            .iter()
-            .all(|t| t.platform.is_bochs()));
+        assert!(select(all.clone(), Some("bochs")).iter().all(|t| t.platform.is_bochs()));
         assert_eq!(select(all, Some("qemu-svm: panic")).len(), 1);
     }
 }

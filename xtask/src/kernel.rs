@@ -33,11 +33,7 @@ impl Profile {
 
 /// Where `build` leaves the kernel for `profile`.
 pub fn kernel_path(profile: Profile) -> PathBuf {
-    workspace_root()
-        .join("target")
-        .join(TARGET)
-        .join(profile.dir())
-        .join(BIN)
+    workspace_root().join("target").join(TARGET).join(profile.dir()).join(BIN)
 }
 
 /// Builds the kernel and returns the path of its ELF.
@@ -54,9 +50,7 @@ pub fn build(profile: Profile) -> Result<PathBuf> {
     if profile == Profile::Release {
         cmd.arg("--release");
     }
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
     if !status.success() {
         bail!("kernel build failed ({status})");
     }

@@ -24,11 +24,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "cargo xtask",
-    bin_name = "cargo xtask",
-    about = "Build, run and test Basalt"
-)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Build, run and test Basalt")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -164,22 +160,14 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     if args.smp == 0 {
         bail!("--smp must be at least 1");
     }
-    let modules = args
-        .modules
-        .iter()
-        .map(|m| parse_module(m))
-        .collect::<Result<Vec<_>>>()?;
+    let modules = args.modules.iter().map(|m| parse_module(m)).collect::<Result<Vec<_>>>()?;
     tools::ensure(&platform.required_tools())?;
     let kernel = match args.kernel {
         Some(path) => given_kernel(path)?,
         None => kernel::build(Profile::from_debug_flag(args.profile.debug))?,
     };
     println!("xtask: kernel {}", kernel.display());
-    let cmdline = if args.cmdline.is_empty() {
-        "log=info".to_string()
-    } else {
-        args.cmdline.join(" ")
-    };
+    let cmdline = if args.cmdline.is_empty() { "log=info".to_string() } else { args.cmdline.join(" ") };
     let vm = Vm {
         platform,
         kernel,
@@ -202,11 +190,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     match code {
         Some(code) => {
             println!("\nxtask: {}", qemu::describe_status(code));
-            Ok(if code == 0 || code == 33 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(if code == 0 || code == 33 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         None => {
             println!("\nxtask: QEMU was killed by a signal");
@@ -222,10 +206,7 @@ fn test(args: TestArgs) -> Result<ExitCode> {
         integration::select(tests_table::all(), args.filter.as_deref())
     };
     if !args.host_only && selected.is_empty() {
-        bail!(
-            "no integration test matches {:?}",
-            args.filter.unwrap_or_default()
-        );
+        bail!("no integration test matches {:?}", args.filter.unwrap_or_default());
     }
     if args.list {
         for test in &selected {
@@ -268,9 +249,5 @@ fn test(args: TestArgs) -> Result<ExitCode> {
         total.failed += failed;
     }
     println!("{} passed, {} failed", total.passed, total.failed);
-    Ok(if total.failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if total.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

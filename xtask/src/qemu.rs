@@ -9,11 +9,8 @@ use std::path::Path;
 pub fn initrd_arg(modules: &[(std::path::PathBuf, String)]) -> Result<String> {
     let mut parts = Vec::new();
     for (path, args) in modules {
-        let entry = if args.is_empty() {
-            path.display().to_string()
-        } else {
-            format!("{} {}", path.display(), args)
-        };
+        let entry =
+            if args.is_empty() { path.display().to_string() } else { format!("{} {}", path.display(), args) };
         if entry.contains(',') {
             bail!("a module path or its arguments contain ',', which QEMU's -initrd cannot carry: {entry}");
         }
@@ -41,16 +38,7 @@ pub fn args(vm: &Vm) -> Result<Vec<String>> {
     let smp = vm.smp.to_string();
     let mem = vm.mem_mb.to_string();
     let kernel = vm.kernel.display().to_string();
-    push(&[
-        "-smp",
-        &smp,
-        "-m",
-        &mem,
-        "-kernel",
-        &kernel,
-        "-append",
-        &vm.cmdline,
-    ]);
+    push(&["-smp", &smp, "-m", &mem, "-kernel", &kernel, "-append", &vm.cmdline]);
     if !vm.modules.is_empty() {
         let initrd = initrd_arg(&vm.modules)?;
         push(&["-initrd", &initrd]);
@@ -85,7 +73,9 @@ pub fn describe_status(code: i32) -> String {
     match code {
         33 => "kernel reported success (isa-debug-exit 0x10)".into(),
         35 => "kernel reported failure (isa-debug-exit 0x11)".into(),
-        0 => "QEMU exited normally (no isa-debug-exit; a triple fault with -no-reboot looks like this)".into(),
+        0 => {
+            "QEMU exited normally (no isa-debug-exit; a triple fault with -no-reboot looks like this)".into()
+        }
         c if c & 1 == 1 => format!("isa-debug-exit value {:#x}", c >> 1),
         c => format!("QEMU exited with status {c}"),
     }

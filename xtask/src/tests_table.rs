@@ -63,8 +63,7 @@ impl IntegrationTest {
     }
 
     pub fn must_contain(mut self, needles: &[&str]) -> Self {
-        self.must_contain
-            .extend(needles.iter().map(|s| s.to_string()));
+        self.must_contain.extend(needles.iter().map(|s| s.to_string()));
         self
     }
 
@@ -93,9 +92,15 @@ pub fn all() -> Vec<IntegrationTest> {
             .smp(2)
             .must_contain(&["CPUs online: 2/2", "virtualization: SVM"]),
         IntegrationTest::new(QemuSvm, "panic", "test=panic")
+            .smp(4)
             .expect(Expect::Fail)
             .must_contain(&["panicked at", "hypervisor/src/"]),
         IntegrationTest::new(QemuSvm, "exception", "test=exception")
+            .smp(4)
+            .expect(Expect::Fail)
+            .must_contain(&["EXCEPTION: #UD", "RIP="]),
+        IntegrationTest::new(BochsVmx, "exception", "test=exception")
+            .smp(2)
             .expect(Expect::Fail)
             .must_contain(&["EXCEPTION: #UD", "RIP="]),
     ]
@@ -109,14 +114,9 @@ mod tests {
     fn names_are_unique_and_timeouts_follow_the_platform() {
         let tests = all();
         for (i, t) in tests.iter().enumerate() {
-            assert!(tests[i + 1..]
-                .iter()
-                .all(|u| u.full_name() != t.full_name()));
+            assert!(tests[i + 1..].iter().all(|u| u.full_name() != t.full_name()));
             assert!(t.cmdline.contains(&format!("test={}", t.name)));
-            assert_eq!(
-                t.timeout.as_secs(),
-                if t.platform.is_bochs() { 180 } else { 60 }
-            );
+            assert_eq!(t.timeout.as_secs(), if t.platform.is_bochs() { 180 } else { 60 });
         }
     }
 }

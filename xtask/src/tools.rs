@@ -32,12 +32,7 @@ pub enum Probe {
 }
 
 /// What building a GRUB rescue ISO needs.
-pub const ISO_TOOLS: &[Tool] = &[
-    Tool::GrubMkrescue,
-    Tool::GrubPcModules,
-    Tool::Xorriso,
-    Tool::Mtools,
-];
+pub const ISO_TOOLS: &[Tool] = &[Tool::GrubMkrescue, Tool::GrubPcModules, Tool::Xorriso, Tool::Mtools];
 
 /// Every tool xtask knows about (for `cargo xtask setup`).
 pub const ALL: &[Tool] = &[
@@ -137,17 +132,10 @@ pub fn ensure(tools: &[Tool]) -> Result<()> {
     if packages.is_empty() {
         return Ok(());
     }
-    let missing: Vec<&str> = tools
-        .iter()
-        .filter(|t| !t.is_present())
-        .map(|t| t.describe())
-        .collect();
+    let missing: Vec<&str> = tools.iter().filter(|t| !t.is_present()).map(|t| t.describe()).collect();
     eprintln!("xtask: missing {}", missing.join(", "));
     if !is_root() {
-        bail!(
-            "missing host tools; install them with:\n    sudo apt-get install -y {}",
-            packages.join(" ")
-        );
+        bail!("missing host tools; install them with:\n    sudo apt-get install -y {}", packages.join(" "));
     }
     eprintln!("xtask: installing {} (running as root)", packages.join(" "));
     run_checked(Command::new("apt-get").arg("update"))?;
@@ -157,11 +145,7 @@ pub fn ensure(tools: &[Tool]) -> Result<()> {
             .args(&packages)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
-    let still: Vec<&str> = tools
-        .iter()
-        .filter(|t| !t.is_present())
-        .map(|t| t.describe())
-        .collect();
+    let still: Vec<&str> = tools.iter().filter(|t| !t.is_present()).map(|t| t.describe()).collect();
     if !still.is_empty() {
         bail!("still missing after apt-get install: {}", still.join(", "));
     }
@@ -169,9 +153,7 @@ pub fn ensure(tools: &[Tool]) -> Result<()> {
 }
 
 fn run_checked(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
@@ -184,20 +166,9 @@ mod tests {
 
     #[test]
     fn packages_are_deduplicated_and_only_for_missing_tools() {
-        let tools = [
-            Tool::Qemu,
-            Tool::GrubMkrescue,
-            Tool::GrubPcModules,
-            Tool::Mtools,
-        ];
+        let tools = [Tool::Qemu, Tool::GrubMkrescue, Tool::GrubPcModules, Tool::Mtools];
         assert!(missing_packages(&tools, |_| true).is_empty());
-        assert_eq!(
-            missing_packages(&tools, |_| false),
-            vec!["qemu-system-x86", "grub-pc-bin", "mtools"]
-        );
-        assert_eq!(
-            missing_packages(&tools, |t| t != Tool::GrubPcModules),
-            vec!["grub-pc-bin"]
-        );
+        assert_eq!(missing_packages(&tools, |_| false), vec!["qemu-system-x86", "grub-pc-bin", "mtools"]);
+        assert_eq!(missing_packages(&tools, |t| t != Tool::GrubPcModules), vec!["grub-pc-bin"]);
     }
 }
