@@ -1,0 +1,299 @@
+//! The arch-neutral face of hardware virtualization: what both backends (VMX in `vmx`, SVM in
+//! `svm`) take and return. Code above `arch` sees only these types and never names a VMCS field
+//! or a VMCB offset.
+
+/// Guest general-purpose registers that the world switch saves and restores. RSP and RIP live
+/// in the VMCS/VMCB; RAX also lives in the VMCB on SVM, and the SVM backend keeps the two in step
+/// so that this struct is always the truth above `arch`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuestGprs {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+}
+
+/// A segment register as loaded into the guest. `attrib` uses the SVM VMCB packing (APM Vol. 2
+/// 15.5.1): type[3:0], S[4], DPL[6:5], P[7], AVL[8], L[9], D/B[10], G[11]. The VMX backend
+/// converts to its access-rights layout (type..P in bits 7:0, AVL..G in bits 15:12, unusable 16).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Segment {
+    pub selector: u16,
+    pub attrib: u16,
+    pub limit: u32,
+    pub base: u64,
+}
+
+impl Segment {
+    /// A 64-bit ring-0 code segment (type 0xB execute/read accessed, S, P, L, G).
+    pub const fn code64(selector: u16) -> Self {
+        Segment { selector, attrib: 0x0A9B, limit: 0xFFFF_FFFF, base: 0 }
+    }
+    /// A flat 32-bit ring-0 code segment (type 0xB, S, P, D/B, G).
+    pub const fn code32(selector: u16) -> Self {
+        Segment { selector, attrib: 0x0C9B, limit: 0xFFFF_FFFF, base: 0 }
+    }
+    /// A flat ring-0 data segment (type 3 read/write accessed, S, P, D/B, G).
+    pub const fn data(selector: u16) -> Self {
+        Segment { selector, attrib: 0x0C93, limit: 0xFFFF_FFFF, base: 0 }
+    }
+    /// A real-mode segment: base = selector << 4, 64 KiB limit, data/code type 3 or 0xB.
+    pub const fn real_mode(selector: u16, code: bool) -> Self {
+        Segment {
+            selector,
+            attrib: if code { 0x009B } else { 0x0093 },
+            limit: 0xFFFF,
+            base: (selector as u64) << 4,
+        }
+    }
+    /// A busy 64-bit TSS (type 0xB, P) as VM entry requires for TR (SDM 26.3.1.2).
+    pub const fn tss(selector: u16) -> Self {
+        Segment { selector, attrib: 0x008B, limit: 0x67, base: 0 }
+    }
+    /// An LDT selector marked unusable/null (type 2, P clear).
+    pub const fn null_ldt() -> Self {
+        Segment { selector: 0, attrib: 0x0082, limit: 0xFFFF, base: 0 }
+    }
+}
+
+/// A descriptor-table register (GDTR/IDTR).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DescriptorTable {
+    pub base: u64,
+    pub limit: u16,
+}
+
+/// Everything a vCPU's state is at its first entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InitialState {
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    pub rip: u64,
+    pub rsp: u64,
+    pub rflags: u64,
+    pub cs: Segment,
+    pub ds: Segment,
+    pub es: Segment,
+    pub fs: Segment,
+    pub gs: Segment,
+    pub ss: Segment,
+    pub tr: Segment,
+    pub ldtr: Segment,
+    pub gdtr: DescriptorTable,
+    pub idtr: DescriptorTable,
+    pub gprs: GuestGprs,
+}
+
+/// CR0/CR4/EFER bits used to describe guest modes (SDM Vol. 3A 2.5, 2.2.1).
+pub mod bits {
+    pub const CR0_PE: u64 = 1 << 0;
+    pub const CR0_MP: u64 = 1 << 1;
+    pub const CR0_ET: u64 = 1 << 4;
+    pub const CR0_NE: u64 = 1 << 5;
+    pub const CR0_WP: u64 = 1 << 16;
+    pub const CR0_PG: u64 = 1 << 31;
+    pub const CR4_PAE: u64 = 1 << 5;
+    pub const CR4_OSFXSR: u64 = 1 << 9;
+    pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
+    pub const EFER_LME: u64 = 1 << 8;
+    pub const EFER_LMA: u64 = 1 << 10;
+    pub const EFER_NXE: u64 = 1 << 11;
+    pub const RFLAGS_RESERVED1: u64 = 1 << 1;
+    pub const RFLAGS_IF: u64 = 1 << 9;
+}
+
+impl InitialState {
+    /// 64-bit mode with paging: CS = `code64` selector 0x08, data 0x10, TR 0x18 (a busy TSS
+    /// descriptor need not exist in the guest GDT for VM entry, only in the VMCS/VMCB).
+    pub fn long_mode(rip: u64, rsp: u64, cr3: u64, gdtr: DescriptorTable) -> Self {
+        use bits::*;
+        InitialState {
+            cr0: CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG,
+            cr3,
+            cr4: CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT,
+            efer: EFER_LME | EFER_LMA | EFER_NXE,
+            rip,
+            rsp,
+            rflags: RFLAGS_RESERVED1,
+            cs: Segment::code64(0x08),
+            ds: Segment::data(0x10),
+            es: Segment::data(0x10),
+            fs: Segment::data(0x10),
+            gs: Segment::data(0x10),
+            ss: Segment::data(0x10),
+            tr: Segment::tss(0x18),
+            ldtr: Segment::null_ldt(),
+            gdtr,
+            idtr: DescriptorTable { base: 0, limit: 0 },
+            gprs: GuestGprs::default(),
+        }
+    }
+
+    /// Real mode at `cs:ip` (needs unrestricted guest on VMX).
+    pub fn real_mode(cs: u16, ip: u16, sp: u16) -> Self {
+        use bits::*;
+        InitialState {
+            cr0: CR0_ET | CR0_NE,
+            cr3: 0,
+            cr4: 0,
+            efer: 0,
+            rip: ip as u64,
+            rsp: sp as u64,
+            rflags: RFLAGS_RESERVED1,
+            cs: Segment::real_mode(cs, true),
+            ds: Segment::real_mode(0, false),
+            es: Segment::real_mode(0, false),
+            fs: Segment::real_mode(0, false),
+            gs: Segment::real_mode(0, false),
+            ss: Segment::real_mode(0, false),
+            tr: Segment { selector: 0, attrib: 0x008B, limit: 0xFFFF, base: 0 },
+            ldtr: Segment::null_ldt(),
+            gdtr: DescriptorTable { base: 0, limit: 0xFFFF },
+            idtr: DescriptorTable { base: 0, limit: 0x3FF },
+            gprs: GuestGprs::default(),
+        }
+    }
+}
+
+/// A port I/O exit (IN/OUT and their string forms). For a non-string OUT the data is in the
+/// low `size` bytes of RAX; for IN the handler writes them there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoAccess {
+    pub port: u16,
+    /// 1, 2 or 4 bytes.
+    pub size: u8,
+    pub write: bool,
+    pub string: bool,
+    pub rep: bool,
+}
+
+/// What went wrong on a VM entry, decoded into words (SDM 26.2-26.3 / APM 15.5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryFailure {
+    /// The raw code (VM-instruction error number, VMX basic exit reason, or SVM exit code).
+    pub code: u64,
+    /// Which check failed, in the manual's words ("invalid guest state: CR0.PG set with PE clear").
+    pub reason: &'static str,
+}
+
+/// Why the guest stopped running, arch-neutral (DESIGN.md "the spine").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmExit {
+    /// CPUID: leaf in RAX, subleaf in RCX; the handler writes RAX..RDX and skips the instruction.
+    Cpuid,
+    /// HLT.
+    Hlt,
+    /// IN/OUT.
+    Io(IoAccess),
+    /// RDMSR of ECX; the handler writes EDX:EAX or injects #GP.
+    RdMsr { msr: u32 },
+    /// WRMSR of ECX with EDX:EAX.
+    WrMsr { msr: u32, value: u64 },
+    /// VMCALL (VMX) or VMMCALL (SVM).
+    Hypercall,
+    /// A guest-physical access the nested page tables do not map (EPT violation / #NPF).
+    NestedPageFault { gpa: u64, write: bool, fetch: bool },
+    /// An exception the backend intercepts (none by default).
+    Exception { vector: u8, error_code: Option<u32> },
+    /// A host interrupt arrived while the guest ran.
+    ExternalInterrupt,
+    /// The guest waits for an interrupt it can take (interrupt-window exit).
+    InterruptWindow,
+    /// Triple fault / shutdown: the guest is dead.
+    Shutdown,
+    /// The VM entry itself failed.
+    EntryFailed(EntryFailure),
+    /// An exit this version of Basalt does not handle; the raw code is reported.
+    Unhandled { code: u64 },
+}
+
+/// An event to inject at the next VM entry (SDM 26.6 / APM 15.20).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A hardware exception (#GP = 13, #UD = 6, ...) with its error code where it has one.
+    Exception { vector: u8, error_code: Option<u32> },
+    /// An external interrupt with this vector (the guest must be interruptible).
+    Interrupt { vector: u8 },
+}
+
+/// Where the backends get the host memory they need (VMCS/VMCB, bitmaps, nested tables):
+/// zeroed, physically contiguous pages, identity-mapped. The VM core charges each to its VM.
+pub trait FrameSource {
+    /// `pages` zeroed contiguous 4 KiB pages aligned to 4 KiB, or `None` (the VM's quota or the
+    /// machine's memory is exhausted).
+    fn alloc_zeroed(&mut self, pages: usize) -> Option<u64>;
+}
+
+/// Why a backend could not do what was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VirtError {
+    /// The CPU lacks something the backend needs (named).
+    Unsupported(&'static str),
+    /// The firmware locked the extension off (IA32_FEATURE_CONTROL, VM_CR.SVMDIS).
+    DisabledByFirmware,
+    /// A VMX instruction failed (VM-instruction error number where valid).
+    InstructionFailed { instruction: &'static str, error: u64 },
+    /// No memory for a control structure.
+    OutOfMemory,
+}
+
+impl core::fmt::Display for VirtError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            VirtError::Unsupported(what) => write!(f, "this CPU lacks {what}"),
+            VirtError::DisabledByFirmware => write!(f, "virtualization is disabled by the firmware"),
+            VirtError::InstructionFailed { instruction, error } => {
+                write!(f, "{instruction} failed (VM-instruction error {error})")
+            }
+            VirtError::OutOfMemory => write!(f, "out of memory for virtualization structures"),
+        }
+    }
+}
+
+/// A short picture of a vCPU for reports when a VM is stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateSummary {
+    pub rip: u64,
+    pub rsp: u64,
+    pub rflags: u64,
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    pub cs: u16,
+}
+
+/// One virtual CPU on one backend. A vCPU is only ever run and touched by the physical CPU that
+/// created it (its VMCS is current there; its VMCB is used only there).
+pub trait VirtualCpu {
+    /// Enter the guest and run until the next exit.
+    fn run(&mut self) -> VmExit;
+    /// The guest's general-purpose registers (valid between `run`s).
+    fn gprs(&mut self) -> &mut GuestGprs;
+    /// Move RIP past the instruction that caused the last exit (CPUID, HLT, IN/OUT, RDMSR,
+    /// WRMSR, VMCALL/VMMCALL), clearing any STI/MOV-SS interrupt shadow. On SVM without NRIPS
+    /// the length comes from the exit kind (IOIO gives the next RIP in EXITINFO2).
+    fn skip_instruction(&mut self);
+    /// Queue an event for the next entry.
+    fn inject(&mut self, event: Event);
+    /// Whether the guest can take an external interrupt now (RFLAGS.IF set, no shadow).
+    fn interruptible(&self) -> bool;
+    /// Ask for an exit as soon as the guest becomes interruptible (interrupt window).
+    fn request_interrupt_window(&mut self, on: bool);
+    /// Registers for a report.
+    fn summary(&self) -> StateSummary;
+}
