@@ -211,6 +211,9 @@ pub enum VmExit {
     Exception { vector: u8, error_code: Option<u32> },
     /// A host interrupt arrived while the guest ran.
     ExternalInterrupt,
+    /// The backend's watchdog (VMX preemption timer) ended the time slice; nothing to do but
+    /// re-enter (or notice the guest has spun for too long).
+    Preempted,
     /// The guest waits for an interrupt it can take (interrupt-window exit).
     InterruptWindow,
     /// Triple fault / shutdown: the guest is dead.
