@@ -17,3 +17,4 @@ pub mod nested;
 pub mod paging;
 pub mod smp;
 pub mod virt;
+pub mod vmx;

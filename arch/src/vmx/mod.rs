@@ -1,0 +1,521 @@
+//! Intel VMX (SDM Vol. 3C chapters 24-31): VMXON, one VMCS per vCPU with EPT, VPID and
+//! unrestricted guest, the world switch, and exit decoding into the arch-neutral `VmExit`.
+//!
+//! The pure parts (control computation in `caps`, exit decoding in `exit`, access rights and
+//! the guest-state checker in `check`) are unit-tested on the host; the rest runs on the target.
+//!
+//! A `VmxVcpu` is tied to the CPU that created it: its VMCS was made current there and is only
+//! ever loaded there (SDM 24.1: a VMCS must be VMCLEARed before it moves to another CPU).
+//! Call `run` and every other method on that CPU only, after `enable_this_cpu` there.
+
+pub mod caps;
+pub mod check;
+pub mod exit;
+pub mod switch;
+
+use core::marker::PhantomData;
+
+use x86::bits64::vmx as insn;
+use x86::vmx::vmcs::{control, guest, host, ro};
+use x86::vmx::VmFail;
+
+use crate::io::{rdmsr, wrmsr};
+use crate::nested::ept::EPTP_WB_4LEVEL;
+use crate::virt::bits::*;
+use crate::virt::{
+    EntryFailure, Event, FrameSource, GuestGprs, InitialState, StateSummary, VirtError, VirtualCpu, VmExit,
+};
+use caps::{compute_controls, ept_cap, msr, proc1, Controls, VmxCaps};
+use check::{GuestState, VmxSegment};
+use exit::{intr, ExitInfo};
+
+const FEATURE_CONTROL_LOCK: u64 = 1 << 0;
+const FEATURE_CONTROL_VMX_OUTSIDE_SMX: u64 = 1 << 2;
+const CR4_VMXE: u64 = 1 << 13;
+const IA32_SYSENTER_CS: u32 = 0x174;
+const IA32_SYSENTER_ESP: u32 = 0x175;
+const IA32_SYSENTER_EIP: u32 = 0x176;
+const IA32_EFER: u32 = 0xC000_0080;
+const IA32_FS_BASE: u32 = 0xC000_0100;
+const IA32_GS_BASE: u32 = 0xC000_0101;
+/// Guest interruptibility state: blocking by STI (bit 0) and by MOV SS (bit 1) (SDM 25.4.2).
+const BLOCKING_STI_MOVSS: u64 = 3;
+
+fn read_cr0() -> u64 {
+    let v;
+    // SAFETY: reading CR0 at CPL 0 has no side effects.
+    unsafe { core::arch::asm!("mov {}, cr0", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+fn read_cr3() -> u64 {
+    let v;
+    // SAFETY: reading CR3 at CPL 0 has no side effects.
+    unsafe { core::arch::asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+fn read_cr4() -> u64 {
+    let v;
+    // SAFETY: reading CR4 at CPL 0 has no side effects.
+    unsafe { core::arch::asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// The VM-instruction error of the current VMCS, 0 where none can be read.
+fn instruction_error_number() -> u64 {
+    // SAFETY: VMREAD in VMX operation; with no current VMCS it fails and we report 0.
+    unsafe { insn::vmread(ro::VM_INSTRUCTION_ERROR) }.unwrap_or(0)
+}
+
+fn failed(instruction: &'static str, fail: VmFail) -> VirtError {
+    let error = match fail {
+        VmFail::VmFailValid => instruction_error_number(),
+        VmFail::VmFailInvalid => 0,
+    };
+    VirtError::InstructionFailed { instruction, error }
+}
+
+/// Turn VMX operation on for the calling CPU (SDM 24.7): check CPUID, IA32_FEATURE_CONTROL,
+/// apply the CR0/CR4 fixed bits, set CR4.VMXE and execute VMXON on a fresh VMXON region.
+pub fn enable_this_cpu(frames: &mut dyn FrameSource) -> Result<(), VirtError> {
+    let vmx = raw_cpuid::CpuId::new().get_feature_info().is_some_and(|f| f.has_vmx());
+    if !vmx {
+        return Err(VirtError::Unsupported("VMX"));
+    }
+    // SAFETY: CPUID says VMX exists, so IA32_FEATURE_CONTROL does too (SDM 24.7).
+    let fc = unsafe { rdmsr(msr::IA32_FEATURE_CONTROL) };
+    if fc & FEATURE_CONTROL_LOCK != 0 {
+        if fc & FEATURE_CONTROL_VMX_OUTSIDE_SMX == 0 {
+            return Err(VirtError::DisabledByFirmware);
+        }
+    } else {
+        // SAFETY: the MSR is unlocked; enabling VMX outside SMX and locking changes nothing else.
+        unsafe {
+            wrmsr(msr::IA32_FEATURE_CONTROL, fc | FEATURE_CONTROL_LOCK | FEATURE_CONTROL_VMX_OUTSIDE_SMX)
+        };
+    }
+    // SAFETY: VMX is supported (checked above).
+    let caps = unsafe { VmxCaps::read() };
+    let cr0 = (read_cr0() | caps.cr0_fixed0) & caps.cr0_fixed1;
+    let cr4 = (read_cr4() | caps.cr4_fixed0 | CR4_VMXE) & caps.cr4_fixed1;
+    // SAFETY: the fixed-1 bits of a running long-mode kernel (PE, PG, NE) and CR4.VMXE change
+    // no translation and no memory Basalt uses.
+    unsafe {
+        core::arch::asm!("mov cr0, {}", in(reg) cr0, options(nostack, preserves_flags));
+        core::arch::asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags));
+    }
+    let region = frames.alloc_zeroed(1).ok_or(VirtError::OutOfMemory)?;
+    // SAFETY: `region` is a fresh identity-mapped zeroed page owned by this CPU's VMX from now on.
+    unsafe { (region as *mut u32).write_volatile(caps.revision_id()) };
+    // SAFETY: CR4.VMXE is set, the fixed bits hold and `region` is a VMXON region (SDM 24.11.5).
+    unsafe { insn::vmxon(region) }.map_err(|e| failed("VMXON", e))
+}
+
+/// Proof that some VMCS is current on this CPU, so VMREAD/VMWRITE are defined.
+struct Vmcs(PhantomData<*const ()>);
+
+impl Vmcs {
+    /// # Safety
+    /// VMX operation is on and a VMCS is current on this CPU.
+    unsafe fn assume() -> Self {
+        Vmcs(PhantomData)
+    }
+    fn read(&self, field: u32) -> u64 {
+        // SAFETY: a VMCS is current (type invariant); an unsupported field fails and reads as 0.
+        unsafe { insn::vmread(field) }.unwrap_or(0)
+    }
+    fn write(&self, field: u32, value: u64) -> Result<(), VirtError> {
+        // SAFETY: a VMCS is current (type invariant); VMWRITE touches only the VMCS.
+        unsafe { insn::vmwrite(field, value) }.map_err(|e| failed("VMWRITE", e))
+    }
+    fn write_segment(&self, fields: [u32; 4], seg: VmxSegment) -> Result<(), VirtError> {
+        self.write(fields[0], seg.selector as u64)?;
+        self.write(fields[1], seg.base)?;
+        self.write(fields[2], seg.limit as u64)?;
+        self.write(fields[3], seg.access_rights as u64)
+    }
+    fn read_segment(&self, fields: [u32; 4]) -> VmxSegment {
+        VmxSegment {
+            selector: self.read(fields[0]) as u16,
+            base: self.read(fields[1]),
+            limit: self.read(fields[2]) as u32,
+            access_rights: self.read(fields[3]) as u32,
+        }
+    }
+}
+
+/// VMCS fields of one guest segment: selector, base, limit, access rights.
+mod seg {
+    use super::guest::*;
+    pub const ES: [u32; 4] = [ES_SELECTOR, ES_BASE, ES_LIMIT, ES_ACCESS_RIGHTS];
+    pub const CS: [u32; 4] = [CS_SELECTOR, CS_BASE, CS_LIMIT, CS_ACCESS_RIGHTS];
+    pub const SS: [u32; 4] = [SS_SELECTOR, SS_BASE, SS_LIMIT, SS_ACCESS_RIGHTS];
+    pub const DS: [u32; 4] = [DS_SELECTOR, DS_BASE, DS_LIMIT, DS_ACCESS_RIGHTS];
+    pub const FS: [u32; 4] = [FS_SELECTOR, FS_BASE, FS_LIMIT, FS_ACCESS_RIGHTS];
+    pub const GS: [u32; 4] = [GS_SELECTOR, GS_BASE, GS_LIMIT, GS_ACCESS_RIGHTS];
+    pub const TR: [u32; 4] = [TR_SELECTOR, TR_BASE, TR_LIMIT, TR_ACCESS_RIGHTS];
+    pub const LDTR: [u32; 4] = [LDTR_SELECTOR, LDTR_BASE, LDTR_LIMIT, LDTR_ACCESS_RIGHTS];
+}
+
+/// The base of the TSS that `tr` selects in the GDT at `gdt_base` (a 16-byte system descriptor).
+///
+/// # Safety
+/// `gdt_base + tr` holds a valid TSS descriptor (the one loaded into TR).
+unsafe fn tss_base(gdt_base: u64, tr: u16) -> u64 {
+    let desc = (gdt_base + (tr & !7) as u64) as *const u64;
+    // SAFETY: forwarded from the caller; the GDT is identity-mapped.
+    let (low, high) = unsafe { (desc.read_unaligned(), desc.add(1).read_unaligned()) };
+    ((low >> 16) & 0xFF_FFFF) | ((low >> 56) & 0xFF) << 24 | (high & 0xFFFF_FFFF) << 32
+}
+
+/// Flush every EPT- and VPID-tagged translation (INVEPT/INVVPID all-context) where supported,
+/// so a new VM never sees a dead VM's mappings cached under the same EPTP or VPID.
+fn flush_all_contexts(caps: &VmxCaps) {
+    let descriptor = [0u64; 2];
+    if caps.ept_vpid & ept_cap::INVEPT != 0 && caps.ept_vpid & ept_cap::INVEPT_ALL_CONTEXT != 0 {
+        // SAFETY: INVEPT type 2 (all-context) in VMX root operation; it only drops cached
+        // translations. The descriptor is ignored for this type but must be readable.
+        unsafe { core::arch::asm!("invept {}, [{}]", in(reg) 2u64, in(reg) &descriptor, options(nostack)) };
+    }
+    if caps.ept_vpid & ept_cap::INVVPID != 0 && caps.ept_vpid & ept_cap::INVVPID_ALL_CONTEXT != 0 {
+        // SAFETY: INVVPID type 2 (all-context), as above.
+        unsafe { core::arch::asm!("invvpid {}, [{}]", in(reg) 2u64, in(reg) &descriptor, options(nostack)) };
+    }
+}
+
+/// One virtual CPU on VMX: its VMCS and the guest GPRs the VMCS does not hold.
+pub struct VmxVcpu {
+    vmcs: u64,
+    gprs: GuestGprs,
+    launched: bool,
+    controls: Controls,
+    caps: VmxCaps,
+}
+
+impl VmxVcpu {
+    /// Create a vCPU on the calling CPU (which must have run `enable_this_cpu`): allocate and
+    /// fill its VMCS (controls, host state, guest state from `init`), its I/O and MSR bitmaps
+    /// (all ones: every port and MSR access exits), with `ept_root` as the EPT PML4 and `vpid`
+    /// (non-zero) tagging its TLB entries. The VMCS stays current on this CPU.
+    pub fn new(
+        frames: &mut dyn FrameSource,
+        ept_root: u64,
+        vpid: u16,
+        init: &InitialState,
+    ) -> Result<VmxVcpu, VirtError> {
+        if read_cr4() & CR4_VMXE == 0 {
+            return Err(VirtError::Unsupported("VMX operation on this CPU (enable_this_cpu first)"));
+        }
+        if vpid == 0 {
+            return Err(VirtError::Unsupported("VPID 0 (VPIDs for guests start at 1)"));
+        }
+        // SAFETY: CR4.VMXE is set, so this CPU supports VMX.
+        let caps = unsafe { VmxCaps::read() };
+        let controls = compute_controls(&caps, init.efer & EFER_LMA != 0)?;
+
+        let vmcs = frames.alloc_zeroed(1).ok_or(VirtError::OutOfMemory)?;
+        let io_bitmaps = frames.alloc_zeroed(2).ok_or(VirtError::OutOfMemory)?;
+        let msr_bitmap = frames.alloc_zeroed(1).ok_or(VirtError::OutOfMemory)?;
+        // SAFETY: the three allocations are fresh, zeroed, identity-mapped and ours alone.
+        unsafe {
+            (vmcs as *mut u32).write_volatile(caps.revision_id());
+            core::ptr::write_bytes(io_bitmaps as *mut u8, 0xFF, 2 * 4096);
+            core::ptr::write_bytes(msr_bitmap as *mut u8, 0xFF, 4096);
+        }
+        // SAFETY: VMX operation is on; `vmcs` is a VMCS region with this CPU's revision id.
+        unsafe { insn::vmclear(vmcs) }.map_err(|e| failed("VMCLEAR", e))?;
+        // SAFETY: as above; the region was just cleared.
+        unsafe { insn::vmptrld(vmcs) }.map_err(|e| failed("VMPTRLD", e))?;
+        // SAFETY: VMPTRLD succeeded, so `vmcs` is current on this CPU.
+        let v = unsafe { Vmcs::assume() };
+
+        // VM-execution, exit and entry controls (SDM 25.6-25.8).
+        v.write(control::PINBASED_EXEC_CONTROLS, controls.pin as u64)?;
+        v.write(control::PRIMARY_PROCBASED_EXEC_CONTROLS, controls.proc1 as u64)?;
+        v.write(control::SECONDARY_PROCBASED_EXEC_CONTROLS, controls.proc2 as u64)?;
+        v.write(control::VMEXIT_CONTROLS, controls.exit as u64)?;
+        v.write(control::VMENTRY_CONTROLS, controls.entry as u64)?;
+        v.write(control::EXCEPTION_BITMAP, 0)?;
+        v.write(control::PAGE_FAULT_ERR_CODE_MASK, 0)?;
+        v.write(control::PAGE_FAULT_ERR_CODE_MATCH, 0)?;
+        v.write(control::CR3_TARGET_COUNT, 0)?;
+        v.write(control::VMEXIT_MSR_STORE_COUNT, 0)?;
+        v.write(control::VMEXIT_MSR_LOAD_COUNT, 0)?;
+        v.write(control::VMENTRY_MSR_LOAD_COUNT, 0)?;
+        v.write(control::VMENTRY_INTERRUPTION_INFO_FIELD, 0)?;
+        v.write(control::IO_BITMAP_A_ADDR_FULL, io_bitmaps)?;
+        v.write(control::IO_BITMAP_B_ADDR_FULL, io_bitmaps + 4096)?;
+        if controls.proc1 & proc1::USE_MSR_BITMAPS != 0 {
+            v.write(control::MSR_BITMAPS_ADDR_FULL, msr_bitmap)?;
+        }
+        v.write(control::EPTP_FULL, ept_root | EPTP_WB_4LEVEL)?;
+        v.write(control::VPID, vpid as u64)?;
+        if controls.preemption_timer() {
+            v.write(guest::VMX_PREEMPTION_TIMER_VALUE, caps.watchdog_ticks() as u64)?;
+        }
+
+        // CR0/CR4: the fixed bits applied to what the guest runs with, the guest's own values in
+        // the read shadows, and the fixed bits owned by the host (SDM 25.6.6).
+        let pe_pg = if controls.unrestricted_guest() { CR0_PE | CR0_PG } else { 0 };
+        let cr0_fixed0 = caps.cr0_fixed0 & !pe_pg;
+        let cr0_mask = (cr0_fixed0 | !caps.cr0_fixed1) & 0xFFFF_FFFF;
+        let cr4_mask = (caps.cr4_fixed0 | !caps.cr4_fixed1) & 0xFFFF_FFFF;
+        v.write(control::CR0_GUEST_HOST_MASK, cr0_mask)?;
+        v.write(control::CR0_READ_SHADOW, init.cr0)?;
+        v.write(control::CR4_GUEST_HOST_MASK, cr4_mask)?;
+        v.write(control::CR4_READ_SHADOW, init.cr4)?;
+
+        // Host state (SDM 26.2.3), loaded on every VM exit.
+        let cr4 = read_cr4();
+        v.write(host::CR0, read_cr0())?;
+        v.write(host::CR3, read_cr3())?;
+        v.write(host::CR4, cr4)?;
+        let (cs, ss, ds, es, fs, gs, tr): (u16, u16, u16, u16, u16, u16, u16);
+        // SAFETY: reading segment selectors and TR has no side effects.
+        unsafe {
+            core::arch::asm!(
+                "mov {0:x}, cs", "mov {1:x}, ss", "mov {2:x}, ds", "mov {3:x}, es",
+                "mov {4:x}, fs", "mov {5:x}, gs", "str {6:x}",
+                out(reg) cs, out(reg) ss, out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs, out(reg) tr,
+                options(nomem, nostack, preserves_flags)
+            );
+        }
+        // Host selectors must have RPL and TI clear (SDM 26.2.3); Basalt's all do.
+        v.write(host::CS_SELECTOR, (cs & !7) as u64)?;
+        v.write(host::SS_SELECTOR, (ss & !7) as u64)?;
+        v.write(host::DS_SELECTOR, (ds & !7) as u64)?;
+        v.write(host::ES_SELECTOR, (es & !7) as u64)?;
+        v.write(host::FS_SELECTOR, (fs & !7) as u64)?;
+        v.write(host::GS_SELECTOR, (gs & !7) as u64)?;
+        v.write(host::TR_SELECTOR, (tr & !7) as u64)?;
+        let gdt = x86_64::instructions::tables::sgdt();
+        let idt = x86_64::instructions::tables::sidt();
+        v.write(host::GDTR_BASE, gdt.base.as_u64())?;
+        v.write(host::IDTR_BASE, idt.base.as_u64())?;
+        // SAFETY: TR holds this CPU's TSS selector, whose descriptor is in the loaded GDT.
+        v.write(host::TR_BASE, unsafe { tss_base(gdt.base.as_u64(), tr) })?;
+        // SAFETY: these architectural MSRs exist on every CPU with VMX.
+        let (fs_base, gs_base, sysenter_cs, sysenter_esp, sysenter_eip, efer) = unsafe {
+            (
+                rdmsr(IA32_FS_BASE),
+                rdmsr(IA32_GS_BASE),
+                rdmsr(IA32_SYSENTER_CS),
+                rdmsr(IA32_SYSENTER_ESP),
+                rdmsr(IA32_SYSENTER_EIP),
+                rdmsr(IA32_EFER),
+            )
+        };
+        v.write(host::FS_BASE, fs_base)?;
+        v.write(host::GS_BASE, gs_base)?;
+        v.write(host::IA32_SYSENTER_CS, sysenter_cs)?;
+        v.write(host::IA32_SYSENTER_ESP, sysenter_esp)?;
+        v.write(host::IA32_SYSENTER_EIP, sysenter_eip)?;
+        v.write(host::IA32_EFER_FULL, efer)?;
+        v.write(host::RIP, switch::exit_stub())?;
+
+        // Guest state (SDM 25.4).
+        v.write(guest::CR0, (init.cr0 | cr0_fixed0) & caps.cr0_fixed1)?;
+        v.write(guest::CR3, init.cr3)?;
+        v.write(guest::CR4, (init.cr4 | caps.cr4_fixed0) & caps.cr4_fixed1)?;
+        v.write(guest::IA32_EFER_FULL, init.efer)?;
+        v.write(guest::DR7, 0x400)?;
+        v.write(guest::IA32_DEBUGCTL_FULL, 0)?;
+        v.write(guest::RSP, init.rsp)?;
+        v.write(guest::RIP, init.rip)?;
+        v.write(guest::RFLAGS, init.rflags | RFLAGS_RESERVED1)?;
+        v.write_segment(seg::ES, init.es.into())?;
+        v.write_segment(seg::CS, init.cs.into())?;
+        v.write_segment(seg::SS, init.ss.into())?;
+        v.write_segment(seg::DS, init.ds.into())?;
+        v.write_segment(seg::FS, init.fs.into())?;
+        v.write_segment(seg::GS, init.gs.into())?;
+        let mut ldtr: VmxSegment = init.ldtr.into();
+        ldtr.access_rights |= check::AR_UNUSABLE;
+        v.write_segment(seg::LDTR, ldtr)?;
+        v.write_segment(seg::TR, init.tr.into())?;
+        v.write(guest::GDTR_BASE, init.gdtr.base)?;
+        v.write(guest::GDTR_LIMIT, init.gdtr.limit as u64)?;
+        v.write(guest::IDTR_BASE, init.idtr.base)?;
+        v.write(guest::IDTR_LIMIT, init.idtr.limit as u64)?;
+        v.write(guest::IA32_SYSENTER_CS, 0)?;
+        v.write(guest::IA32_SYSENTER_ESP, 0)?;
+        v.write(guest::IA32_SYSENTER_EIP, 0)?;
+        v.write(guest::INTERRUPTIBILITY_STATE, 0)?;
+        v.write(guest::ACTIVITY_STATE, 0)?;
+        v.write(guest::PENDING_DBG_EXCEPTIONS, 0)?;
+        v.write(guest::LINK_PTR_FULL, !0)?;
+
+        flush_all_contexts(&caps);
+        Ok(VmxVcpu { vmcs, gprs: init.gprs, launched: false, controls, caps })
+    }
+
+    /// Make this vCPU's VMCS current (another vCPU on this CPU may have loaded its own).
+    fn current(&self) -> Vmcs {
+        // SAFETY: VMX operation is on (the vCPU was created on this CPU, see the module doc).
+        let now = unsafe { insn::vmptrst() }.unwrap_or(!0);
+        if now != self.vmcs {
+            // SAFETY: `self.vmcs` is this vCPU's VMCS, initialised and only used on this CPU.
+            // A failure leaves no VMCS current; the next entry reports VMfailInvalid.
+            let _ = unsafe { insn::vmptrld(self.vmcs) };
+        }
+        // SAFETY: the VMCS was made current just above.
+        unsafe { Vmcs::assume() }
+    }
+
+    /// The guest state VM entry checks, read back from the VMCS.
+    fn guest_state(&self, v: &Vmcs) -> GuestState {
+        GuestState {
+            cr0: v.read(guest::CR0),
+            cr4: v.read(guest::CR4),
+            efer: v.read(guest::IA32_EFER_FULL),
+            rflags: v.read(guest::RFLAGS),
+            rip: v.read(guest::RIP),
+            cs: v.read_segment(seg::CS),
+            ss: v.read_segment(seg::SS),
+            ds: v.read_segment(seg::DS),
+            es: v.read_segment(seg::ES),
+            fs: v.read_segment(seg::FS),
+            gs: v.read_segment(seg::GS),
+            tr: v.read_segment(seg::TR),
+            ldtr: v.read_segment(seg::LDTR),
+            gdtr_limit: v.read(guest::GDTR_LIMIT) as u32,
+            idtr_limit: v.read(guest::IDTR_LIMIT) as u32,
+            interruptibility: v.read(guest::INTERRUPTIBILITY_STATE) as u32,
+            activity: v.read(guest::ACTIVITY_STATE) as u32,
+            link_pointer: v.read(guest::LINK_PTR_FULL),
+            ia32e_guest: v.read(control::VMENTRY_CONTROLS) as u32 & caps::entry::IA32E_MODE_GUEST != 0,
+            unrestricted_guest: self.controls.unrestricted_guest(),
+            load_efer: v.read(control::VMENTRY_CONTROLS) as u32 & caps::entry::LOAD_IA32_EFER != 0,
+            cr0_fixed0: self.caps.cr0_fixed0,
+            cr0_fixed1: self.caps.cr0_fixed1,
+            cr4_fixed0: self.caps.cr4_fixed0,
+            cr4_fixed1: self.caps.cr4_fixed1,
+        }
+    }
+}
+
+impl VirtualCpu for VmxVcpu {
+    fn run(&mut self) -> VmExit {
+        let v = self.current();
+        // SAFETY: VMX is on, our VMCS is current with host state pointing HOST_RIP at the exit
+        // stub (set in `new`), and `launched` tracks its launch state.
+        match unsafe { switch::enter(&mut self.gprs, self.launched) } {
+            switch::Entry::FailValid => {
+                let code = v.read(ro::VM_INSTRUCTION_ERROR);
+                return VmExit::EntryFailed(EntryFailure { code, reason: exit::instruction_error(code) });
+            }
+            switch::Entry::FailInvalid => {
+                return VmExit::EntryFailed(EntryFailure {
+                    code: 0,
+                    reason: "VMLAUNCH/VMRESUME failed with no current VMCS (VMfailInvalid)",
+                });
+            }
+            switch::Entry::Exited => {}
+        }
+        let reason = v.read(ro::EXIT_REASON) as u32;
+        if reason & exit::EXIT_REASON_ENTRY_FAILURE != 0 {
+            let failure = exit::decode(&ExitInfo { reason, ..ExitInfo::default() });
+            if reason & 0xFFFF == exit::reason::INVALID_GUEST_STATE {
+                if let Some(rule) = check::check_guest_state(&self.guest_state(&v)) {
+                    return VmExit::EntryFailed(EntryFailure {
+                        code: exit::reason::INVALID_GUEST_STATE as u64,
+                        reason: rule,
+                    });
+                }
+            }
+            return failure;
+        }
+        self.launched = true;
+        let basic = reason & 0xFFFF;
+        let info = ExitInfo {
+            reason,
+            qualification: v.read(ro::EXIT_QUALIFICATION),
+            guest_physical: if basic == exit::reason::EPT_VIOLATION {
+                v.read(ro::GUEST_PHYSICAL_ADDR_FULL)
+            } else {
+                0
+            },
+            interruption_info: v.read(ro::VMEXIT_INTERRUPTION_INFO) as u32,
+            interruption_error: v.read(ro::VMEXIT_INTERRUPTION_ERR_CODE) as u32,
+            rcx: self.gprs.rcx,
+            rax: self.gprs.rax,
+            rdx: self.gprs.rdx,
+        };
+        // An event whose delivery the exit interrupted is delivered again at the next entry
+        // (SDM 28.2.4, 27.2.3).
+        let vectoring = v.read(ro::IDT_VECTORING_INFO) as u32;
+        if vectoring & intr::VALID != 0 {
+            let _ =
+                v.write(control::VMENTRY_INTERRUPTION_INFO_FIELD, (vectoring & (intr::VALID | 0xFFF)) as u64);
+            let _ = v.write(control::VMENTRY_EXCEPTION_ERR_CODE, v.read(ro::IDT_VECTORING_ERR_CODE));
+            let _ = v.write(control::VMENTRY_INSTRUCTION_LEN, v.read(ro::VMEXIT_INSTRUCTION_LEN));
+        }
+        let decoded = exit::decode(&info);
+        if decoded == VmExit::ExternalInterrupt && info.interruption_info & intr::VALID != 0 {
+            // Acknowledged on exit: nobody else will see it unless the host's handler runs now.
+            // SAFETY: the host IDT has a handler for every vector its APIC delivers (and NMI).
+            unsafe { switch::deliver_to_host((info.interruption_info & intr::VECTOR_MASK) as u8) };
+        }
+        decoded
+    }
+
+    fn gprs(&mut self) -> &mut GuestGprs {
+        &mut self.gprs
+    }
+
+    fn skip_instruction(&mut self) {
+        let v = self.current();
+        let rip = v.read(guest::RIP).wrapping_add(v.read(ro::VMEXIT_INSTRUCTION_LEN));
+        let _ = v.write(guest::RIP, rip);
+        let blocking = v.read(guest::INTERRUPTIBILITY_STATE);
+        if blocking & BLOCKING_STI_MOVSS != 0 {
+            let _ = v.write(guest::INTERRUPTIBILITY_STATE, blocking & !BLOCKING_STI_MOVSS);
+        }
+    }
+
+    fn inject(&mut self, event: Event) {
+        let v = self.current();
+        let info = match event {
+            Event::Exception { vector, error_code } => {
+                if let Some(code) = error_code {
+                    let _ = v.write(control::VMENTRY_EXCEPTION_ERR_CODE, code as u64);
+                }
+                let deliver = if error_code.is_some() { intr::DELIVER_ERROR_CODE } else { 0 };
+                intr::VALID | intr::TYPE_HARDWARE_EXCEPTION | deliver | vector as u32
+            }
+            Event::Interrupt { vector } => intr::VALID | intr::TYPE_EXTERNAL | vector as u32,
+        };
+        let _ = v.write(control::VMENTRY_INTERRUPTION_INFO_FIELD, info as u64);
+    }
+
+    fn interruptible(&self) -> bool {
+        let v = self.current();
+        v.read(guest::RFLAGS) & RFLAGS_IF != 0
+            && v.read(guest::INTERRUPTIBILITY_STATE) & BLOCKING_STI_MOVSS == 0
+    }
+
+    fn request_interrupt_window(&mut self, on: bool) {
+        let v = self.current();
+        if on {
+            self.controls.proc1 |= proc1::INTERRUPT_WINDOW_EXITING;
+        } else {
+            self.controls.proc1 &= !proc1::INTERRUPT_WINDOW_EXITING;
+        }
+        let _ = v.write(control::PRIMARY_PROCBASED_EXEC_CONTROLS, self.controls.proc1 as u64);
+    }
+
+    fn summary(&self) -> StateSummary {
+        let v = self.current();
+        let cr0_mask = v.read(control::CR0_GUEST_HOST_MASK);
+        let cr4_mask = v.read(control::CR4_GUEST_HOST_MASK);
+        StateSummary {
+            rip: v.read(guest::RIP),
+            rsp: v.read(guest::RSP),
+            rflags: v.read(guest::RFLAGS),
+            cr0: v.read(guest::CR0) & !cr0_mask | v.read(control::CR0_READ_SHADOW) & cr0_mask,
+            cr3: v.read(guest::CR3),
+            cr4: v.read(guest::CR4) & !cr4_mask | v.read(control::CR4_READ_SHADOW) & cr4_mask,
+            efer: v.read(guest::IA32_EFER_FULL),
+            cs: v.read(guest::CS_SELECTOR) as u16,
+        }
+    }
+}
