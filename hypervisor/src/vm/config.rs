@@ -51,13 +51,14 @@ fn number(key: &str, value: Option<&str>) -> Result<u64, ConfigError> {
 
 impl VmConfig {
     /// Parse a module command line. Unknown words are errors: a typo must not silently give a
-    /// VM other than the one asked for.
+    /// VM other than the one asked for. A leading file path (QEMU and GRUB pass the module's
+    /// path as its first word) is skipped.
     pub fn parse(text: &str) -> Result<VmConfig, ConfigError> {
         let mut name = None;
         let mut mem_mib = DEFAULT_MEM_MIB;
         let mut mode = StartMode::Long;
         let mut quota_kib = None;
-        for (key, value) in Cmdline::new(text).iter() {
+        for (key, value) in Cmdline::new(text).without_kernel_path().iter() {
             match key {
                 "name" => match value {
                     Some(v)
@@ -75,7 +76,7 @@ impl VmConfig {
                 },
                 "mem" => {
                     mem_mib = number("mem", value)?;
-                    if !(2..=MAX_MEM_MIB).contains(&mem_mib) || mem_mib % 2 != 0 {
+                    if !(2..=MAX_MEM_MIB).contains(&mem_mib) || !mem_mib.is_multiple_of(2) {
                         return Err(ConfigError(alloc::format!(
                             "mem={mem_mib}: guest RAM must be an even number of MiB from 2 to {MAX_MEM_MIB}"
                         )));
@@ -114,7 +115,7 @@ mod tests {
         let c = VmConfig::parse("name=cpuid").unwrap();
         assert_eq!((c.name.as_str(), c.mem_bytes, c.mode), ("cpuid", 16 << 20, StartMode::Long));
         assert_eq!(c.quota_bytes, (16 << 20) + (512 << 10));
-        let c = VmConfig::parse("name=rm mem=4 mode=real quota=8192").unwrap();
+        let c = VmConfig::parse("/boot/rm name=rm mem=4 mode=real quota=8192").unwrap();
         assert_eq!((c.mem_bytes, c.mode, c.quota_bytes), (4 << 20, StartMode::Real, 8 << 20));
     }
 

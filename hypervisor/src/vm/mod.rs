@@ -5,6 +5,8 @@
 pub mod account;
 pub mod config;
 pub mod elf;
+#[cfg(target_os = "none")]
+pub mod host;
 pub mod memory;
 pub mod setup;
 pub mod stats;

@@ -23,7 +23,7 @@ pub const LOAD_FLOOR: u64 = 0x8000;
 pub fn load(mem: &GuestMemory, image_bytes: &[u8], mode: StartMode) -> Result<InitialState, String> {
     let image = GuestImage::parse(image_bytes).map_err(|e| format!("guest image: {e}"))?;
     for s in &image.segments {
-        let end = s.paddr.checked_add(s.mem_size).unwrap_or(u64::MAX);
+        let end = s.paddr.saturating_add(s.mem_size);
         if s.paddr < LOAD_FLOOR || !mem.contains(s.paddr) || !mem.contains(end - 1) {
             return Err(format!(
                 "guest image segment {:#x}..{:#x} is outside guest RAM {:#x}..{:#x}",
