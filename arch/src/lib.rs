@@ -16,5 +16,6 @@ pub mod io;
 pub mod nested;
 pub mod paging;
 pub mod smp;
+pub mod svm;
 pub mod virt;
 pub mod vmx;
