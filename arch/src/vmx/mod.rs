@@ -472,6 +472,9 @@ impl VirtualCpu for VmxVcpu {
         }
     }
 
+    /// Replaces whatever the VM-entry interruption-information field holds, including an event
+    /// `run` queued for redelivery after an exit during event delivery (IDT-vectoring info):
+    /// the caller should inject only when the previous event has been delivered.
     fn inject(&mut self, event: Event) {
         let v = self.current();
         let info = match event {
