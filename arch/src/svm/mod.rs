@@ -223,7 +223,7 @@ impl VirtualCpu for SvmVcpu {
         let c = &mut self.vmcb.control;
         self.last_exit =
             ExitFields { exit_code: c.exit_code, exit_info_1: c.exit_info_1, exit_info_2: c.exit_info_2 };
-        if c.exit_code == exit_code::INVALID {
+        if exit_code::is_invalid(c.exit_code) {
             let mut before = self.entry_state;
             before.set_control(c);
             let failure = exit::entry_failure(&before, self.phys_addr_bits);
