@@ -275,6 +275,9 @@ mod tests {
         assert_eq!(decode(exit(0x40 + 6, 0, 0), 0, 0, 0), VmExit::Exception { vector: 6, error_code: None });
         assert_eq!(decode(exit(0x5F, 0, 0), 0, 0, 0), VmExit::Exception { vector: 31, error_code: None });
         assert_eq!(decode(exit(0x8B, 0, 0), 0, 0, 0), VmExit::Unhandled { code: 0x8B });
+        assert!(exit_code::is_invalid(u64::MAX));
+        assert!(exit_code::is_invalid(0xFFFF_FFFF));
+        assert!(!exit_code::is_invalid(0x400));
     }
 
     #[test]

@@ -198,6 +198,11 @@ impl SvmVcpu {
     /// interrupts in the guest); the interrupt stays pending in the host's local APIC after the
     /// exit (IF = 0 again), and the caller must take it before the next run or that run exits
     /// at once.
+    ///
+    /// Bochs 2.7 (`ryzen`) ignores the host IF here: any unmasked host interrupt pending at the
+    /// 8259 or local APIC gives INTR exits whenever the guest's RFLAGS.IF is 1, whatever this
+    /// setting (seen with the BIOS's unmasked PIT, IMR 0xB8: endless 0x60 exits after the
+    /// guest's STI). Mask the 8259 and leave no host interrupt pending.
     pub fn set_host_interrupt_exits(&mut self, on: bool) {
         self.host_interrupt_exits = on;
     }
@@ -223,7 +228,7 @@ impl VirtualCpu for SvmVcpu {
         let c = &mut self.vmcb.control;
         self.last_exit =
             ExitFields { exit_code: c.exit_code, exit_info_1: c.exit_info_1, exit_info_2: c.exit_info_2 };
-        if c.exit_code == exit_code::INVALID {
+        if exit_code::is_invalid(c.exit_code) {
             let mut before = self.entry_state;
             before.set_control(c);
             let failure = exit::entry_failure(&before, self.phys_addr_bits);

@@ -201,6 +201,12 @@ pub mod exit_code {
     pub const NPF: u64 = 0x400;
     /// VMEXIT_INVALID: the VMRUN consistency checks failed.
     pub const INVALID: u64 = u64::MAX;
+
+    /// Whether `code` is VMEXIT_INVALID (-1). QEMU TCG stores it as the 32-bit 0xFFFF_FFFF,
+    /// so only the low half is compared; no other exit code has it all ones.
+    pub const fn is_invalid(code: u64) -> bool {
+        code as u32 == u32::MAX
+    }
 }
 
 #[cfg(test)]
