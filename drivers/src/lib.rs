@@ -3,5 +3,6 @@
 #![no_std]
 
 pub mod acpi;
+pub mod pic;
 pub mod serial;
 pub mod timer;

@@ -73,6 +73,7 @@ fn kernel_range() -> (u64, u64) {
 
 /// Boot CPU entry, called once from `basalt_main`.
 pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
+    basalt_drivers::pic::disable();
     serial::init(log::LevelFilter::Info, percpu::index);
     // SAFETY: `magic` and `info_addr` are the loader's EAX and EBX, passed through untouched,
     // and `BootIdentity` reads the identity-mapped first 4 GiB.

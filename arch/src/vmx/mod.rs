@@ -393,6 +393,17 @@ impl VmxVcpu {
     }
 }
 
+impl Drop for VmxVcpu {
+    /// VMCLEAR before the VMCS page goes back to the allocator: the CPU may cache a current or
+    /// launched VMCS and write it back to memory at any time until it is cleared (SDM 25.11.1),
+    /// which would corrupt whatever the page holds next.
+    fn drop(&mut self) {
+        // SAFETY: VMX operation is on (this vCPU exists only on a CPU where it is) and `vmcs`
+        // is this vCPU's VMCS region.
+        let _ = unsafe { insn::vmclear(self.vmcs) };
+    }
+}
+
 impl VirtualCpu for VmxVcpu {
     fn run(&mut self) -> VmExit {
         let v = self.current();

@@ -13,8 +13,8 @@ use alloc::string::String;
 use basalt_arch::cpu::{CpuInfo, Virtualization};
 use basalt_arch::nested::{self, NestedFormat};
 use basalt_arch::paging::PhysTables;
-use basalt_arch::svm;
 use basalt_arch::virt::{FrameSource, VirtError, VirtualCpu};
+use basalt_arch::{svm, vmx};
 use basalt_boot::Module;
 use core::sync::atomic::{AtomicU32, Ordering};
 use spin::Once;
@@ -91,8 +91,7 @@ pub fn enable_this_cpu() -> Result<Backend, String> {
     let frames = guard.as_mut().ok_or_else(|| String::from("frame allocator not ready"))?;
     let mut source = HostFrames(frames);
     match backend {
-        // The VMX backend lands separately; until then VMX machines boot but run no VM.
-        Backend::Vmx => Err(VirtError::Unsupported("the VMX backend (not built yet)")),
+        Backend::Vmx => vmx::enable_this_cpu(&mut source),
         Backend::Svm { .. } => svm::enable_this_cpu(&mut source),
     }
     .map_err(|e: VirtError| format!("{e}"))?;
@@ -181,7 +180,8 @@ fn build_and_run(
         let mut source = Charged { account, frames };
         let vcpu: Box<dyn VirtualCpu> = match backend {
             Backend::Vmx => {
-                return Err(format!("VMX backend not built yet (VM tag {tag})"));
+                let vpid = (tag % 0xFFFF + 1) as u16;
+                Box::new(vmx::VmxVcpu::new(&mut source, root, vpid, &init).map_err(|e| format!("{e}"))?)
             }
             Backend::Svm { nrips, asids } => {
                 let asid = tag % (asids - 1) + 1;
