@@ -16,4 +16,5 @@ pub mod io;
 pub mod nested;
 pub mod paging;
 pub mod smp;
+pub mod svm;
 pub mod virt;

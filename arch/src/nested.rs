@@ -78,7 +78,7 @@ pub fn map_range(
     hpa: u64,
     len: u64,
 ) -> Result<(), OutOfTables> {
-    debug_assert!(gpa % 4096 == 0 && hpa % 4096 == 0 && len % 4096 == 0);
+    debug_assert!(gpa.is_multiple_of(4096) && hpa.is_multiple_of(4096) && len.is_multiple_of(4096));
     let mut off = 0;
     while off < len {
         let (g, h) = (gpa + off, hpa + off);

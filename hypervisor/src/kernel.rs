@@ -6,6 +6,7 @@
 
 use crate::frames::FrameAllocator;
 use crate::percpu;
+use crate::vm::{host, VmOutcome};
 use basalt_arch::cpu::{CpuInfo, Virtualization};
 use basalt_arch::idt::{exception_name, ExceptionFrame};
 use basalt_arch::paging::{self, LargePage, PhysTables, LARGE_PAGE};
@@ -44,6 +45,8 @@ enum TestName {
     Boot,
     Panic,
     Exception,
+    /// Run every module as a VM and report whether all of them passed.
+    Guests,
 }
 
 static OPTIONS: Once<Options> = Once::new();
@@ -89,6 +92,7 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
             Some("boot") => Some(TestName::Boot),
             Some("panic") => Some(TestName::Panic),
             Some("exception") => Some(TestName::Exception),
+            Some("guests") => Some(TestName::Guests),
             Some(other) => stop(format_args!("unknown test {other:?} on the command line")),
             None => None,
         },
@@ -152,6 +156,12 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
     percpu::set_online(bsp);
     CPUS_ONLINE.store(1, Ordering::SeqCst);
     let tsc_khz = timer::calibrate_tsc(10);
+    let backend = host::Backend::detect(&cpu);
+    if backend.is_ok() {
+        if let Err(e) = host::enable_this_cpu() {
+            error!("cannot enable virtualization on the boot CPU: {e}");
+        }
+    }
 
     // Every CPU the firmware lists.
     let platform = match acpi::read_platform(boot.rsdp) {
@@ -182,12 +192,27 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
     let online = CPUS_ONLINE.load(Ordering::SeqCst);
     let listed = platform.processor_count.max(1);
     print_summary(&cpu, usable, free, tsc_khz, online, listed);
+    match backend {
+        Ok(b) => println!("  VM backend: {}, enabled on {}/{online} CPUs", describe(b), host::enabled_cpus()),
+        Err(why) => println!("  VM backend: none ({why}): Basalt cannot run VMs here"),
+    }
 
     match options.test {
         Some(TestName::Boot) if online == listed && cpu.virtualization != Virtualization::None => {
             test_exit(true, "boot")
         }
         Some(TestName::Boot) => test_exit(false, "not every CPU came online, or no virtualization"),
+        Some(TestName::Guests) => {
+            let (passed, total) = run_modules(&boot);
+            if total == 0 {
+                test_exit(false, "test=guests but no guest module was given")
+            } else if passed == total {
+                test_exit(true, "guests")
+            } else {
+                println!("BASALT-TEST-RESULT: FAIL: {} of {total} VMs failed", total - passed);
+                exit_emulator(false)
+            }
+        }
         Some(TestName::Panic) => panic!("test-requested panic (test=panic)"),
         Some(TestName::Exception) => {
             info!("executing UD2 (test=exception)");
@@ -196,8 +221,47 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
             test_exit(false, "UD2 did not fault")
         }
         None => {
-            info!("no VM configured: Basalt is idle");
+            if boot.modules.is_empty() {
+                info!("no VM configured: Basalt is idle");
+            } else {
+                let (passed, total) = run_modules(&boot);
+                info!("{passed} of {total} VMs passed; Basalt is idle");
+            }
             stop_quietly()
+        }
+    }
+}
+
+/// Run every boot module as its own VM, one after the other on this CPU; a VM that fails or is
+/// stopped does not affect the next. Returns (passed, total).
+fn run_modules(boot: &BootInfo) -> (usize, usize) {
+    let mut passed = 0;
+    for m in boot.modules.iter() {
+        let label = host::module_label(m);
+        info!("VM {label}: starting");
+        let prefix = label.clone();
+        let console: crate::vm::Console = alloc::boxed::Box::new(move |args| println!("[{prefix}] {args}"));
+        let (name, outcome, stats) = host::run_module(m, console);
+        match outcome {
+            VmOutcome::Passed => {
+                passed += 1;
+                println!("VM {name}: PASS");
+            }
+            VmOutcome::Failed(report) => println!("VM {name}: FAIL: {report}"),
+        }
+        if !stats.is_empty() {
+            info!("VM {name}: exits {stats}");
+        }
+    }
+    (passed, boot.modules.len())
+}
+
+fn describe(b: host::Backend) -> alloc::string::String {
+    match b {
+        host::Backend::Vmx => "VMX with EPT".into(),
+        host::Backend::Svm { nrips: true, asids } => alloc::format!("SVM with NPT and NRIPS, {asids} ASIDs"),
+        host::Backend::Svm { nrips: false, asids } => {
+            alloc::format!("SVM with NPT, no NRIPS (instruction lengths from the exit kind), {asids} ASIDs")
         }
     }
 }
@@ -208,6 +272,11 @@ extern "C" fn ap_entry(index: u64) -> ! {
     idt::init_this_cpu();
     apic::enable_this_cpu(cpu.x2apic);
     let me = percpu::init_this_cpu(index as usize, apic::id());
+    if host::Backend::get().is_some() {
+        if let Err(e) = host::enable_this_cpu() {
+            error!("cannot enable virtualization: {e}");
+        }
+    }
     percpu::set_online(me);
     CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
     log::debug!("online, APIC ID {}", me.apic_id);

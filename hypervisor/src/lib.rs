@@ -6,8 +6,10 @@
 
 extern crate alloc;
 
+pub mod exits;
 pub mod frames;
 #[cfg(target_os = "none")]
 pub mod kernel;
 #[cfg(target_os = "none")]
 pub mod percpu;
+pub mod vm;

@@ -1,0 +1,302 @@
+//! AMD SVM (APM Vol. 2 chapter 15): enabling it on a CPU, one vCPU per VMCB with nested paging,
+//! the world switch, and exit decoding into the arch-neutral `VmExit`.
+//!
+//! Works without NRIPS, decode assists, clean bits or flush-by-ASID (QEMU TCG has none of
+//! them) and uses NRIPS where the CPU has it.
+
+pub mod exit;
+mod switch;
+pub mod vmcb;
+
+use crate::io::{rdmsr, wrmsr};
+use crate::virt::{bits::RFLAGS_IF, VmExit};
+use crate::virt::{
+    Event, FrameSource, GuestGprs, InitialState, Segment, StateSummary, VirtError, VirtualCpu,
+};
+use exit::{EntryState, ExitFields};
+use raw_cpuid::CpuId;
+use vmcb::{event, exit_code, int_ctl, intercept, tlb_control, Vmcb, VmcbSegment};
+
+/// MSR EFER and its SVME bit (APM Vol. 2 15.4).
+const MSR_EFER: u32 = 0xC000_0080;
+const EFER_SVME: u64 = 1 << 12;
+/// MSR VM_HSAVE_PA: where VMRUN saves host state (APM Vol. 2 15.30.4).
+const MSR_VM_HSAVE_PA: u32 = 0xC001_0117;
+/// The guest PAT at reset: WB, WT, UC-, UC, repeated.
+const GUEST_PAT: u64 = 0x0007_0406_0007_0406;
+/// DR6/DR7 at reset.
+const DR6_INIT: u64 = 0xFFFF_0FF0;
+const DR7_INIT: u64 = 0x400;
+const INTERRUPT_SHADOW: u64 = 1;
+
+/// What this CPU's SVM offers (CPUID 8000_000Ah, 8000_0008h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SvmFeatures {
+    pub nested_paging: bool,
+    /// NRIPS: the VMCB's `next_rip` is written on instruction intercepts.
+    pub nrips: bool,
+    /// Number of ASIDs (ASID 0 is the host's; guests use 1..asids).
+    pub asids: u32,
+    /// MAXPHYADDR.
+    pub phys_addr_bits: u8,
+}
+
+/// This CPU's SVM features, or `None` if it has no SVM.
+pub fn features() -> Option<SvmFeatures> {
+    let cpuid = CpuId::new();
+    let svm = cpuid.get_svm_info()?;
+    let phys_addr_bits =
+        cpuid.get_processor_capacity_feature_info().map_or(36, |c| c.physical_address_bits());
+    Some(SvmFeatures {
+        nested_paging: svm.has_nested_paging(),
+        nrips: svm.has_nrip(),
+        asids: svm.supported_asids(),
+        phys_addr_bits,
+    })
+}
+
+/// Turn SVM on for this CPU: check CPUID for SVM and NPT, set EFER.SVME and give VMRUN a
+/// host save area (VM_HSAVE_PA). Calling it again on the same CPU is harmless (it keeps the
+/// save area it set first).
+///
+/// VM_CR (0xC001_0114) is not read, since Bochs lacks it; if the firmware set VM_CR.SVMDIS,
+/// the EFER write does not stick (or faults) and this reports `DisabledByFirmware`.
+pub fn enable_this_cpu(frames: &mut dyn FrameSource) -> Result<(), VirtError> {
+    let f = features().ok_or(VirtError::Unsupported("AMD SVM (CPUID 8000_0001h ECX[2])"))?;
+    if !f.nested_paging {
+        return Err(VirtError::Unsupported("nested paging (CPUID 8000_000Ah EDX[0])"));
+    }
+    // SAFETY: EFER exists on every x86_64 CPU; setting SVME only enables the SVM instructions
+    // and changes nothing about memory.
+    let efer = unsafe { rdmsr(MSR_EFER) };
+    if efer & EFER_SVME == 0 {
+        // SAFETY: as above.
+        unsafe { wrmsr(MSR_EFER, efer | EFER_SVME) };
+        // SAFETY: as above.
+        if unsafe { rdmsr(MSR_EFER) } & EFER_SVME == 0 {
+            return Err(VirtError::DisabledByFirmware);
+        }
+    }
+    // SAFETY: VM_HSAVE_PA exists on every CPU with SVM.
+    if unsafe { rdmsr(MSR_VM_HSAVE_PA) } == 0 {
+        let page = frames.alloc_zeroed(1).ok_or(VirtError::OutOfMemory)?;
+        // SAFETY: `page` is a 4 KiB-aligned zeroed page that nothing else uses, for this CPU's
+        // VMRUN to keep host state in.
+        unsafe { wrmsr(MSR_VM_HSAVE_PA, page) };
+    }
+    Ok(())
+}
+
+/// One SVM virtual CPU: its VMCB, a page for the host's VMSAVE state, the I/O and MSR
+/// permission maps (everything intercepted), and the guest GPRs the VMCB does not hold.
+pub struct SvmVcpu {
+    vmcb: &'static mut Vmcb,
+    vmcb_pa: u64,
+    host_save_pa: u64,
+    gprs: GuestGprs,
+    nrips: bool,
+    phys_addr_bits: u8,
+    /// The VMRUN-checked fields as they were before the first VMRUN (a failed VMRUN overwrites
+    /// the save area with host state, APM 15.5.1 and PLATFORM.md).
+    entry_state: EntryState,
+    last_exit: ExitFields,
+    /// Set after a VMEXIT_INVALID: the save area now holds host state and must never run.
+    failed: Option<VmExit>,
+    first_run: bool,
+    host_interrupt_exits: bool,
+}
+
+fn segment(s: &Segment) -> VmcbSegment {
+    VmcbSegment { selector: s.selector, attrib: s.attrib, limit: s.limit, base: s.base }
+}
+
+impl SvmVcpu {
+    /// A vCPU in `init`'s state whose guest-physical memory is translated by the NPT at
+    /// `npt_root`, tagged with `asid` (non-zero). `nrips`: the CPU writes `next_rip` (see
+    /// `features()`). Needs `enable_this_cpu` to have run on this CPU.
+    pub fn new(
+        frames: &mut dyn FrameSource,
+        npt_root: u64,
+        asid: u32,
+        init: &InitialState,
+        nrips: bool,
+    ) -> Result<SvmVcpu, VirtError> {
+        let vmcb_pa = frames.alloc_zeroed(1).ok_or(VirtError::OutOfMemory)?;
+        let host_save_pa = frames.alloc_zeroed(1).ok_or(VirtError::OutOfMemory)?;
+        let iopm_pa = frames.alloc_zeroed(3).ok_or(VirtError::OutOfMemory)?;
+        let msrpm_pa = frames.alloc_zeroed(2).ok_or(VirtError::OutOfMemory)?;
+        // SAFETY: the frame source hands out zeroed, identity-mapped pages that nothing else
+        // uses; 3 and 2 contiguous pages for the maps.
+        unsafe {
+            core::ptr::write_bytes(iopm_pa as *mut u8, 0xFF, 3 * 4096);
+            core::ptr::write_bytes(msrpm_pa as *mut u8, 0xFF, 2 * 4096);
+        }
+        // SAFETY: a zeroed, 4 KiB-aligned, identity-mapped page owned by this vCPU from now on;
+        // all-zero bytes are a valid `Vmcb` (integers only).
+        let vmcb = unsafe { &mut *(vmcb_pa as *mut Vmcb) };
+
+        let c = &mut vmcb.control;
+        c.intercept_misc1 = intercept::INTR
+            | intercept::CPUID
+            | intercept::HLT
+            | intercept::IOIO_PROT
+            | intercept::MSR_PROT
+            | intercept::SHUTDOWN;
+        c.intercept_misc2 = intercept::VMRUN | intercept::VMMCALL;
+        c.iopm_base_pa = iopm_pa;
+        c.msrpm_base_pa = msrpm_pa;
+        c.guest_asid = asid;
+        c.tlb_control = tlb_control::FLUSH_ALL;
+        c.v_intr = int_ctl::V_INTR_MASKING;
+        c.np_enable = 1;
+        c.n_cr3 = npt_root;
+
+        let s = &mut vmcb.save;
+        s.es = segment(&init.es);
+        s.cs = segment(&init.cs);
+        s.ss = segment(&init.ss);
+        s.ds = segment(&init.ds);
+        s.fs = segment(&init.fs);
+        s.gs = segment(&init.gs);
+        s.tr = segment(&init.tr);
+        s.ldtr = segment(&init.ldtr);
+        s.gdtr = VmcbSegment { limit: init.gdtr.limit as u32, base: init.gdtr.base, ..Default::default() };
+        s.idtr = VmcbSegment { limit: init.idtr.limit as u32, base: init.idtr.base, ..Default::default() };
+        s.cpl = ((init.ss.attrib >> 5) & 3) as u8;
+        s.efer = init.efer | EFER_SVME;
+        s.cr0 = init.cr0;
+        s.cr3 = init.cr3;
+        s.cr4 = init.cr4;
+        s.dr6 = DR6_INIT;
+        s.dr7 = DR7_INIT;
+        s.rflags = init.rflags;
+        s.rip = init.rip;
+        s.rsp = init.rsp;
+        s.rax = init.gprs.rax;
+        s.g_pat = GUEST_PAT;
+
+        let entry_state = EntryState::from_vmcb(vmcb);
+        let phys_addr_bits = features().map_or(48, |f| f.phys_addr_bits);
+        Ok(SvmVcpu {
+            vmcb,
+            vmcb_pa,
+            host_save_pa,
+            gprs: init.gprs,
+            nrips,
+            phys_addr_bits,
+            entry_state,
+            last_exit: ExitFields::default(),
+            failed: None,
+            first_run: true,
+            host_interrupt_exits: false,
+        })
+    }
+
+    /// Whether a host interrupt arriving while the guest runs ends the run with
+    /// `VmExit::ExternalInterrupt` (off by default). When on, the world switch runs VMRUN with
+    /// host IF = 1 under GIF = 0 (APM 15.21.1: with V_INTR_MASKING the host IF masks physical
+    /// interrupts in the guest); the interrupt stays pending in the host's local APIC after the
+    /// exit (IF = 0 again), and the caller must take it before the next run or that run exits
+    /// at once.
+    pub fn set_host_interrupt_exits(&mut self, on: bool) {
+        self.host_interrupt_exits = on;
+    }
+
+    /// The raw SVM exit code of the last exit (for reports).
+    pub fn last_exit_code(&self) -> u64 {
+        self.last_exit.exit_code
+    }
+}
+
+impl VirtualCpu for SvmVcpu {
+    fn run(&mut self) -> VmExit {
+        if let Some(failed) = self.failed {
+            return failed;
+        }
+        self.vmcb.save.rax = self.gprs.rax;
+        // SAFETY: `enable_this_cpu` ran on this CPU (a precondition of `new`); the VMCB, the host
+        // page and both permission maps are pages this vCPU owns; the NPT was built by the VM
+        // core for this guest only; Basalt runs with IF = 0.
+        unsafe {
+            switch::world_switch(&mut self.gprs, self.vmcb_pa, self.host_save_pa, self.host_interrupt_exits)
+        };
+        let c = &mut self.vmcb.control;
+        self.last_exit =
+            ExitFields { exit_code: c.exit_code, exit_info_1: c.exit_info_1, exit_info_2: c.exit_info_2 };
+        if c.exit_code == exit_code::INVALID {
+            let mut before = self.entry_state;
+            before.set_control(c);
+            let failure = exit::entry_failure(&before, self.phys_addr_bits);
+            self.failed = Some(failure);
+            return failure;
+        }
+        if self.first_run {
+            self.first_run = false;
+            c.tlb_control = tlb_control::DO_NOTHING;
+        }
+        // An event whose delivery the exit interrupted is delivered again at the next entry
+        // (APM 15.7.2); anything injected has been delivered.
+        c.event_inj = if c.exit_int_info & event::VALID != 0 { c.exit_int_info } else { 0 };
+        if c.exit_code == exit_code::VINTR {
+            c.v_intr &= !(int_ctl::V_IRQ | int_ctl::V_IGN_TPR);
+            c.intercept_misc1 &= !intercept::VINTR;
+        }
+        self.gprs.rax = self.vmcb.save.rax;
+        exit::decode(self.last_exit, self.gprs.rcx, self.gprs.rax, self.gprs.rdx)
+    }
+
+    fn gprs(&mut self) -> &mut GuestGprs {
+        &mut self.gprs
+    }
+
+    fn skip_instruction(&mut self) {
+        let nrips = self.nrips.then_some(self.vmcb.control.next_rip);
+        if let Some(next) = exit::next_rip(self.last_exit, self.vmcb.save.rip, nrips) {
+            self.vmcb.save.rip = next;
+            self.vmcb.control.interrupt_shadow &= !INTERRUPT_SHADOW;
+        }
+    }
+
+    fn inject(&mut self, ev: Event) {
+        self.vmcb.control.event_inj = match ev {
+            Event::Exception { vector, error_code: Some(code) } => {
+                event::VALID | event::TYPE_EXCEPTION | event::EV | ((code as u64) << 32) | vector as u64
+            }
+            Event::Exception { vector, error_code: None } => {
+                event::VALID | event::TYPE_EXCEPTION | vector as u64
+            }
+            Event::Interrupt { vector } => event::VALID | event::TYPE_INTR | vector as u64,
+        };
+    }
+
+    fn interruptible(&self) -> bool {
+        self.vmcb.save.rflags & RFLAGS_IF != 0
+            && self.vmcb.control.interrupt_shadow & INTERRUPT_SHADOW == 0
+            && self.vmcb.control.event_inj & event::VALID == 0
+    }
+
+    fn request_interrupt_window(&mut self, on: bool) {
+        let c = &mut self.vmcb.control;
+        if on {
+            c.v_intr |= int_ctl::V_IRQ | int_ctl::V_IGN_TPR;
+            c.intercept_misc1 |= intercept::VINTR;
+        } else {
+            c.v_intr &= !(int_ctl::V_IRQ | int_ctl::V_IGN_TPR);
+            c.intercept_misc1 &= !intercept::VINTR;
+        }
+    }
+
+    fn summary(&self) -> StateSummary {
+        let s = &self.vmcb.save;
+        StateSummary {
+            rip: s.rip,
+            rsp: s.rsp,
+            rflags: s.rflags,
+            cr0: s.cr0,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            efer: s.efer,
+            cs: s.cs.selector,
+        }
+    }
+}

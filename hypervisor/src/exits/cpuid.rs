@@ -1,0 +1,160 @@
+//! CPUID: a coherent virtual CPU. The host's answers pass through, except what a VM cannot use
+//! here (VMX/SVM, MONITOR, the local APIC and x2APIC, XSAVE and what needs it, performance
+//! counters, the host's topology) and Basalt's own hypervisor leaves 0x4000_0000.. (SDM Vol. 2A
+//! CPUID; the 0x4000_0000 range is reserved for hypervisors).
+
+use crate::vm::{Action, VmState};
+use basalt_arch::virt::VirtualCpu;
+
+/// The hypervisor vendor signature in leaf 0x4000_0000 EBX, ECX, EDX.
+pub const HYPERVISOR_SIGNATURE: &[u8; 12] = b"BasaltHVisor";
+/// Highest hypervisor leaf.
+const MAX_HV_LEAF: u32 = 0x4000_0001;
+
+mod bit {
+    // Leaf 1 ECX
+    pub const MONITOR: u32 = 1 << 3;
+    pub const VMX: u32 = 1 << 5;
+    pub const SMX: u32 = 1 << 6;
+    pub const PDCM: u32 = 1 << 15;
+    pub const X2APIC: u32 = 1 << 21;
+    pub const TSC_DEADLINE: u32 = 1 << 24;
+    pub const XSAVE: u32 = 1 << 26;
+    pub const OSXSAVE: u32 = 1 << 27;
+    pub const AVX: u32 = 1 << 28;
+    pub const HYPERVISOR: u32 = 1 << 31;
+    // Leaf 1 EDX
+    pub const APIC: u32 = 1 << 9;
+    pub const HTT: u32 = 1 << 28;
+    // Leaf 7.0 EBX: AVX2 and the AVX-512 family need XSAVE state Basalt does not expose yet.
+    pub const LEAF7_EBX_XSAVE_DEPENDENT: u32 = (1 << 5)
+        | (1 << 16)
+        | (1 << 17)
+        | (1 << 21)
+        | (1 << 26)
+        | (1 << 27)
+        | (1 << 28)
+        | (1 << 30)
+        | (1 << 31);
+    // Leaf 0x8000_0001 ECX
+    pub const SVM: u32 = 1 << 2;
+    pub const EXTAPIC: u32 = 1 << 3;
+    pub const TOPOEXT: u32 = 1 << 22;
+}
+
+/// The virtual CPUID answer for `leaf`/`subleaf`, given how the host answers. Pure, so the
+/// whole virtual CPU model is unit-tested.
+pub fn virtual_cpuid(leaf: u32, subleaf: u32, host: &dyn Fn(u32, u32) -> [u32; 4]) -> [u32; 4] {
+    match leaf {
+        0x4000_0000 => {
+            let s = HYPERVISOR_SIGNATURE;
+            let word = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+            [MAX_HV_LEAF, word(0), word(4), word(8)]
+        }
+        0x4000_0001..=0x4FFF_FFFF => [0; 4],
+        _ => {
+            let max_basic = host(0, 0)[0];
+            let max_ext = host(0x8000_0000, 0)[0];
+            let in_range = if leaf >= 0x8000_0000 { leaf <= max_ext } else { leaf <= max_basic };
+            if !in_range {
+                return [0; 4];
+            }
+            let [mut a, mut b, mut c, mut d] = host(leaf, subleaf);
+            match leaf {
+                1 => {
+                    c &= !(bit::MONITOR
+                        | bit::VMX
+                        | bit::SMX
+                        | bit::PDCM
+                        | bit::X2APIC
+                        | bit::TSC_DEADLINE
+                        | bit::XSAVE
+                        | bit::OSXSAVE
+                        | bit::AVX);
+                    c |= bit::HYPERVISOR;
+                    d &= !(bit::APIC | bit::HTT);
+                    // One logical processor, initial APIC ID 0.
+                    b &= 0x0000_FFFF;
+                }
+                // MONITOR/MWAIT, thermal/power, performance monitoring, XSAVE, cache/topology
+                // enumeration of the host, SVM features: nothing a VM here can use.
+                4 | 5 | 6 | 0xA | 0xB | 0xD | 0x1F | 0x8000_000A | 0x8000_001E => {
+                    [a, b, c, d] = [0; 4];
+                }
+                7 if subleaf == 0 => {
+                    b &= !bit::LEAF7_EBX_XSAVE_DEPENDENT;
+                    c = 0;
+                    d = 0;
+                }
+                7 => [a, b, c, d] = [0; 4],
+                0x8000_0001 => c &= !(bit::SVM | bit::EXTAPIC | bit::TOPOEXT),
+                _ => {}
+            }
+            [a, b, c, d]
+        }
+    }
+}
+
+fn host_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+pub fn handle(_vm: &mut VmState, vcpu: &mut dyn VirtualCpu) -> Action {
+    let regs = vcpu.gprs();
+    let [a, b, c, d] = virtual_cpuid(regs.rax as u32, regs.rcx as u32, &host_cpuid);
+    (regs.rax, regs.rbx, regs.rcx, regs.rdx) = (a as u64, b as u64, c as u64, d as u64);
+    vcpu.skip_instruction();
+    Action::Continue
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_host(leaf: u32, _sub: u32) -> [u32; 4] {
+        match leaf {
+            0 => [0xD, 0x756E_6547, 0x6C65_746E, 0x4965_6E69],
+            1 => [0x50654, 0x0402_0800, 0xFFFF_FFFF & !bit::HYPERVISOR, 0xFFFF_FFFF],
+            7 => [0, 0xFFFF_FFFF, 0xFFFF_FFFF, 0xFFFF_FFFF],
+            0xB => [1, 2, 0x100, 3],
+            0x8000_0000 => [0x8000_0008, 0, 0, 0],
+            0x8000_0001 => [0, 0, 0xFFFF_FFFF, 0xFFFF_FFFF],
+            _ => [0x11, 0x22, 0x33, 0x44],
+        }
+    }
+
+    #[test]
+    fn hypervisor_leaf_has_basalt_signature() {
+        let [a, b, c, d] = virtual_cpuid(0x4000_0000, 0, &fake_host);
+        assert_eq!(a, MAX_HV_LEAF);
+        let mut sig = [0u8; 12];
+        sig[0..4].copy_from_slice(&b.to_le_bytes());
+        sig[4..8].copy_from_slice(&c.to_le_bytes());
+        sig[8..12].copy_from_slice(&d.to_le_bytes());
+        assert_eq!(&sig, b"BasaltHVisor");
+        assert_eq!(virtual_cpuid(0x4000_0005, 0, &fake_host), [0; 4]);
+    }
+
+    #[test]
+    fn features_the_vm_cannot_use_are_masked_and_hypervisor_bit_set() {
+        let [_, b, c, d] = virtual_cpuid(1, 0, &fake_host);
+        assert_ne!(c & bit::HYPERVISOR, 0);
+        for masked in [bit::VMX, bit::MONITOR, bit::X2APIC, bit::XSAVE, bit::AVX] {
+            assert_eq!(c & masked, 0, "{masked:#x}");
+        }
+        assert_eq!(d & (bit::APIC | bit::HTT), 0);
+        assert_eq!(b >> 16, 0, "one logical CPU, APIC ID 0");
+        assert_eq!(virtual_cpuid(0x8000_0001, 0, &fake_host)[2] & bit::SVM, 0);
+        assert_eq!(virtual_cpuid(7, 0, &fake_host)[1] & (1 << 5), 0, "AVX2 hidden");
+        assert_eq!(virtual_cpuid(0xB, 0, &fake_host), [0; 4], "host topology hidden");
+    }
+
+    #[test]
+    fn vendor_passes_through_and_out_of_range_leaves_are_zero() {
+        assert_eq!(virtual_cpuid(0, 0, &fake_host), fake_host(0, 0));
+        assert_eq!(virtual_cpuid(0xE, 0, &fake_host), [0; 4]);
+        assert_eq!(virtual_cpuid(0x8000_0009, 0, &fake_host), [0; 4]);
+        assert_eq!(virtual_cpuid(0x8000_0002, 0, &fake_host), [0x11, 0x22, 0x33, 0x44]);
+    }
+}

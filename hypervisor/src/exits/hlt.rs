@@ -1,0 +1,22 @@
+//! HLT: the vCPU waits for an interrupt. With one pending it resumes at once and takes it; a
+//! vCPU that can never be woken (interrupts masked, or no source of interrupts in this VM)
+//! stops its VM with a report instead of hanging a physical CPU forever.
+
+use crate::vm::{Action, VmOutcome, VmState};
+use alloc::format;
+use basalt_arch::virt::VirtualCpu;
+
+pub fn handle(vm: &mut VmState, vcpu: &mut dyn VirtualCpu) -> Action {
+    let rip = vcpu.summary().rip;
+    vcpu.skip_instruction();
+    if vm.pending_interrupt.is_some() {
+        // Delivered before the next entry if the guest can take it (see `Vm::run`).
+        return Action::Continue;
+    }
+    let reason = if vcpu.interruptible() {
+        "no device of this VM can send it an interrupt"
+    } else {
+        "interrupts are disabled, so nothing can wake it"
+    };
+    Action::Stop(VmOutcome::Failed(format!("stopped: vCPU halted at RIP {rip:#x} and {reason}")))
+}

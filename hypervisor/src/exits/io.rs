@@ -1,0 +1,109 @@
+//! Port I/O: the ucall port, Basalt's scratch register and the PC bus behaviour for ports
+//! nobody decodes (reads float to all ones, writes vanish).
+
+use crate::vm::{Action, VmOutcome, VmState};
+use alloc::format;
+use basalt_arch::virt::{IoAccess, VirtualCpu};
+use basalt_guests::{UcallKind, UcallRecord, UCALL_PORT, UCALL_RECORD_SIZE};
+
+/// A 32-bit read/write register for guests to test port I/O of every size against.
+pub const SCRATCH_PORT: u16 = 0x00E4;
+/// What an IN from a port with no device returns (masked to the access size).
+pub const UNASSIGNED_READ: u32 = 0xFFFF_FFFF;
+
+fn mask(size: u8) -> u32 {
+    match size {
+        1 => 0xFF,
+        2 => 0xFFFF,
+        _ => 0xFFFF_FFFF,
+    }
+}
+
+pub fn handle(vm: &mut VmState, vcpu: &mut dyn VirtualCpu, io: IoAccess) -> Action {
+    if io.string {
+        let rip = vcpu.summary().rip;
+        return Action::Stop(VmOutcome::Failed(format!(
+            "stopped: string port I/O (INS/OUTS) to port {:#x} at RIP {rip:#x} is not emulated by this version of Basalt",
+            io.port
+        )));
+    }
+    let m = mask(io.size);
+    if io.write {
+        let value = vcpu.gprs().rax as u32 & m;
+        match io.port {
+            UCALL_PORT if io.size == 4 => return ucall(vm, vcpu, value as u64),
+            UCALL_PORT => {
+                return Action::Stop(VmOutcome::Failed(format!(
+                    "stopped: a ucall is a 32-bit OUT of the record's address, got a {}-byte OUT",
+                    io.size
+                )))
+            }
+            SCRATCH_PORT => vm.scratch_port = (vm.scratch_port & !m) | value,
+            _ => {}
+        }
+    } else {
+        let value = match io.port {
+            SCRATCH_PORT => vm.scratch_port,
+            _ => UNASSIGNED_READ,
+        } & m;
+        let regs = vcpu.gprs();
+        // IN AL/AX keeps the rest of RAX; IN EAX zero-extends into RAX (SDM Vol. 1 3.4.1.1).
+        regs.rax = match io.size {
+            4 => value as u64,
+            _ => (regs.rax & !(m as u64)) | value as u64,
+        };
+    }
+    vcpu.skip_instruction();
+    Action::Continue
+}
+
+/// A ucall: the guest wrote the guest-physical address of a record.
+fn ucall(vm: &mut VmState, vcpu: &mut dyn VirtualCpu, gpa: u64) -> Action {
+    let mut bytes = [0u8; UCALL_RECORD_SIZE];
+    if let Err(e) = vm.memory.read(gpa, &mut bytes) {
+        return Action::Stop(VmOutcome::Failed(format!("stopped: ucall record unreadable: {e}")));
+    }
+    let record = UcallRecord::from_bytes(&bytes);
+    let action = match record.kind() {
+        Some(UcallKind::Print) => {
+            vm.console(format_args!("{}", record.msg()));
+            Action::Continue
+        }
+        Some(UcallKind::Sync) => {
+            vm.console(format_args!("sync {}", record.args[0]));
+            Action::Continue
+        }
+        Some(UcallKind::Done) => Action::Stop(VmOutcome::Passed),
+        Some(UcallKind::AssertFail) => Action::Stop(VmOutcome::Failed(format!(
+            "guest assertion failed at {}:{}: {} (values {:#x}, {:#x})",
+            record.file(),
+            record.line,
+            record.msg(),
+            record.args[0],
+            record.args[1]
+        ))),
+        Some(UcallKind::RaiseInterrupt) => match u8::try_from(record.args[0]) {
+            Ok(v) if v >= 32 => {
+                vm.pending_interrupt = Some(v);
+                Action::Continue
+            }
+            _ => Action::Stop(VmOutcome::Failed(format!(
+                "stopped: ucall asked to raise interrupt {}, which is not a vector from 32 to 255",
+                record.args[0]
+            ))),
+        },
+        Some(UcallKind::ExitCount) => {
+            let count = vm.exit_count(record.args[0]);
+            // args[1] sits at offset 16 of the record.
+            match vm.memory.write_u64(gpa + 16, count) {
+                Ok(()) => Action::Continue,
+                Err(e) => Action::Stop(VmOutcome::Failed(format!("stopped: ucall record unwritable: {e}"))),
+            }
+        }
+        None => Action::Stop(VmOutcome::Failed(format!("stopped: unknown ucall kind {}", record.kind))),
+    };
+    if matches!(action, Action::Continue) {
+        vcpu.skip_instruction();
+    }
+    action
+}

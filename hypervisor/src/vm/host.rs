@@ -1,0 +1,199 @@
+//! Running VMs on this machine: the backend chosen from CPUID, virtualization enabled on each
+//! CPU, and a VM built from a boot module (RAM and every control structure charged to it),
+//! run to its end and torn down. Kernel only: it touches physical memory and the CPU.
+
+use super::account::Account;
+use super::config::VmConfig;
+use super::{setup, Console, VmOutcome, VmState};
+use crate::frames::FrameAllocator;
+use crate::kernel::FRAMES;
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use basalt_arch::cpu::{CpuInfo, Virtualization};
+use basalt_arch::nested::{self, NestedFormat};
+use basalt_arch::paging::PhysTables;
+use basalt_arch::svm;
+use basalt_arch::virt::{FrameSource, VirtError, VirtualCpu};
+use basalt_boot::Module;
+use core::sync::atomic::{AtomicU32, Ordering};
+use spin::Once;
+
+/// Which hardware extension runs the VMs, decided once from CPUID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Vmx,
+    Svm { nrips: bool, asids: u32 },
+}
+
+static BACKEND: Once<Result<Backend, &'static str>> = Once::new();
+static ENABLED_CPUS: AtomicU32 = AtomicU32::new(0);
+static NEXT_TAG: AtomicU32 = AtomicU32::new(1);
+
+impl Backend {
+    /// The backend for this CPU, or why there is none.
+    pub fn detect(cpu: &CpuInfo) -> Result<Backend, &'static str> {
+        *BACKEND.call_once(|| match cpu.virtualization {
+            Virtualization::Vmx => Ok(Backend::Vmx),
+            Virtualization::Svm { npt: true, nrips, asids, .. } if asids > 1 => {
+                Ok(Backend::Svm { nrips, asids })
+            }
+            Virtualization::Svm { npt: false, .. } => Err("SVM without nested paging (NPT)"),
+            Virtualization::Svm { .. } => Err("SVM with no ASID for guests"),
+            Virtualization::None => Err("no hardware virtualization (VMX or SVM)"),
+        })
+    }
+
+    /// The backend chosen on the boot CPU.
+    pub fn get() -> Option<Backend> {
+        BACKEND.get().and_then(|b| b.ok())
+    }
+
+    fn format(self) -> NestedFormat {
+        match self {
+            Backend::Vmx => NestedFormat::Ept,
+            Backend::Svm { .. } => NestedFormat::Npt,
+        }
+    }
+}
+
+/// Host-owned frames (per-CPU VMXON region, SVM host save area): never freed, never charged.
+struct HostFrames<'a>(&'a mut FrameAllocator);
+
+impl FrameSource for HostFrames<'_> {
+    fn alloc_zeroed(&mut self, pages: usize) -> Option<u64> {
+        let addr = self.0.alloc_contiguous(pages, 4096).ok()?;
+        // SAFETY: fresh frames from the allocator, identity-mapped, owned by nobody else.
+        unsafe { core::ptr::write_bytes(addr as *mut u8, 0, pages * 4096) };
+        Some(addr)
+    }
+}
+
+/// Frames charged to one VM.
+struct Charged<'a> {
+    account: &'a mut Account,
+    frames: &'a mut FrameAllocator,
+}
+
+impl FrameSource for Charged<'_> {
+    fn alloc_zeroed(&mut self, pages: usize) -> Option<u64> {
+        let addr = self.account.alloc(self.frames, pages, 4096).ok()?;
+        // SAFETY: as in `HostFrames`; these frames belong to the VM's account.
+        unsafe { core::ptr::write_bytes(addr as *mut u8, 0, pages * 4096) };
+        Some(addr)
+    }
+}
+
+/// Turn virtualization on for the calling CPU. Returns the backend used.
+pub fn enable_this_cpu() -> Result<Backend, String> {
+    let backend = Backend::get().ok_or_else(|| String::from("no usable virtualization backend"))?;
+    let mut guard = FRAMES.lock();
+    let frames = guard.as_mut().ok_or_else(|| String::from("frame allocator not ready"))?;
+    let mut source = HostFrames(frames);
+    match backend {
+        // The VMX backend lands separately; until then VMX machines boot but run no VM.
+        Backend::Vmx => Err(VirtError::Unsupported("the VMX backend (not built yet)")),
+        Backend::Svm { .. } => svm::enable_this_cpu(&mut source),
+    }
+    .map_err(|e: VirtError| format!("{e}"))?;
+    ENABLED_CPUS.fetch_add(1, Ordering::SeqCst);
+    Ok(backend)
+}
+
+/// How many CPUs have virtualization enabled.
+pub fn enabled_cpus() -> u32 {
+    ENABLED_CPUS.load(Ordering::SeqCst)
+}
+
+/// The bytes of a boot module (reserved from the frame allocator, identity-mapped).
+fn module_bytes(m: &Module) -> &'static [u8] {
+    let len = m.end.saturating_sub(m.start) as usize;
+    // SAFETY: the loader placed the module there; the frame allocator never hands it out and
+    // nothing writes to it, so it is immutable for the rest of the boot.
+    unsafe { core::slice::from_raw_parts(m.start as *const u8, len) }
+}
+
+/// A VM's name for reports before its configuration is known.
+pub fn module_label(m: &Module) -> String {
+    basalt_boot::Cmdline::new(m.cmdline.as_str())
+        .without_kernel_path()
+        .get("name")
+        .map_or_else(|| String::from("?"), String::from)
+}
+
+/// Build a VM from a boot module, run it on this CPU until it stops, free everything it used.
+/// Returns the VM's name, how it ended and its exit statistics.
+pub fn run_module(m: &Module, console: Console) -> (String, VmOutcome, String) {
+    let label = module_label(m);
+    let config = match VmConfig::parse(m.cmdline.as_str()) {
+        Ok(c) => c,
+        Err(e) => return (label, VmOutcome::Failed(format!("not started: {e}")), String::new()),
+    };
+    let Some(backend) = Backend::get() else {
+        return (
+            config.name,
+            VmOutcome::Failed("not started: no virtualization backend".into()),
+            String::new(),
+        );
+    };
+    let mut account = Account::new(config.quota_bytes);
+    let result = build_and_run(&config, backend, module_bytes(m), &mut account, console);
+    let charged = account.charged();
+    if let Some(frames) = FRAMES.lock().as_mut() {
+        account.release(frames);
+    }
+    match result {
+        Ok((outcome, stats)) => (
+            config.name,
+            outcome,
+            format!("{stats}; {} KiB charged of {} KiB quota", charged >> 10, config.quota_bytes >> 10),
+        ),
+        Err(e) => (config.name, VmOutcome::Failed(format!("not started: {e}")), String::new()),
+    }
+}
+
+fn build_and_run(
+    config: &VmConfig,
+    backend: Backend,
+    image: &[u8],
+    account: &mut Account,
+    console: Console,
+) -> Result<(VmOutcome, super::stats::ExitStats), String> {
+    let pages = (config.mem_bytes / 4096) as usize;
+    let tag = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
+    let (memory, mut vcpu): (_, Box<dyn VirtualCpu>) = {
+        let mut guard = FRAMES.lock();
+        let frames = guard.as_mut().ok_or("frame allocator not ready")?;
+        // Guest RAM: 2 MiB aligned so the nested tables can use large pages.
+        let ram = account.alloc(frames, pages, 2 << 20).map_err(|e| format!("guest RAM: {e}"))?;
+        // SAFETY: the RAM was just allocated for this VM and is identity-mapped.
+        unsafe { core::ptr::write_bytes(ram as *mut u8, 0, config.mem_bytes as usize) };
+        let mut memory = super::memory::GuestMemory::new();
+        // SAFETY: [ram, ram + size) belongs to this VM's account until `release`.
+        unsafe { memory.add(super::memory::GuestRegion { gpa: 0, size: config.mem_bytes, host: ram }) };
+        let init = setup::load(&memory, image, config.mode)?;
+
+        let format = backend.format();
+        let mut tables = PhysTables { alloc: || account.alloc(frames, 1, 4096).ok() };
+        let root = nested::new_root(&mut tables).map_err(|_| "no memory for nested page tables")?;
+        nested::map_range(&mut tables, root, format, 0, ram, config.mem_bytes)
+            .map_err(|_| "no memory for nested page tables (over the VM's quota?)")?;
+        let mut source = Charged { account, frames };
+        let vcpu: Box<dyn VirtualCpu> = match backend {
+            Backend::Vmx => {
+                return Err(format!("VMX backend not built yet (VM tag {tag})"));
+            }
+            Backend::Svm { nrips, asids } => {
+                let asid = tag % (asids - 1) + 1;
+                Box::new(
+                    svm::SvmVcpu::new(&mut source, root, asid, &init, nrips).map_err(|e| format!("{e}"))?,
+                )
+            }
+        };
+        (memory, vcpu)
+    };
+    let mut state = VmState::new(config.name.clone(), memory, console);
+    let outcome = super::run(&mut state, vcpu.as_mut());
+    drop(vcpu);
+    Ok((outcome, state.stats))
+}

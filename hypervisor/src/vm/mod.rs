@@ -1,0 +1,354 @@
+//! The arch-neutral VM: guest memory, the emulated state the exit handlers work on, one vCPU,
+//! and the run loop that turns exits into handler calls. Nothing here names a VMCS or a VMCB:
+//! the vCPU is any [`VirtualCpu`] (VMX, SVM, or a scripted one in the tests).
+
+pub mod account;
+pub mod config;
+pub mod elf;
+#[cfg(target_os = "none")]
+pub mod host;
+pub mod memory;
+pub mod setup;
+pub mod stats;
+
+use crate::exits;
+use alloc::boxed::Box;
+use alloc::string::String;
+use basalt_arch::virt::{Event, VirtualCpu};
+use basalt_guests::ExitCounter;
+use memory::GuestMemory;
+use stats::{ExitKind, ExitStats};
+
+/// How a VM ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmOutcome {
+    /// The guest reported success (ucall Done).
+    Passed,
+    /// The guest failed an assertion, or Basalt stopped it; the text says which and where.
+    Failed(String),
+}
+
+/// What a handler decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    Stop(VmOutcome),
+}
+
+/// Where a VM's console lines go (the serial console in the kernel, a buffer in tests).
+pub type Console = Box<dyn FnMut(core::fmt::Arguments<'_>) + Send>;
+
+/// A VM's software state: everything the exit handlers read and change except the vCPU.
+pub struct VmState {
+    pub name: String,
+    pub memory: GuestMemory,
+    pub stats: ExitStats,
+    /// Basalt's scratch port register (see `exits::SCRATCH_PORT`).
+    pub scratch_port: u32,
+    /// Basalt's scratch MSR (see `exits::SCRATCH_MSR`).
+    pub scratch_msr: u64,
+    /// An external interrupt waiting to be delivered to the vCPU.
+    pub pending_interrupt: Option<u8>,
+    /// An exception was queued for the next entry; interrupts wait one more entry.
+    pub exception_queued: bool,
+    console: Console,
+}
+
+impl VmState {
+    pub fn new(name: String, memory: GuestMemory, console: Console) -> Self {
+        VmState {
+            name,
+            memory,
+            stats: ExitStats::default(),
+            scratch_port: 0,
+            scratch_msr: 0,
+            pending_interrupt: None,
+            exception_queued: false,
+            console,
+        }
+    }
+
+    /// Print a line on the VM's console.
+    pub fn console(&mut self, args: core::fmt::Arguments<'_>) {
+        (self.console)(args)
+    }
+
+    /// Exits of the kind a guest asked about through the ExitCount ucall.
+    pub fn exit_count(&self, counter: u64) -> u64 {
+        let kind = match counter {
+            c if c == ExitCounter::Cpuid as u64 => ExitKind::Cpuid,
+            c if c == ExitCounter::Hlt as u64 => ExitKind::Hlt,
+            c if c == ExitCounter::Io as u64 => ExitKind::Io,
+            c if c == ExitCounter::Msr as u64 => ExitKind::Msr,
+            c if c == ExitCounter::Hypercall as u64 => ExitKind::Hypercall,
+            _ => return u64::MAX,
+        };
+        self.stats.get(kind)
+    }
+}
+
+/// Run `vcpu` until its VM stops. Interrupts made pending by the guest (or, later, devices)
+/// are injected when the vCPU can take them, or an interrupt window is requested.
+pub fn run(state: &mut VmState, vcpu: &mut dyn VirtualCpu) -> VmOutcome {
+    loop {
+        if let Some(vector) = state.pending_interrupt {
+            if !state.exception_queued && vcpu.interruptible() {
+                vcpu.inject(Event::Interrupt { vector });
+                state.pending_interrupt = None;
+                vcpu.request_interrupt_window(false);
+            } else {
+                vcpu.request_interrupt_window(true);
+            }
+        }
+        state.exception_queued = false;
+        let exit = vcpu.run();
+        state.stats.count(&exit);
+        if let Action::Stop(outcome) = exits::dispatch(state, vcpu, exit) {
+            return outcome;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exits::{SCRATCH_MSR, SCRATCH_PORT};
+    use alloc::sync::Arc;
+    use alloc::vec;
+    use alloc::vec::Vec;
+    use basalt_arch::virt::{GuestGprs, IoAccess, StateSummary, VmExit};
+    use basalt_guests::{UcallKind, UcallRecord, UCALL_PORT, UCALL_RECORD_SIZE};
+    use spin::Mutex;
+
+    /// A vCPU that replays a script: each step sets registers, then "exits" with the given exit.
+    struct Scripted {
+        steps: Vec<(fn(&mut GuestGprs), VmExit)>,
+        next: usize,
+        gprs: GuestGprs,
+        rip: u64,
+        rflags_if: bool,
+        /// IF becomes 1 once this many steps have run (a guest's `sti`).
+        if_from_step: Option<usize>,
+        injected: Vec<Event>,
+        window: bool,
+    }
+
+    impl Scripted {
+        fn new(steps: Vec<(fn(&mut GuestGprs), VmExit)>) -> Self {
+            Scripted {
+                steps,
+                next: 0,
+                gprs: GuestGprs::default(),
+                rip: 0x1000,
+                rflags_if: true,
+                if_from_step: None,
+                injected: vec![],
+                window: false,
+            }
+        }
+    }
+
+    impl VirtualCpu for Scripted {
+        fn run(&mut self) -> VmExit {
+            let (set, exit) = self.steps.get(self.next).copied().expect("the VM ran past its script");
+            self.next += 1;
+            if self.if_from_step.is_some_and(|n| self.next >= n) {
+                self.rflags_if = true;
+            }
+            set(&mut self.gprs);
+            exit
+        }
+        fn gprs(&mut self) -> &mut GuestGprs {
+            &mut self.gprs
+        }
+        fn skip_instruction(&mut self) {
+            self.rip += 2;
+        }
+        fn inject(&mut self, event: Event) {
+            self.injected.push(event);
+        }
+        fn interruptible(&self) -> bool {
+            self.rflags_if
+        }
+        fn request_interrupt_window(&mut self, on: bool) {
+            self.window = on;
+        }
+        fn summary(&self) -> StateSummary {
+            StateSummary { rip: self.rip, ..Default::default() }
+        }
+    }
+
+    const RECORD_GPA: u64 = 0x2000;
+
+    fn vm_with(ram: &mut [u8]) -> (VmState, Arc<Mutex<Vec<String>>>) {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let console: Console = Box::new(move |a| sink.lock().push(alloc::format!("{a}")));
+        (VmState::new("t".into(), memory::tests::host_backed(ram, 0), console), lines)
+    }
+
+    fn put_record(vm: &VmState, r: UcallRecord) {
+        // SAFETY: UcallRecord is repr(C) plain data.
+        let bytes: [u8; UCALL_RECORD_SIZE] = unsafe { core::mem::transmute(r) };
+        vm.memory.write(RECORD_GPA, &bytes).unwrap();
+    }
+
+    fn out(port: u16, size: u8) -> VmExit {
+        VmExit::Io(IoAccess { port, size, write: true, string: false, rep: false })
+    }
+    fn inp(port: u16, size: u8) -> VmExit {
+        VmExit::Io(IoAccess { port, size, write: false, string: false, rep: false })
+    }
+    fn ucall_regs(g: &mut GuestGprs) {
+        g.rax = RECORD_GPA;
+    }
+    fn nothing(_: &mut GuestGprs) {}
+
+    #[test]
+    fn done_ucall_passes_and_cpuid_exits_are_answered_and_counted() {
+        let mut ram = vec![0u8; 1 << 20];
+        let (mut vm, _) = vm_with(&mut ram);
+        put_record(&vm, UcallRecord::new(UcallKind::Done, "g.rs", 1, "", [0; 4]));
+        fn hv_leaf(g: &mut GuestGprs) {
+            g.rax = 0x4000_0000;
+        }
+        let mut cpu = Scripted::new(vec![(hv_leaf, VmExit::Cpuid), (ucall_regs, out(UCALL_PORT, 4))]);
+        assert_eq!(run(&mut vm, &mut cpu), VmOutcome::Passed);
+        assert_eq!(cpu.gprs.rbx as u32, u32::from_le_bytes(*b"Basa"));
+        assert_eq!(cpu.rip, 0x1000 + 2, "CPUID skipped; the final ucall needs no skip");
+        assert_eq!((vm.stats.get(ExitKind::Cpuid), vm.stats.get(ExitKind::Io)), (1, 1));
+    }
+
+    #[test]
+    fn assertion_failure_reports_file_line_and_values() {
+        let mut ram = vec![0u8; 1 << 20];
+        let (mut vm, _) = vm_with(&mut ram);
+        put_record(
+            &vm,
+            UcallRecord::new(UcallKind::AssertFail, "tests/src/bin/fail.rs", 12, "1 + 1 == 3", [2, 3, 0, 0]),
+        );
+        let mut cpu = Scripted::new(vec![(ucall_regs, out(UCALL_PORT, 4))]);
+        let VmOutcome::Failed(msg) = run(&mut vm, &mut cpu) else { panic!("must fail") };
+        assert_eq!(msg, "guest assertion failed at tests/src/bin/fail.rs:12: 1 + 1 == 3 (values 0x2, 0x3)");
+    }
+
+    #[test]
+    fn scratch_port_keeps_the_bytes_of_each_size_and_unassigned_ports_float() {
+        let mut ram = vec![0u8; 1 << 20];
+        let (mut vm, _) = vm_with(&mut ram);
+        put_record(&vm, UcallRecord::new(UcallKind::Done, "g.rs", 1, "", [0; 4]));
+        fn v4(g: &mut GuestGprs) {
+            g.rax = 0xFFFF_FFFF_1234_5678;
+        }
+        fn v1(g: &mut GuestGprs) {
+            g.rax = 0xAB;
+        }
+        fn marker(g: &mut GuestGprs) {
+            g.rax = 0x7777_7777_7777_0000;
+        }
+        let mut cpu = Scripted::new(vec![
+            (v4, out(SCRATCH_PORT, 4)),
+            (v1, out(SCRATCH_PORT, 1)),
+            (marker, inp(SCRATCH_PORT, 2)),
+        ]);
+        // Run three steps by hand through dispatch to look at RAX in between.
+        for _ in 0..3 {
+            let exit = cpu.run();
+            assert_eq!(exits::dispatch(&mut vm, &mut cpu, exit), Action::Continue);
+        }
+        assert_eq!(vm.scratch_port, 0x1234_56AB);
+        assert_eq!(cpu.gprs.rax, 0x7777_7777_7777_56AB, "IN AX replaces only AX");
+        cpu.gprs.rax = u64::MAX;
+        let _ = exits::dispatch(&mut vm, &mut cpu, inp(SCRATCH_PORT, 4));
+        assert_eq!(cpu.gprs.rax, 0x1234_56AB, "IN EAX zero-extends");
+        let _ = exits::dispatch(&mut vm, &mut cpu, inp(0x2F0, 1));
+        assert_eq!(cpu.gprs.rax & 0xFF, 0xFF);
+    }
+
+    #[test]
+    fn unknown_msr_gets_gp_and_scratch_msr_round_trips() {
+        let mut ram = vec![0u8; 1 << 20];
+        let (mut vm, _) = vm_with(&mut ram);
+        let mut cpu = Scripted::new(vec![]);
+        let a = exits::dispatch(
+            &mut vm,
+            &mut cpu,
+            VmExit::WrMsr { msr: SCRATCH_MSR, value: 0x1122_3344_5566_7788 },
+        );
+        assert_eq!(a, Action::Continue);
+        let _ = exits::dispatch(&mut vm, &mut cpu, VmExit::RdMsr { msr: SCRATCH_MSR });
+        assert_eq!((cpu.gprs.rdx, cpu.gprs.rax), (0x1122_3344, 0x5566_7788));
+        let rip = cpu.rip;
+        let _ = exits::dispatch(&mut vm, &mut cpu, VmExit::RdMsr { msr: 0xDEAD_0000 });
+        assert_eq!(cpu.injected, vec![Event::Exception { vector: 13, error_code: Some(0) }]);
+        assert_eq!(cpu.rip, rip, "a faulting RDMSR is not skipped");
+    }
+
+    #[test]
+    fn raised_interrupt_wakes_hlt_and_is_injected_once() {
+        let mut ram = vec![0u8; 1 << 20];
+        let (mut vm, lines) = vm_with(&mut ram);
+        put_record(&vm, UcallRecord::new(UcallKind::RaiseInterrupt, "g.rs", 1, "", [0x40, 0, 0, 0]));
+        let mut cpu = Scripted::new(vec![(ucall_regs, out(UCALL_PORT, 4))]);
+        let exit = cpu.run();
+        assert_eq!(exits::dispatch(&mut vm, &mut cpu, exit), Action::Continue);
+        assert_eq!(vm.pending_interrupt, Some(0x40));
+        // The guest has IF=0 until its `sti; hlt`: the first entry only asks for a window, HLT
+        // with the interrupt pending resumes, and the next entry injects it, once.
+        cpu.rflags_if = false;
+        cpu.if_from_step = Some(1);
+        cpu.steps =
+            vec![(nothing, VmExit::Hlt), (print_regs, out(UCALL_PORT, 4)), (done_regs, out(UCALL_PORT, 4))];
+        cpu.next = 0;
+        put_record(&vm, UcallRecord::new(UcallKind::Print, "g.rs", 1, "woke", [0; 4]));
+        put_record_at(&vm, DONE_GPA, UcallRecord::new(UcallKind::Done, "g.rs", 1, "", [0; 4]));
+        assert_eq!(run(&mut vm, &mut cpu), VmOutcome::Passed);
+        assert_eq!(cpu.injected, vec![Event::Interrupt { vector: 0x40 }]);
+        assert_eq!((vm.pending_interrupt, cpu.window), (None, false));
+        assert_eq!(lines.lock().as_slice(), ["woke"]);
+        assert_eq!(vm.exit_count(ExitCounter::Hlt as u64), 1);
+    }
+
+    const DONE_GPA: u64 = 0x3000;
+    fn print_regs(g: &mut GuestGprs) {
+        g.rax = RECORD_GPA;
+    }
+    fn done_regs(g: &mut GuestGprs) {
+        g.rax = DONE_GPA;
+    }
+    fn put_record_at(vm: &VmState, gpa: u64, r: UcallRecord) {
+        // SAFETY: UcallRecord is repr(C) plain data.
+        let bytes: [u8; UCALL_RECORD_SIZE] = unsafe { core::mem::transmute(r) };
+        vm.memory.write(gpa, &bytes).unwrap();
+    }
+
+    #[test]
+    fn halting_with_nothing_to_wake_stops_the_vm_and_faults_are_reported() {
+        let mut ram = vec![0u8; 1 << 20];
+        let (mut vm, _) = vm_with(&mut ram);
+        let mut cpu = Scripted::new(vec![(nothing, VmExit::Hlt)]);
+        cpu.rflags_if = false;
+        let VmOutcome::Failed(msg) = run(&mut vm, &mut cpu) else { panic!() };
+        assert!(msg.contains("halted") && msg.contains("interrupts are disabled"), "{msg}");
+        let mut cpu = Scripted::new(vec![(
+            nothing,
+            VmExit::NestedPageFault { gpa: 0x3000_0000, write: false, fetch: false },
+        )]);
+        let VmOutcome::Failed(msg) = run(&mut vm, &mut cpu) else { panic!() };
+        assert!(msg.starts_with("stopped: guest-physical address 0x30000000 is not mapped (read)"), "{msg}");
+        let mut cpu = Scripted::new(vec![(nothing, VmExit::Shutdown)]);
+        assert!(matches!(run(&mut vm, &mut cpu), VmOutcome::Failed(m) if m.contains("triple fault")));
+    }
+
+    #[test]
+    fn a_hostile_ucall_address_stops_only_this_vm() {
+        let mut ram = vec![0u8; 1 << 20];
+        let (mut vm, _) = vm_with(&mut ram);
+        fn far(g: &mut GuestGprs) {
+            g.rax = 0xFFFF_F000;
+        }
+        let mut cpu = Scripted::new(vec![(far, out(UCALL_PORT, 4))]);
+        let VmOutcome::Failed(msg) = run(&mut vm, &mut cpu) else { panic!() };
+        assert!(msg.contains("ucall record unreadable"), "{msg}");
+    }
+}
