@@ -244,22 +244,30 @@ pub struct ArgProbe<'a, T: ?Sized>(pub &'a T);
 #[doc(hidden)]
 pub trait ArgViaAssertArg {
     fn arg(&self) -> u64;
+    fn is_arg(&self) -> bool;
 }
 
 impl<T: AssertArg + ?Sized> ArgViaAssertArg for ArgProbe<'_, T> {
     fn arg(&self) -> u64 {
         self.0.as_arg()
     }
+    fn is_arg(&self) -> bool {
+        true
+    }
 }
 
 #[doc(hidden)]
 pub trait ArgViaFallback {
     fn arg(&self) -> u64;
+    fn is_arg(&self) -> bool;
 }
 
 impl<T: ?Sized> ArgViaFallback for &ArgProbe<'_, T> {
     fn arg(&self) -> u64 {
         0
+    }
+    fn is_arg(&self) -> bool {
+        false
     }
 }
 
@@ -330,5 +338,9 @@ mod tests {
         let signed = (&ArgProbe(&-2i32)).arg();
         assert_eq!(signed, (-2i64) as u64);
         assert_eq!((&ArgProbe(&(1u8, 2u8))).arg(), 0);
+        assert!(!(&ArgProbe(&(1u8, 2u8))).is_arg());
+        #[allow(clippy::needless_borrow)]
+        let is_arg = (&ArgProbe(&3u8)).is_arg();
+        assert!(is_arg);
     }
 }

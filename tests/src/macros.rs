@@ -35,8 +35,9 @@ macro_rules! guest_assert {
 }
 
 /// Like `assert_eq!`: on failure sends AssertFail with this file and line, the text
-/// `left == right (left L, right R)` and the two values in `args[0]` and `args[1]` (values
-/// that are not [`crate::AssertArg`]s, like tuples, go in as 0), then stops the guest.
+/// `left == right` and the two values in `args[0]` and `args[1]` (Basalt prints them), then stops
+/// the guest. Values that are not [`crate::AssertArg`]s (integers, bool, char), like tuples, go
+/// in as 0 and are written out in the text instead: `left == right (left L, right R)`.
 #[macro_export]
 macro_rules! guest_assert_eq {
     ($left:expr, $right:expr $(,)?) => {
@@ -45,18 +46,20 @@ macro_rules! guest_assert_eq {
                 if !(*left == *right) {
                     #[allow(unused_imports)]
                     use $crate::{ArgViaAssertArg as _, ArgViaFallback as _};
-                    $crate::ucall::assert_fail(
-                        ::core::file!(),
-                        ::core::line!(),
-                        [(&$crate::ArgProbe(left)).arg(), (&$crate::ArgProbe(right)).arg(), 0, 0],
-                        ::core::format_args!(
-                            "{} == {} (left {:?}, right {:?})",
-                            ::core::stringify!($left),
-                            ::core::stringify!($right),
-                            left,
-                            right
-                        ),
-                    )
+                    let (l, r) = (&$crate::ArgProbe(left), &$crate::ArgProbe(right));
+                    let args = [l.arg(), r.arg(), 0, 0];
+                    let (file, line) = (::core::file!(), ::core::line!());
+                    let (ls, rs) = (::core::stringify!($left), ::core::stringify!($right));
+                    if l.is_arg() && r.is_arg() {
+                        $crate::ucall::assert_fail(file, line, args, ::core::format_args!("{} == {}", ls, rs))
+                    } else {
+                        $crate::ucall::assert_fail(
+                            file,
+                            line,
+                            args,
+                            ::core::format_args!("{} == {} (left {:?}, right {:?})", ls, rs, left, right),
+                        )
+                    }
                 }
             }
         }
