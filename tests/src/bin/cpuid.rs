@@ -36,7 +36,7 @@ fn run() {
     guest_assert!(hv.eax >= 0x4000_0000, "max hypervisor leaf {:#x}", hv.eax);
 
     let max_ext = __cpuid(0x8000_0000).eax;
-    let mut cpuids = 5;
+    let mut cpuids = 4;
     if max_ext >= 0x8000_0001 {
         let ext = __cpuid(0x8000_0001);
         cpuids += 1;
