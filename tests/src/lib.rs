@@ -21,7 +21,24 @@
 //! The guest fills a [`UcallRecord`] in its own memory and writes the record's guest-physical
 //! address (below 4 GiB) with a 32-bit `OUT` to [`UCALL_PORT`]. Basalt validates the address
 //! against the VM's memory, reads the record and acts on its kind.
+//!
+//! # The guest runtime
+//! Besides the ABI, the library is the runtime of the guest payloads in `src/bin/`:
+//! [`ucall`] (print, sync, done, interrupts, exit counts), the [`guest_assert!`] family,
+//! [`idt`] (a minimal exception and interrupt table), and [`entry!`], which gives a guest its
+//! `_start`, stack and panic handler. The runtime compiles on the host too (every bin has a
+//! host `main` stub so `cargo test --workspace` builds them); it only runs in a guest.
 #![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use core::fmt;
+
+#[cfg(target_arch = "x86_64")]
+pub mod idt;
+#[cfg(target_arch = "x86_64")]
+mod macros;
+#[cfg(target_arch = "x86_64")]
+pub mod ucall;
 
 /// The port a 32-bit OUT of a ucall record's guest-physical address goes to.
 pub const UCALL_PORT: u16 = 0x00E0;
@@ -167,6 +184,93 @@ fn copy_cut(dst: &mut [u8], s: &str) -> usize {
     n
 }
 
+/// Formats `args` into `dst`, cutting the text on a character boundary where it does not fit.
+/// Returns the number of bytes written.
+pub fn write_cut(dst: &mut [u8], args: fmt::Arguments<'_>) -> usize {
+    struct Cut<'a> {
+        buf: &'a mut [u8],
+        len: usize,
+    }
+    impl fmt::Write for Cut<'_> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let room = self.buf.len() - self.len;
+            let mut n = s.len().min(room);
+            while !s.is_char_boundary(n) {
+                n -= 1;
+            }
+            self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+            self.len += n;
+            // Stop formatting once the buffer is full.
+            if n < s.len() {
+                Err(fmt::Error)
+            } else {
+                Ok(())
+            }
+        }
+    }
+    let mut cut = Cut { buf: dst, len: 0 };
+    let _ = fmt::Write::write_fmt(&mut cut, args);
+    cut.len
+}
+
+/// A value an assertion can carry in a ucall record's `args`.
+pub trait AssertArg {
+    fn as_arg(&self) -> u64;
+}
+
+macro_rules! assert_arg_as {
+    ($($t:ty),*) => {
+        $(impl AssertArg for $t {
+            fn as_arg(&self) -> u64 {
+                *self as u64
+            }
+        })*
+    };
+}
+assert_arg_as!(u8, u16, u32, u64, usize, i8, i16, i32, i64, isize, bool, char);
+
+impl<T: AssertArg + ?Sized> AssertArg for &T {
+    fn as_arg(&self) -> u64 {
+        (**self).as_arg()
+    }
+}
+
+/// How `guest_assert_eq!` puts a value in `args`: `(&ArgProbe(&v)).arg()` is `v.as_arg()` where
+/// `v` is an [`AssertArg`], and 0 for any other type (autoref specialization: the method found
+/// first without an extra `&` wins).
+#[doc(hidden)]
+pub struct ArgProbe<'a, T: ?Sized>(pub &'a T);
+
+#[doc(hidden)]
+pub trait ArgViaAssertArg {
+    fn arg(&self) -> u64;
+    fn is_arg(&self) -> bool;
+}
+
+impl<T: AssertArg + ?Sized> ArgViaAssertArg for ArgProbe<'_, T> {
+    fn arg(&self) -> u64 {
+        self.0.as_arg()
+    }
+    fn is_arg(&self) -> bool {
+        true
+    }
+}
+
+#[doc(hidden)]
+pub trait ArgViaFallback {
+    fn arg(&self) -> u64;
+    fn is_arg(&self) -> bool;
+}
+
+impl<T: ?Sized> ArgViaFallback for &ArgProbe<'_, T> {
+    fn arg(&self) -> u64 {
+        0
+    }
+    fn is_arg(&self) -> bool {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +314,33 @@ mod tests {
         let r = UcallRecord::new(UcallKind::Print, &long, 1, &long, [0; 4]);
         assert!(r.file().chars().all(|c| c == 'é'));
         assert_eq!(r.file().len(), 96);
+    }
+
+    #[test]
+    fn formatting_is_cut_to_the_buffer() {
+        let mut buf = [0u8; 8];
+        assert_eq!(write_cut(&mut buf, format_args!("{} + {}", 1, 2)), 5);
+        assert_eq!(&buf[..5], b"1 + 2");
+        let mut buf = [0u8; 5];
+        assert_eq!(write_cut(&mut buf, format_args!("ab{}", "éééé")), 4);
+        assert_eq!(&buf[..4], "abé".as_bytes());
+    }
+
+    #[test]
+    fn assert_args() {
+        assert_eq!((-1i8).as_arg(), u64::MAX);
+        assert_eq!(true.as_arg(), 1);
+        assert_eq!((&&7u16).as_arg(), 7);
+        #[allow(unused_imports)]
+        use crate::{ArgViaAssertArg as _, ArgViaFallback as _};
+        // The `&` is what guest_assert_eq! writes: the fallback needs it to be found.
+        #[allow(clippy::needless_borrow)]
+        let signed = (&ArgProbe(&-2i32)).arg();
+        assert_eq!(signed, (-2i64) as u64);
+        assert_eq!((&ArgProbe(&(1u8, 2u8))).arg(), 0);
+        assert!(!(&ArgProbe(&(1u8, 2u8))).is_arg());
+        #[allow(clippy::needless_borrow)]
+        let is_arg = (&ArgProbe(&3u8)).is_arg();
+        assert!(is_arg);
     }
 }

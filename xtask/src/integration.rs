@@ -299,7 +299,12 @@ mod tests {
         let all = crate::tests_table::all();
         let n = all.len();
         assert_eq!(select(all.clone(), None).len(), n);
-        assert!(select(all.clone(), Some("bochs")).iter().all(|t| t.platform.is_bochs()));
-        assert_eq!(select(all, Some("qemu-svm: panic")).len(), 1);
+        assert!(select(all.clone(), Some("vmx")).iter().all(|t| t.platform == Platform::BochsVmx));
+        assert_eq!(select(all.clone(), Some("svm: panic")).len(), 1);
+        let cpuid = select(all, Some(": cpuid"));
+        assert_eq!(
+            cpuid.iter().map(|t| t.full_name()).collect::<Vec<_>>(),
+            ["svm: cpuid", "svm-nrips: cpuid", "vmx: cpuid"]
+        );
     }
 }

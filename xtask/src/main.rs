@@ -1,12 +1,14 @@
 //! `cargo xtask`: build, run and test Basalt.
 //!
 //! - `cargo xtask build [--debug]`
-//! - `cargo xtask run [--bochs | --bochs-svm | --kvm] [--smp N] [--mem MB] [--debug] [-- CMDLINE...]`
+//! - `cargo xtask run [--bochs | --bochs-svm | --kvm] [--smp N] [--mem MB] [--debug] [--guest FILE]
+//!   [-- CMDLINE...]`: boots the demo guest unless given `--guest` or `--module`
 //! - `cargo xtask test [FILTER] [--host-only | --no-host] [--list]`
 //! - `cargo xtask setup`: install every host tool xtask knows about.
 
 mod bochs;
 mod emulator;
+mod guests;
 mod host_tests;
 mod integration;
 mod kernel;
@@ -77,9 +79,13 @@ struct RunArgs {
     /// Boot this kernel ELF instead of building one.
     #[arg(long, value_name = "ELF")]
     kernel: Option<PathBuf>,
-    /// A multiboot module: FILE or "FILE ARGS..." (repeatable).
+    /// A multiboot module: FILE or "FILE ARGS..." (repeatable). With modules given, the demo
+    /// guest is not added.
     #[arg(long = "module", value_name = "FILE [ARGS]")]
     modules: Vec<String>,
+    /// Boot this guest ELF (module `name=<file stem>`) instead of the built-in demo guest.
+    #[arg(long, value_name = "FILE")]
+    guest: Option<PathBuf>,
     /// The kernel command line (default: log=info).
     #[arg(last = true, value_name = "CMDLINE")]
     cmdline: Vec<String>,
@@ -160,7 +166,19 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     if args.smp == 0 {
         bail!("--smp must be at least 1");
     }
-    let modules = args.modules.iter().map(|m| parse_module(m)).collect::<Result<Vec<_>>>()?;
+    let mut modules = args.modules.iter().map(|m| parse_module(m)).collect::<Result<Vec<_>>>()?;
+    match (args.guest, modules.is_empty()) {
+        (Some(guest), _) => {
+            let guest =
+                std::fs::canonicalize(&guest).with_context(|| format!("no guest at {}", guest.display()))?;
+            modules.push(guests::module_for_file(guest)?);
+        }
+        (None, true) => {
+            guests::build()?;
+            modules.push(guests::module(guests::DEMO));
+        }
+        (None, false) => {}
+    }
     tools::ensure(&platform.required_tools())?;
     let kernel = match args.kernel {
         Some(path) => given_kernel(path)?,
@@ -235,18 +253,26 @@ fn test(args: TestArgs) -> Result<ExitCode> {
             Some(path) => given_kernel(path),
             None => kernel::build(Profile::from_debug_flag(args.debug)),
         };
+        let guests_built = if selected.iter().any(|t| t.needs_guests()) {
+            guests::build().map_err(|err| println!("xtask: {err:#}")).is_ok()
+        } else {
+            true
+        };
+        let (runnable, unbuilt): (Vec<_>, Vec<_>) =
+            selected.into_iter().partition(|t| guests_built || !t.needs_guests());
         let (passed, failed) = match &kernel {
             Ok(path) => {
                 println!("xtask: kernel {}", path.display());
-                integration::run_all(&selected, Ok(path))
+                integration::run_all(&runnable, Ok(path))
             }
             Err(err) => {
                 println!("xtask: {err:#}");
-                integration::run_all(&selected, Err("kernel build failed"))
+                integration::run_all(&runnable, Err("kernel build failed"))
             }
         };
+        let (_, unbuilt_failed) = integration::run_all(&unbuilt, Err("guest build failed"));
         total.passed += passed;
-        total.failed += failed;
+        total.failed += failed + unbuilt_failed;
     }
     println!("{} passed, {} failed", total.passed, total.failed);
     Ok(if total.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })

@@ -18,11 +18,12 @@ pub enum Platform {
 }
 
 impl Platform {
+    /// The name printed before a test (`svm: cpuid`): what the platform's CPU offers.
     pub fn name(self) -> &'static str {
         match self {
-            Platform::QemuSvm => "qemu-svm",
-            Platform::BochsVmx => "bochs-vmx",
-            Platform::BochsSvm => "bochs-svm",
+            Platform::QemuSvm => "svm",
+            Platform::BochsVmx => "vmx",
+            Platform::BochsSvm => "svm-nrips",
             Platform::Kvm => "kvm",
         }
     }
@@ -84,5 +85,19 @@ pub struct Vm {
 impl Vm {
     pub fn serial_log(&self) -> PathBuf {
         self.work_dir.join("serial.log")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_say_the_virtualization() {
+        let names: Vec<String> = [Platform::QemuSvm, Platform::BochsSvm, Platform::BochsVmx]
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(names, ["svm", "svm-nrips", "vmx"]);
     }
 }

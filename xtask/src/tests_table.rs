@@ -10,6 +10,7 @@
 //! a byte to the serial log only once it has left the transmitter, and drops what is still in
 //! it when it shuts down (seen with a stub kernel: the log ended in `BASALT-TEST-RESULT: PAS`).
 
+use crate::guests;
 use crate::platform::Platform;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -67,10 +68,20 @@ impl IntegrationTest {
         self
     }
 
-    #[allow(dead_code)] // for the first test that needs one
     pub fn module(mut self, path: impl Into<PathBuf>, args: &str) -> Self {
         self.modules.push((path.into(), args.into()));
         self
+    }
+
+    /// One guest from `tests/` as a module (`name=<guest>`).
+    pub fn guest(self, name: &str) -> Self {
+        let (path, args) = guests::module(name);
+        self.module(path, &args)
+    }
+
+    /// Whether the test boots guests (which must be built first).
+    pub fn needs_guests(&self) -> bool {
+        !self.modules.is_empty()
     }
 
     /// `<platform>: <name>`, as printed and as matched by a filter.
@@ -79,7 +90,53 @@ impl IntegrationTest {
     }
 }
 
+/// The kernel command line of the guest tests: every module runs as a VM, then the verdict.
+pub const GUESTS_CMDLINE: &str = "log=info test=guests";
+
+/// The platforms every guest test runs on.
+pub const GUEST_PLATFORMS: [Platform; 3] = [Platform::QemuSvm, Platform::BochsSvm, Platform::BochsVmx];
+
+/// The guest tests on `platform`: each passing guest alone; `fail`, whose assertion must be
+/// reported at `fail_line` of its source; and `unmapped` followed by `cpuid` in one boot (the
+/// hypervisor must stop the first VM and carry on with the next).
+pub fn guest_tests(platform: Platform, fail_line: usize) -> Vec<IntegrationTest> {
+    let mut tests: Vec<IntegrationTest> = guests::PASSING
+        .iter()
+        .map(|&name| {
+            IntegrationTest::new(platform, name, GUESTS_CMDLINE)
+                .guest(name)
+                .must_contain(&[&format!("VM {name}: PASS")])
+        })
+        .collect();
+    let fail_at = format!("VM fail: FAIL: guest assertion failed at {}:{fail_line}", guests::FAIL_SOURCE);
+    tests.push(
+        IntegrationTest::new(platform, "fail", GUESTS_CMDLINE)
+            .guest("fail")
+            .expect(Expect::Fail)
+            .must_contain(&[&fail_at]),
+    );
+    tests.push(
+        IntegrationTest::new(platform, "unmapped", GUESTS_CMDLINE)
+            .guest("unmapped")
+            .guest("cpuid")
+            .expect(Expect::Fail)
+            .must_contain(&["VM unmapped: FAIL", "0x30000000", "VM cpuid: PASS"]),
+    );
+    tests
+}
+
 pub fn all() -> Vec<IntegrationTest> {
+    // The source is in this repository: a missing assertion is a bug in the fail guest.
+    let fail_line = guests::fail_line().expect("the fail guest's assertion");
+    let mut tests = kernel_tests();
+    for platform in GUEST_PLATFORMS {
+        tests.extend(guest_tests(platform, fail_line));
+    }
+    tests
+}
+
+/// The tests of the kernel itself, without guests.
+fn kernel_tests() -> Vec<IntegrationTest> {
     use Platform::*;
     vec![
         IntegrationTest::new(QemuSvm, "boot", "log=info test=boot")
@@ -115,8 +172,45 @@ mod tests {
         let tests = all();
         for (i, t) in tests.iter().enumerate() {
             assert!(tests[i + 1..].iter().all(|u| u.full_name() != t.full_name()));
-            assert!(t.cmdline.contains(&format!("test={}", t.name)));
+            let test = if t.needs_guests() { "guests" } else { &t.name };
+            assert!(t.cmdline.contains(&format!("test={test}")));
             assert_eq!(t.timeout.as_secs(), if t.platform.is_bochs() { 180 } else { 60 });
         }
+    }
+
+    #[test]
+    fn every_guest_runs_on_every_platform() {
+        let tests = all();
+        for platform in GUEST_PLATFORMS {
+            for name in guests::PASSING.iter().chain(&["fail", "unmapped"]) {
+                let t = tests.iter().find(|t| t.platform == platform && t.name == *name).unwrap();
+                assert_eq!(t.smp, 1);
+                assert_eq!(t.cmdline, GUESTS_CMDLINE);
+            }
+        }
+    }
+
+    #[test]
+    fn guest_tests_name_their_modules_and_verdicts() {
+        let tests = guest_tests(Platform::BochsVmx, 12);
+        let by_name = |n: &str| tests.iter().find(|t| t.name == n).unwrap();
+        let cpuid = by_name("cpuid");
+        assert_eq!(cpuid.expect, Expect::Pass);
+        assert_eq!(cpuid.must_contain, vec!["VM cpuid: PASS".to_string()]);
+        assert_eq!(cpuid.modules.len(), 1);
+        assert!(cpuid.modules[0].0.ends_with("release/cpuid"));
+        assert_eq!(by_name("realmode").modules[0].1, "name=realmode mode=real");
+        let fail = by_name("fail");
+        assert_eq!(fail.expect, Expect::Fail);
+        assert_eq!(
+            fail.must_contain,
+            vec!["VM fail: FAIL: guest assertion failed at tests/src/bin/fail.rs:12".to_string()]
+        );
+        let unmapped = by_name("unmapped");
+        assert_eq!(unmapped.expect, Expect::Fail);
+        let args: Vec<&str> = unmapped.modules.iter().map(|(_, a)| a.as_str()).collect();
+        assert_eq!(args, ["name=unmapped", "name=cpuid"]);
+        assert!(unmapped.must_contain.contains(&"VM cpuid: PASS".to_string()));
+        assert_eq!(unmapped.full_name(), "vmx: unmapped");
     }
 }

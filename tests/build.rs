@@ -1,0 +1,27 @@
+//! Links every guest bin with `guest.ld` (64-bit guests at 1 MiB), except `realmode`, which
+//! links at 0x8000 with `realmode.ld`. Only for the guest target: on the host the bins are
+//! ordinary stubs.
+
+use std::path::Path;
+
+fn main() {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    println!("cargo:rerun-if-changed=guest.ld");
+    println!("cargo:rerun-if-changed=realmode.ld");
+    println!("cargo:rerun-if-changed=src/bin");
+    if std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default() != "none" {
+        return;
+    }
+    println!("cargo:rustc-link-arg-bins=--no-dynamic-linker");
+    println!("cargo:rustc-link-arg-bins=-zmax-page-size=0x1000");
+    let bins = Path::new(&dir).join("src/bin");
+    let entries = std::fs::read_dir(&bins).expect("tests/src/bin exists");
+    for entry in entries {
+        let path = entry.expect("readable tests/src/bin").path();
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else { continue };
+        if path.extension().is_some_and(|e| e == "rs") {
+            let script = if name == "realmode" { "realmode.ld" } else { "guest.ld" };
+            println!("cargo:rustc-link-arg-bin={name}=-T{dir}/{script}");
+        }
+    }
+}

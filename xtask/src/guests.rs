@@ -1,0 +1,116 @@
+//! Building the guest payloads (`tests/`, crate `basalt-guests`) and naming them as modules.
+
+use crate::kernel::TARGET;
+use crate::util::{cargo, workspace_root};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+
+pub const PACKAGE: &str = "basalt-guests";
+
+/// Guests that end with Done: each is a passing test on every platform.
+pub const PASSING: &[&str] = &["cpuid", "hlt", "portio", "msr", "pagefault", "realmode", "demo"];
+
+/// The guest `cargo xtask run` boots when given none.
+pub const DEMO: &str = "demo";
+
+/// Guests that need `mode=real`.
+const REAL_MODE: &[&str] = &["realmode"];
+
+/// Where `build` leaves guest `name` (always a release build: guests are tiny).
+pub fn path(name: &str) -> PathBuf {
+    workspace_root().join("target").join(TARGET).join("release").join(name)
+}
+
+/// The module command line of guest `name`: `name=<name>`, plus `mode=real` where it needs it.
+pub fn module_args(name: &str) -> String {
+    if REAL_MODE.contains(&name) {
+        format!("name={name} mode=real")
+    } else {
+        format!("name={name}")
+    }
+}
+
+/// Guest `name` as a multiboot module: its ELF and its command line.
+pub fn module(name: &str) -> (PathBuf, String) {
+    (path(name), module_args(name))
+}
+
+/// A guest ELF from anywhere as a module, named after its file.
+pub fn module_for_file(file: PathBuf) -> Result<(PathBuf, String)> {
+    let name = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
+        .with_context(|| format!("{} has no file name usable as a VM name", file.display()))?
+        .to_string();
+    Ok((file, format!("name={name}")))
+}
+
+/// Builds every guest.
+pub fn build() -> Result<()> {
+    let mut cmd = cargo();
+    cmd.current_dir(workspace_root()).args(["build", "--release", "--package", PACKAGE, "--target", TARGET]);
+    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("guest build failed ({status})");
+    }
+    for name in PASSING.iter().chain(&["fail", "unmapped"]) {
+        if !path(name).is_file() {
+            bail!("the guest build succeeded but {} is missing", path(name).display());
+        }
+    }
+    Ok(())
+}
+
+/// The 1-based number of the first line of `source` that contains `needle`.
+pub fn line_of(source: &str, needle: &str) -> Option<usize> {
+    source.lines().position(|line| line.contains(needle)).map(|i| i + 1)
+}
+
+/// The source file of the `fail` guest, as its `file!()` reads (relative to the workspace).
+pub const FAIL_SOURCE: &str = "tests/src/bin/fail.rs";
+/// The assertion in it that fails.
+pub const FAIL_ASSERTION: &str = "guest_assert_eq!(1 + 1, 3)";
+
+/// The line of the failing assertion in the `fail` guest.
+pub fn fail_line() -> Result<usize> {
+    let file = workspace_root().join(FAIL_SOURCE);
+    let source = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    line_of(&source, FAIL_ASSERTION).with_context(|| format!("{FAIL_SOURCE} lacks {FAIL_ASSERTION}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_command_lines() {
+        assert_eq!(module_args("cpuid"), "name=cpuid");
+        assert_eq!(module_args("realmode"), "name=realmode mode=real");
+        let (file, args) = module("hlt");
+        assert!(file.ends_with("target/x86_64-unknown-none/release/hlt"));
+        assert_eq!(args, "name=hlt");
+        assert_eq!(module_for_file("/x/my-guest.elf".into()).unwrap().1, "name=my-guest");
+        assert!(module_for_file("/x/my guest.elf".into()).is_err());
+    }
+
+    #[test]
+    fn finds_lines() {
+        assert_eq!(line_of("a\nb c\nc\n", "c"), Some(2));
+        assert_eq!(line_of("a\n", "z"), None);
+    }
+
+    #[test]
+    fn the_fail_guest_has_its_assertion() {
+        let line = fail_line().unwrap();
+        let source = std::fs::read_to_string(workspace_root().join(FAIL_SOURCE)).unwrap();
+        assert!(source.lines().nth(line - 1).unwrap().trim_start().starts_with(FAIL_ASSERTION));
+    }
+
+    #[test]
+    fn every_guest_has_a_source() {
+        for name in PASSING.iter().chain(&["fail", "unmapped"]) {
+            assert!(workspace_root().join(format!("tests/src/bin/{name}.rs")).is_file(), "{name}");
+        }
+    }
+}
