@@ -235,7 +235,7 @@ impl Default for Handoff {
 /// Copy the hand-off from physical address `addr` and validate it (the kernel side).
 pub fn parse(addr: u64, mem: &dyn PhysRead) -> Result<BootInfo, BootError> {
     let mut handoff = Handoff::new();
-    if addr % 8 != 0 || !mem.read(addr, handoff.as_bytes_mut()) {
+    if !addr.is_multiple_of(8) || !mem.read(addr, handoff.as_bytes_mut()) {
         return Err(BootError::Unreadable { addr });
     }
     handoff.decode(addr)
