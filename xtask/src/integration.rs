@@ -112,7 +112,7 @@ pub fn work_dir(test: &IntegrationTest) -> std::path::PathBuf {
 fn launch(vm: &Vm) -> Result<emulator::Launch> {
     match vm.platform {
         Platform::BochsVmx | Platform::BochsSvm => bochs::prepare(vm),
-        Platform::QemuSvm | Platform::Kvm => qemu::launch(vm),
+        Platform::QemuSvm | Platform::Kvm | Platform::Uefi => qemu::launch(vm),
     }
 }
 
