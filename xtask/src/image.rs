@@ -49,6 +49,7 @@ pub fn build_loader() -> Result<PathBuf> {
     let mut cmd = cargo();
     cmd.current_dir(workspace_root()).args([
         "build",
+        "--quiet",
         "--release",
         "--package",
         LOADER_PACKAGE,
