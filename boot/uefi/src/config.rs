@@ -19,7 +19,9 @@ use alloc::vec::Vec;
 use core::fmt;
 
 /// Guest memory when a `vm` line gives no `mem=`.
-pub const DEFAULT_MEM_MIB: u32 = 64;
+pub const DEFAULT_MEM_MIB: u32 = 16;
+/// Most guest memory (the VM core's limit, hypervisor/src/vm/config.rs on main).
+pub const MAX_MEM_MIB: u32 = 4096;
 /// Kernel command line when the config has no `cmdline` line.
 pub const DEFAULT_CMDLINE: &str = "log=info";
 /// Longest VM name (it must fit, with the rest, in a module command line).
@@ -166,8 +168,13 @@ fn parse_vm(line: usize, rest: &str) -> Result<VmEntry, ConfigError> {
         match word.split_once('=') {
             Some(("mem", value)) => {
                 vm.mem_mib = match value.parse::<u32>() {
-                    Ok(n) if (1..=1 << 20).contains(&n) => n,
-                    _ => return Err(err(line, format!("bad number in mem={value} (MiB, 1 to 1048576)"))),
+                    Ok(n) if (2..=MAX_MEM_MIB).contains(&n) && n % 2 == 0 => n,
+                    _ => {
+                        return Err(err(
+                            line,
+                            format!("bad number in mem={value} (an even number of MiB, 2 to {MAX_MEM_MIB})"),
+                        ))
+                    }
                 };
             }
             Some(("mode", "long")) => vm.mode = Mode::Long,
@@ -225,6 +232,8 @@ mod tests {
         assert!(error("vm\n").message.contains("without a name"));
         assert!(error("vm demo d.elf mem=lots\n").message.contains("bad number in mem=lots"));
         assert!(error("vm demo d.elf mem=0\n").message.contains("bad number"));
+        assert!(error("vm demo d.elf mem=3\n").message.contains("bad number"));
+        assert!(error("vm demo d.elf mem=8192\n").message.contains("bad number"));
         assert!(error("vm demo d.elf mode=protected\n").message.contains("bad mode=protected"));
         assert!(error("vm demo d.elf cpus=2\n").message.contains("unknown vm option"));
         assert!(error("vm d$mo d.elf\n").message.contains("bad VM name"));
@@ -236,7 +245,7 @@ mod tests {
     #[test]
     fn module_cmdline_fits() {
         let name = "n".repeat(MAX_NAME);
-        let vm = parse(&format!("vm {name} f mem=1048576\n")).unwrap().vms.remove(0);
+        let vm = parse(&format!("vm {name} f mem={MAX_MEM_MIB}\n")).unwrap().vms.remove(0);
         assert!(vm.module_cmdline().len() <= basalt_boot::MAX_MODULE_CMDLINE);
     }
 }
