@@ -16,10 +16,14 @@ pub mod fixed;
 pub mod memmap;
 pub mod multiboot1;
 pub mod multiboot2;
+pub mod uefi;
+#[cfg(target_os = "none")]
+mod uefi_entry;
 
 pub use cmdline::Cmdline;
 pub use fixed::{FixedStr, FixedVec};
 pub use memmap::{MemoryKind, MemoryMap, MemoryRegion};
+pub use uefi::UEFI_HANDOFF_MAGIC;
 
 /// Multiboot1 magic value the loader leaves in EAX (Multiboot Specification 0.6.96, 3.2).
 pub const MULTIBOOT1_BOOTLOADER_MAGIC: u32 = 0x2BAD_B002;
@@ -71,7 +75,7 @@ pub struct BootInfo {
 /// Why a loader's structure could not be turned into a `BootInfo`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootError {
-    /// EAX held neither multiboot magic value.
+    /// EAX held neither multiboot magic value nor the UEFI loader's.
     BadMagic(u32),
     /// The loader's structure (or a pointer inside it) could not be read.
     Unreadable { addr: u64 },
@@ -104,7 +108,8 @@ pub trait PhysRead {
 
 impl BootInfo {
     /// Build a `BootInfo` from the register values a multiboot loader leaves (EAX magic, EBX
-    /// info pointer), whichever flavour it is.
+    /// info pointer), whichever flavour it is, or those Basalt's UEFI loader leaves
+    /// ([`UEFI_HANDOFF_MAGIC`] and the address of a [`uefi::Handoff`]).
     ///
     /// # Safety
     /// `info` must be the physical address the loader passed, identity-mapped and readable,
@@ -114,6 +119,7 @@ impl BootInfo {
             MULTIBOOT1_BOOTLOADER_MAGIC => multiboot1::parse(info, mem),
             // SAFETY: forwarded from the caller.
             MULTIBOOT2_BOOTLOADER_MAGIC => unsafe { multiboot2::parse(info) },
+            UEFI_HANDOFF_MAGIC => uefi::parse(info, mem),
             other => Err(BootError::BadMagic(other)),
         }
     }

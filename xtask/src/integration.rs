@@ -55,6 +55,18 @@ fn describe_exit(exit: Exit) -> String {
 
 /// Judges one run: `Ok` if it passed, or the reason it failed.
 pub fn check(test: &IntegrationTest, serial: &str, exit: Exit) -> Result<(), String> {
+    let unwanted: Vec<String> = test
+        .must_not_contain
+        .iter()
+        .filter(|needle| serial.contains(needle.as_str()))
+        .map(|needle| format!("{needle:?}"))
+        .collect();
+    if !unwanted.is_empty() {
+        return Err(format!("serial output contains {}", unwanted.join(", ")));
+    }
+    if test.expect == Expect::Stalls {
+        return check_stall(test, serial, exit);
+    }
     let Some(reported) = find_marker(serial) else {
         return Err(match exit {
             Exit::TimedOut(t) => format!("no result marker (timeout after {}s)", t.as_secs()),
@@ -71,6 +83,7 @@ pub fn check(test: &IntegrationTest, serial: &str, exit: Exit) -> Result<(), Str
         (Expect::Fail, Reported::Pass) => {
             return Err("expected FAIL, kernel reported PASS".into());
         }
+        (Expect::Stalls, _) => unreachable!("handled by check_stall"),
         _ => {}
     }
     let missing: Vec<String> = test
@@ -99,6 +112,38 @@ pub fn check(test: &IntegrationTest, serial: &str, exit: Exit) -> Result<(), Str
     Ok(())
 }
 
+/// Judges an `Expect::Stalls` run: every expected text, then no end of its own.
+fn check_stall(test: &IntegrationTest, serial: &str, exit: Exit) -> Result<(), String> {
+    let missing: Vec<String> = test
+        .must_contain
+        .iter()
+        .filter(|needle| !serial.contains(needle.as_str()))
+        .map(|needle| format!("{needle:?}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("serial output lacks {} ({})", missing.join(", "), describe_exit(exit)));
+    }
+    if find_marker(serial).is_some() {
+        return Err("expected a stop before any test result, but one was reported".into());
+    }
+    match exit {
+        Exit::KilledAfterMarker => Ok(()),
+        other => Err(format!(
+            "expected it to wait after the last expected text; it ended by {}",
+            describe_exit(other)
+        )),
+    }
+}
+
+/// The line whose appearance starts the grace period: the result marker, or for a run
+/// expected to stall, the last text it must print.
+fn stop_marker(test: &IntegrationTest) -> &str {
+    match (test.expect, test.must_contain.last()) {
+        (Expect::Stalls, Some(last)) => last,
+        _ => MARKER,
+    }
+}
+
 /// The tests whose `<platform>: <name>` contains `filter`.
 pub fn select(tests: Vec<IntegrationTest>, filter: Option<&str>) -> Vec<IntegrationTest> {
     tests.into_iter().filter(|t| filter.is_none_or(|f| t.full_name().contains(f))).collect()
@@ -112,14 +157,30 @@ pub fn work_dir(test: &IntegrationTest) -> std::path::PathBuf {
 fn launch(vm: &Vm) -> Result<emulator::Launch> {
     match vm.platform {
         Platform::BochsVmx | Platform::BochsSvm => bochs::prepare(vm),
-        Platform::QemuSvm | Platform::Kvm => qemu::launch(vm),
+        Platform::QemuSvm | Platform::Kvm | Platform::Uefi => qemu::launch(vm),
     }
 }
 
 fn run_one(test: &IntegrationTest, kernel: &Path) -> Result<Outcome> {
+    let kernel = if test.platform == Platform::Uefi {
+        // The kernel, the loader, the test's guests and its basalt.cfg on a fresh disk image.
+        let img = work_dir(test).join("basalt.img");
+        let guests: Vec<_> = test.modules.iter().map(|(path, _)| path.clone()).collect();
+        crate::image::build_image(
+            crate::kernel::Profile::Release,
+            Some(kernel),
+            test.uefi_config.as_deref(),
+            &test.cmdline,
+            &guests,
+            &img,
+        )?;
+        img
+    } else {
+        kernel.to_path_buf()
+    };
     let vm = Vm {
         platform: test.platform,
-        kernel: kernel.to_path_buf(),
+        kernel,
         smp: test.smp,
         mem_mb: test.mem_mb,
         cmdline: test.cmdline.clone(),
@@ -127,7 +188,7 @@ fn run_one(test: &IntegrationTest, kernel: &Path) -> Result<Outcome> {
         work_dir: work_dir(test),
     };
     let launch = launch(&vm)?;
-    emulator::run_captured(&launch, test.timeout, MARKER, GRACE_AFTER_MARKER)
+    emulator::run_captured(&launch, test.timeout, stop_marker(test), GRACE_AFTER_MARKER)
 }
 
 fn print_tail(label: &str, text: &str, lines: usize) {
@@ -292,6 +353,28 @@ mod tests {
             "[UNMAP ] Shutdown port: shutdown requested\n\
              00001234567e[CPU0  ] VMLAUNCH: invalid guest state\n"
         );
+    }
+
+    #[test]
+    fn stalls() {
+        let t = IntegrationTest::new(Platform::Uefi, "t", "test=t")
+            .expect(Expect::Stalls)
+            .must_contain(&["line 3: bad", "not started"])
+            .must_not_contain(&["boot summary"]);
+        assert_eq!(stop_marker(&t), "not started");
+        let serial = "error: line 3: bad\nBasalt was not started\n";
+        assert_eq!(check(&t, serial, Exit::KilledAfterMarker), Ok(()));
+        assert!(check(&t, serial, Exit::Exited(Some(0))).unwrap_err().contains("expected it to wait"));
+        assert!(check(&t, "line 3: bad\n", Exit::TimedOut(Duration::from_secs(60)))
+            .unwrap_err()
+            .contains("lacks"));
+        let started = format!("{serial}boot summary\n");
+        assert!(check(&t, &started, Exit::KilledAfterMarker)
+            .unwrap_err()
+            .contains("contains \"boot summary\""));
+        let reported = format!("{serial}BASALT-TEST-RESULT: PASS\n");
+        assert!(check(&t, &reported, Exit::KilledAfterMarker).is_err());
+        assert_eq!(stop_marker(&test(Platform::QemuSvm, Expect::Pass)), MARKER);
     }
 
     #[test]

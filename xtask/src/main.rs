@@ -4,12 +4,15 @@
 //! - `cargo xtask run [--bochs | --bochs-svm | --kvm] [--smp N] [--mem MB] [--debug] [--guest FILE]
 //!   [-- CMDLINE...]`: boots the demo guest unless given `--guest` or `--module`
 //! - `cargo xtask test [FILTER] [--host-only | --no-host] [--list]`
+//! - `cargo xtask image [--config FILE] [--guest FILE]... [-o PATH]`: a UEFI USB-stick image.
+//! - `cargo xtask run --uefi`: boot that image in QEMU with OVMF, from a USB stick.
 //! - `cargo xtask setup`: install every host tool xtask knows about.
 
 mod bochs;
 mod emulator;
 mod guests;
 mod host_tests;
+mod image;
 mod integration;
 mod kernel;
 mod platform;
@@ -45,6 +48,27 @@ enum Cmd {
     Test(TestArgs),
     /// Check for every host tool (QEMU, Bochs, GRUB, OVMF) and install what is missing.
     Setup,
+    /// Write a bootable UEFI disk image (GPT, FAT32 ESP): loader, kernel, config, guests.
+    Image(ImageArgs),
+}
+
+#[derive(Args)]
+struct ImageArgs {
+    /// The boot configuration to put in basalt/basalt.cfg (default: `cmdline = log=info` and
+    /// one `vm` line per --guest).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// A guest image to copy into basalt/ (repeatable).
+    #[arg(long = "guest", value_name = "FILE")]
+    guests: Vec<PathBuf>,
+    /// Where to write the image.
+    #[arg(short = 'o', long = "output", value_name = "PATH", default_value = image::DEFAULT_OUTPUT)]
+    output: PathBuf,
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// Put this kernel ELF in the image instead of building one.
+    #[arg(long, value_name = "ELF")]
+    kernel: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -68,6 +92,9 @@ struct RunArgs {
     /// QEMU on this machine's KVM (needs /dev/kvm).
     #[arg(long, group = "platform")]
     kvm: bool,
+    /// QEMU (TCG, EPYC) with OVMF, booting the `cargo xtask image` disk as a USB stick.
+    #[arg(long, group = "platform")]
+    uefi: bool,
     /// Number of CPUs.
     #[arg(long, default_value_t = 4)]
     smp: u32,
@@ -131,6 +158,30 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Run(args) => run(args),
         Cmd::Test(args) => test(args),
+        Cmd::Image(args) => {
+            let config = match &args.config {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read the config {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let kernel = args.kernel.map(given_kernel).transpose()?;
+            let output = util::workspace_root().join(&args.output);
+            image::build_image(
+                Profile::from_debug_flag(args.profile.debug),
+                kernel.as_deref(),
+                config.as_deref(),
+                "log=info",
+                &args.guests,
+                &output,
+            )?;
+            println!(
+                "xtask: wrote {} (UEFI only; write it to a stick with dd, see the README)",
+                output.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Setup => {
             tools::ensure(tools::ALL)?;
             println!("xtask: all host tools are present");
@@ -157,6 +208,8 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         Platform::BochsSvm
     } else if args.kvm {
         Platform::Kvm
+    } else if args.uefi {
+        Platform::Uefi
     } else {
         Platform::QemuSvm
     };
@@ -186,18 +239,22 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     };
     println!("xtask: kernel {}", kernel.display());
     let cmdline = if args.cmdline.is_empty() { "log=info".to_string() } else { args.cmdline.join(" ") };
-    let vm = Vm {
-        platform,
-        kernel,
-        smp: args.smp,
-        mem_mb: args.mem,
-        cmdline,
-        modules,
-        work_dir: util::xtask_dir().join(format!("run-{platform}")),
+    let work_dir = util::xtask_dir().join(format!("run-{platform}"));
+    let kernel = if platform == Platform::Uefi {
+        if !modules.is_empty() {
+            bail!("--uefi boots an image: give guests to `cargo xtask image --guest` instead of --module");
+        }
+        let img = work_dir.join("basalt.img");
+        image::build_image(Profile::Release, Some(&kernel), None, &cmdline, &[], &img)?;
+        println!("xtask: image {}", img.display());
+        img
+    } else {
+        kernel
     };
+    let vm = Vm { platform, kernel, smp: args.smp, mem_mb: args.mem, cmdline, modules, work_dir };
     let launch = match platform {
         Platform::BochsVmx | Platform::BochsSvm => bochs::prepare(&vm)?,
-        Platform::QemuSvm | Platform::Kvm => qemu::launch(&vm)?,
+        Platform::QemuSvm | Platform::Kvm | Platform::Uefi => qemu::launch(&vm)?,
     };
     let code = emulator::run_interactive(&launch)?;
     if platform.is_bochs() {

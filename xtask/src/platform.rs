@@ -15,6 +15,9 @@ pub enum Platform {
     BochsSvm,
     /// QEMU on the host's KVM (`cargo xtask run --kvm` only; needs /dev/kvm).
     Kvm,
+    /// QEMU TCG `-cpu EPYC` on q35 with OVMF, booting the `cargo xtask image` disk from a USB
+    /// stick through Basalt's UEFI loader. `Vm::kernel` is the disk image.
+    Uefi,
 }
 
 impl Platform {
@@ -25,6 +28,7 @@ impl Platform {
             Platform::BochsVmx => "vmx",
             Platform::BochsSvm => "svm-nrips",
             Platform::Kvm => "kvm",
+            Platform::Uefi => "uefi",
         }
     }
 
@@ -37,7 +41,7 @@ impl Platform {
         match self {
             Platform::BochsVmx => Some("corei7_skylake_x"),
             Platform::BochsSvm => Some("ryzen"),
-            Platform::QemuSvm | Platform::Kvm => None,
+            Platform::QemuSvm | Platform::Kvm | Platform::Uefi => None,
         }
     }
 
@@ -47,6 +51,8 @@ impl Platform {
             let mut tools = vec![Tool::Bochs, Tool::BochsBios, Tool::VgaBios];
             tools.extend_from_slice(ISO_TOOLS);
             tools
+        } else if self == Platform::Uefi {
+            vec![Tool::Qemu, Tool::Ovmf]
         } else {
             vec![Tool::Qemu]
         }
@@ -72,6 +78,7 @@ impl fmt::Display for Platform {
 #[derive(Clone, Debug)]
 pub struct Vm {
     pub platform: Platform,
+    /// The kernel ELF; for `Platform::Uefi`, the disk image (kernel, config and guests inside).
     pub kernel: PathBuf,
     pub smp: u32,
     pub mem_mb: u32,

@@ -24,7 +24,7 @@ pub fn args(vm: &Vm) -> Result<Vec<String>> {
     let mut args: Vec<String> = Vec::new();
     let mut push = |words: &[&str]| args.extend(words.iter().map(|w| w.to_string()));
     match vm.platform {
-        Platform::QemuSvm => push(&["-accel", "tcg", "-cpu", "EPYC"]),
+        Platform::QemuSvm | Platform::Uefi => push(&["-accel", "tcg", "-cpu", "EPYC"]),
         Platform::Kvm => {
             if !Path::new("/dev/kvm").exists() {
                 bail!("--kvm needs /dev/kvm, which this machine does not have");
@@ -38,8 +38,15 @@ pub fn args(vm: &Vm) -> Result<Vec<String>> {
     let smp = vm.smp.to_string();
     let mem = vm.mem_mb.to_string();
     let kernel = vm.kernel.display().to_string();
-    push(&["-smp", &smp, "-m", &mem, "-kernel", &kernel, "-append", &vm.cmdline]);
-    if !vm.modules.is_empty() {
+    if vm.platform == Platform::Uefi {
+        // The command line and the guests are inside the image (basalt.cfg).
+        push(&["-machine", "q35", "-nodefaults", "-smp", &smp, "-m", &mem]);
+        args.extend(uefi_args(&vm.kernel, &ovmf_vars(vm))?);
+    } else {
+        push(&["-smp", &smp, "-m", &mem, "-kernel", &kernel, "-append", &vm.cmdline]);
+    }
+    let mut push = |words: &[&str]| args.extend(words.iter().map(|w| w.to_string()));
+    if !vm.modules.is_empty() && vm.platform != Platform::Uefi {
         let initrd = initrd_arg(&vm.modules)?;
         push(&["-initrd", &initrd]);
     }
@@ -57,8 +64,45 @@ pub fn args(vm: &Vm) -> Result<Vec<String>> {
     Ok(args)
 }
 
+/// OVMF's firmware code (read-only) and the variable store every run starts from.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// This VM's copy of the OVMF variable store.
+fn ovmf_vars(vm: &Vm) -> std::path::PathBuf {
+    vm.work_dir.join("OVMF_VARS.fd")
+}
+
+/// OVMF as pflash (code read-only, a private copy of the variables) and `image` as a USB
+/// stick on an xHCI controller: what a PC booting Basalt from a stick looks like.
+pub fn uefi_args(image: &Path, vars: &Path) -> Result<Vec<String>> {
+    for path in [image, vars] {
+        if path.display().to_string().contains(',') {
+            bail!("QEMU's -drive cannot take a path with ',': {}", path.display());
+        }
+    }
+    Ok([
+        "-drive".to_string(),
+        format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+        "-drive".into(),
+        format!("if=pflash,format=raw,file={}", vars.display()),
+        "-device".into(),
+        "qemu-xhci,id=xhci".into(),
+        "-drive".into(),
+        format!("if=none,id=stick,format=raw,file={}", image.display()),
+        "-device".into(),
+        "usb-storage,bus=xhci.0,drive=stick".into(),
+    ]
+    .into())
+}
+
 pub fn launch(vm: &Vm) -> Result<Launch> {
     std::fs::create_dir_all(&vm.work_dir)?;
+    if vm.platform == Platform::Uefi {
+        // Fresh variables every run: no boot entries or settings left from the last one.
+        std::fs::copy(OVMF_VARS, ovmf_vars(vm))
+            .map_err(|e| anyhow::anyhow!("cannot copy {OVMF_VARS}: {e} (is the ovmf package installed?)"))?;
+    }
     Ok(Launch {
         program: "qemu-system-x86_64".into(),
         args: args(vm)?,
@@ -104,6 +148,23 @@ mod tests {
         assert_eq!(
             args,
             "-accel tcg -cpu EPYC -smp 4 -m 512 -kernel /k/basalt -append log=info test=boot \
+             -display none -serial stdio -monitor none -no-reboot \
+             -device isa-debug-exit,iobase=0xf4,iosize=4"
+        );
+    }
+
+    #[test]
+    fn uefi_command_line() {
+        let mut vm = vm();
+        vm.platform = Platform::Uefi;
+        vm.kernel = PathBuf::from("/t/basalt.img");
+        let args = args(&vm).unwrap().join(" ");
+        assert_eq!(
+            args,
+            "-accel tcg -cpu EPYC -machine q35 -nodefaults -smp 4 -m 512 \
+             -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+             -drive if=pflash,format=raw,file=/tmp/x/OVMF_VARS.fd -device qemu-xhci,id=xhci \
+             -drive if=none,id=stick,format=raw,file=/t/basalt.img -device usb-storage,bus=xhci.0,drive=stick \
              -display none -serial stdio -monitor none -no-reboot \
              -device isa-debug-exit,iobase=0xf4,iosize=4"
         );

@@ -20,6 +20,10 @@ use std::time::Duration;
 pub enum Expect {
     Pass,
     Fail,
+    /// No result marker: the run must stop and wait (a loader refusing to start Basalt). Once
+    /// the last `must_contain` text appears the harness watches for a grace period and kills
+    /// the emulator; being killed then is the expected outcome.
+    Stalls,
 }
 
 #[derive(Clone, Debug)]
@@ -34,6 +38,10 @@ pub struct IntegrationTest {
     pub expect: Expect,
     /// Substrings the serial output must contain.
     pub must_contain: Vec<String>,
+    /// Substrings the serial output must not contain.
+    pub must_not_contain: Vec<String>,
+    /// `Platform::Uefi`: the basalt.cfg to put in the image (default: `cmdline = <cmdline>`).
+    pub uefi_config: Option<String>,
     pub timeout: Duration,
 }
 
@@ -49,6 +57,8 @@ impl IntegrationTest {
             modules: Vec::new(),
             expect: Expect::Pass,
             must_contain: Vec::new(),
+            must_not_contain: Vec::new(),
+            uefi_config: None,
             timeout: platform.default_timeout(),
         }
     }
@@ -65,6 +75,17 @@ impl IntegrationTest {
 
     pub fn must_contain(mut self, needles: &[&str]) -> Self {
         self.must_contain.extend(needles.iter().map(|s| s.to_string()));
+        self
+    }
+
+    pub fn must_not_contain(mut self, needles: &[&str]) -> Self {
+        self.must_not_contain.extend(needles.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// The basalt.cfg of a `Platform::Uefi` test.
+    pub fn uefi_config(mut self, config: &str) -> Self {
+        self.uefi_config = Some(config.into());
         self
     }
 
@@ -160,6 +181,36 @@ fn kernel_tests() -> Vec<IntegrationTest> {
             .smp(2)
             .expect(Expect::Fail)
             .must_contain(&["EXCEPTION: #UD", "RIP="]),
+        // UEFI: the `cargo xtask image` disk as a USB stick, OVMF, Basalt's loader.
+        IntegrationTest::new(Uefi, "boot", "log=info test=boot").smp(4).must_contain(&[
+            "basalt-uefi: starting Basalt",
+            "starting (Uefi)",
+            "CPUs online: 4/4",
+            "virtualization: SVM",
+        ]),
+        // The demo guest from the stick: the loader reads it from the ESP, Basalt runs it.
+        IntegrationTest::new(Uefi, "demo", GUESTS_CMDLINE).smp(4).guest("demo").must_contain(&[
+            "basalt-uefi: starting Basalt",
+            "CPUs online: 4/4",
+            "VM demo: PASS",
+        ]),
+        IntegrationTest::new(Uefi, "broken-config", "log=info test=broken-config")
+            .smp(4)
+            .uefi_config(
+                "cmdline = log=info test=broken-config\n# a typo in a number\nvm demo demo.elf mem=6A\n",
+            )
+            .expect(Expect::Stalls)
+            .must_contain(&["basalt.cfg line 3: bad number in mem=6A", "Basalt was not started"])
+            .must_not_contain(&["basalt-uefi: starting", "boot summary", "BASALT-TEST-RESULT"]),
+        IntegrationTest::new(Uefi, "missing-guest", "log=info test=missing-guest")
+            .smp(4)
+            .uefi_config("cmdline = log=info test=missing-guest\nvm demo nowhere.elf\n")
+            .expect(Expect::Stalls)
+            .must_contain(&[
+                "basalt.cfg line 2: vm demo: \\basalt\\nowhere.elf does not exist",
+                "Basalt was not started",
+            ])
+            .must_not_contain(&["basalt-uefi: starting", "boot summary", "BASALT-TEST-RESULT"]),
     ]
 }
 
