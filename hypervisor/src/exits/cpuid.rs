@@ -115,7 +115,7 @@ mod tests {
     fn fake_host(leaf: u32, _sub: u32) -> [u32; 4] {
         match leaf {
             0 => [0xD, 0x756E_6547, 0x6C65_746E, 0x4965_6E69],
-            1 => [0x50654, 0x0402_0800, 0xFFFF_FFFF & !bit::HYPERVISOR, 0xFFFF_FFFF],
+            1 => [0x50654, 0x0402_0800, !bit::HYPERVISOR, 0xFFFF_FFFF],
             7 => [0, 0xFFFF_FFFF, 0xFFFF_FFFF, 0xFFFF_FFFF],
             0xB => [1, 2, 0x100, 3],
             0x8000_0000 => [0x8000_0008, 0, 0, 0],

@@ -120,9 +120,12 @@ mod tests {
     use basalt_guests::{UcallKind, UcallRecord, UCALL_PORT, UCALL_RECORD_SIZE};
     use spin::Mutex;
 
+    /// One scripted step: set registers, then exit.
+    type Step = (fn(&mut GuestGprs), VmExit);
+
     /// A vCPU that replays a script: each step sets registers, then "exits" with the given exit.
     struct Scripted {
-        steps: Vec<(fn(&mut GuestGprs), VmExit)>,
+        steps: Vec<Step>,
         next: usize,
         gprs: GuestGprs,
         rip: u64,
@@ -134,7 +137,7 @@ mod tests {
     }
 
     impl Scripted {
-        fn new(steps: Vec<(fn(&mut GuestGprs), VmExit)>) -> Self {
+        fn new(steps: Vec<Step>) -> Self {
             Scripted {
                 steps,
                 next: 0,
