@@ -13,6 +13,7 @@ pub mod cpu;
 pub mod gdt;
 pub mod idt;
 pub mod io;
+pub mod mtrr;
 pub mod nested;
 pub mod paging;
 pub mod smp;

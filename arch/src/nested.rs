@@ -1,6 +1,8 @@
 //! Nested page tables for guests: AMD NPT (APM Vol. 2 15.25, the long-mode page-table format
 //! with every level marked user) and Intel EPT (SDM Vol. 3C 29.3). One builder, two encodings;
-//! 2 MiB leaves where both addresses and the remaining length allow, 4 KiB leaves elsewhere.
+//! the largest leaf (1 GiB where the CPU has it, 2 MiB, else 4 KiB) that both addresses, the
+//! remaining length and the host memory type allow. EPT leaves carry the memory type the host
+//! MTRRs give their range (see `mtrr`); a range of mixed types is mapped with smaller leaves.
 
 use crate::paging::{OutOfTables, TableMemory};
 
@@ -13,6 +15,22 @@ pub enum NestedFormat {
 
 const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 const LARGE: u64 = 2 << 20;
+const HUGE: u64 = 1 << 30;
+
+/// Which leaves the CPU allows and what memory type a host range has.
+pub struct LeafPolicy<'a> {
+    /// 2 MiB leaves (EPT: IA32_VMX_EPT_VPID_CAP bit 16; NPT: always).
+    pub mib_pages: bool,
+    /// 1 GiB leaves (EPT: IA32_VMX_EPT_VPID_CAP bit 17; NPT: CPUID Page1GB).
+    pub gib_pages: bool,
+    /// The memory type of host-physical `[addr, addr + len)` if it is one type, else `None`.
+    /// Only EPT uses it; under NPT the CPU applies the host MTRRs itself.
+    pub memory_type: &'a dyn Fn(u64, u64) -> Option<u8>,
+}
+
+/// Every host range write-back, 2 MiB leaves at most (host tests, and NPT).
+pub const WRITE_BACK: LeafPolicy<'static> =
+    LeafPolicy { mib_pages: true, gib_pages: false, memory_type: &|_, _| Some(6) };
 
 /// EPT entry bits (SDM Table 29-2..29-6).
 pub mod ept {
@@ -21,6 +39,8 @@ pub mod ept {
     pub const EXECUTE: u64 = 1 << 2;
     /// Memory type write-back in a leaf's bits 5:3.
     pub const MEMTYPE_WB: u64 = 6 << 3;
+    /// Shift of a leaf's memory type (bits 5:3).
+    pub const MEMTYPE_SHIFT: u32 = 3;
     pub const LARGE_PAGE: u64 = 1 << 7;
     /// EPTP: write-back paging-structure memory type, 4-level walk (SDM 25.6.11).
     pub const EPTP_WB_4LEVEL: u64 = 6 | (3 << 3);
@@ -42,7 +62,7 @@ impl NestedFormat {
             NestedFormat::Ept => next | ept::READ | ept::WRITE | ept::EXECUTE,
         }
     }
-    fn leaf(self, hpa: u64, large: bool) -> u64 {
+    fn leaf(self, hpa: u64, large: bool, memory_type: u8) -> u64 {
         match self {
             NestedFormat::Npt => {
                 hpa | npt::PRESENT | npt::WRITE | npt::USER | if large { npt::LARGE_PAGE } else { 0 }
@@ -51,7 +71,7 @@ impl NestedFormat {
                 hpa | ept::READ
                     | ept::WRITE
                     | ept::EXECUTE
-                    | ept::MEMTYPE_WB
+                    | ((memory_type as u64 & 7) << ept::MEMTYPE_SHIFT)
                     | if large { ept::LARGE_PAGE } else { 0 }
             }
         }
@@ -77,21 +97,36 @@ pub fn map_range(
     gpa: u64,
     hpa: u64,
     len: u64,
+    policy: &LeafPolicy<'_>,
 ) -> Result<(), OutOfTables> {
     debug_assert!(gpa.is_multiple_of(4096) && hpa.is_multiple_of(4096) && len.is_multiple_of(4096));
+    let fits = |g: u64, h: u64, left: u64, size: u64| {
+        g.is_multiple_of(size) && h.is_multiple_of(size) && left >= size
+    };
     let mut off = 0;
     while off < len {
-        let (g, h) = (gpa + off, hpa + off);
+        let (g, h, left) = (gpa + off, hpa + off, len - off);
         let pdpt = next(mem, format, root, (g >> 39) & 511)?;
-        let pd = next(mem, format, pdpt, (g >> 30) & 511)?;
-        if g % LARGE == 0 && h % LARGE == 0 && len - off >= LARGE {
-            mem.write(pd, ((g >> 21) & 511) as usize, format.leaf(h, true));
-            off += LARGE;
-        } else {
-            let pt = next(mem, format, pd, (g >> 21) & 511)?;
-            mem.write(pt, ((g >> 12) & 511) as usize, format.leaf(h, false));
-            off += 4096;
+        if policy.gib_pages && fits(g, h, left, HUGE) {
+            if let Some(t) = (policy.memory_type)(h, HUGE) {
+                mem.write(pdpt, ((g >> 30) & 511) as usize, format.leaf(h, true, t));
+                off += HUGE;
+                continue;
+            }
         }
+        let pd = next(mem, format, pdpt, (g >> 30) & 511)?;
+        if policy.mib_pages && fits(g, h, left, LARGE) {
+            if let Some(t) = (policy.memory_type)(h, LARGE) {
+                mem.write(pd, ((g >> 21) & 511) as usize, format.leaf(h, true, t));
+                off += LARGE;
+                continue;
+            }
+        }
+        let pt = next(mem, format, pd, (g >> 21) & 511)?;
+        // One page always has one type; `None` here would be a broken policy: take UC.
+        let t = (policy.memory_type)(h, 4096).unwrap_or(0);
+        mem.write(pt, ((g >> 12) & 511) as usize, format.leaf(h, false, t));
+        off += 4096;
     }
     Ok(())
 }
@@ -115,8 +150,12 @@ pub fn translate(mem: &dyn TableMemory, root: u64, format: NestedFormat, gpa: u6
             return None;
         }
         let large = e & (1 << 7) != 0;
-        if level == 1 || (level == 2 && large) {
-            let page = if level == 2 { LARGE } else { 4096 };
+        if level == 1 || (level <= 3 && large) {
+            let page = match level {
+                3 => HUGE,
+                2 => LARGE,
+                _ => 4096,
+            };
             return Some((e & ADDR_MASK & !(page - 1)) | (gpa & (page - 1)));
         }
         table = e & ADDR_MASK;
@@ -156,8 +195,8 @@ mod tests {
             let mut m = Host::default();
             let root = new_root(&mut m).unwrap();
             // 16 MiB at GPA 0 -> HPA 0x1_0000_0000 (2 MiB leaves), plus 12 KiB at an odd place.
-            map_range(&mut m, root, format, 0, 0x1_0000_0000, 16 << 20).unwrap();
-            map_range(&mut m, root, format, 0x10_0000_3000, 0x2345_6000, 0x3000).unwrap();
+            map_range(&mut m, root, format, 0, 0x1_0000_0000, 16 << 20, &WRITE_BACK).unwrap();
+            map_range(&mut m, root, format, 0x10_0000_3000, 0x2345_6000, 0x3000, &WRITE_BACK).unwrap();
             assert_eq!(translate(&m, root, format, 0x1234), Some(0x1_0000_1234));
             assert_eq!(translate(&m, root, format, (16 << 20) - 1), Some(0x1_0000_0000 + (16 << 20) - 1));
             assert_eq!(translate(&m, root, format, 16 << 20), None);
@@ -169,13 +208,56 @@ mod tests {
     }
 
     #[test]
+    fn gib_leaves_where_allowed_and_mixed_memory_types_split() {
+        // 2 GiB at GPA 0 -> HPA 1 GiB: two 1 GiB leaves, no PD at all.
+        let mut m = Host::default();
+        let root = new_root(&mut m).unwrap();
+        let gib = LeafPolicy { mib_pages: true, gib_pages: true, memory_type: &|_, _| Some(6) };
+        map_range(&mut m, root, NestedFormat::Ept, 0, 1 << 30, 2 << 30, &gib).unwrap();
+        assert_eq!(m.tables, 2, "root and PDPT only");
+        assert_eq!(translate(&m, root, NestedFormat::Ept, (1 << 30) + 0x1234), Some((2 << 30) + 0x1234));
+        let pdpt = m.read(root, 0) & ADDR_MASK;
+        assert_eq!(m.read(pdpt, 1) & 0xFF, 0b111 | (6 << 3) | (1 << 7));
+
+        // A host range with one UC page in its second 2 MiB: that 2 MiB is split into 4 KiB
+        // pages with their own types; the rest stays large and write-back.
+        let mut m = Host::default();
+        let root = new_root(&mut m).unwrap();
+        let uc_page = 0x20_3000u64;
+        let types = move |h: u64, len: u64| {
+            if (h..h + len).contains(&uc_page) {
+                if len == 4096 {
+                    Some(0)
+                } else {
+                    None
+                }
+            } else {
+                Some(6)
+            }
+        };
+        let mixed = LeafPolicy { mib_pages: true, gib_pages: true, memory_type: &types };
+        map_range(&mut m, root, NestedFormat::Ept, 0, 0, 4 << 20, &mixed).unwrap();
+        assert_eq!(m.tables, 4, "root, PDPT, PD and one PT");
+        let pt_entry = |gpa: u64| {
+            let pdpt = m.read(root, 0) & ADDR_MASK;
+            let pd = m.read(pdpt, 0) & ADDR_MASK;
+            let pt = m.read(pd, 1) & ADDR_MASK;
+            m.read(pt, ((gpa >> 12) & 511) as usize)
+        };
+        assert_eq!((pt_entry(0x20_3000) >> 3) & 7, 0, "the UC page");
+        assert_eq!((pt_entry(0x20_4000) >> 3) & 7, 6);
+        assert_eq!(translate(&m, root, NestedFormat::Ept, 0x30_0010), Some(0x30_0010));
+    }
+
+    #[test]
     fn encodings_follow_the_manuals() {
-        let npt_leaf = NestedFormat::Npt.leaf(0x20_0000, true);
+        let npt_leaf = NestedFormat::Npt.leaf(0x20_0000, true, 6);
         assert_eq!(npt_leaf & 0xFFF, npt::PRESENT | npt::WRITE | npt::USER | npt::LARGE_PAGE);
-        let ept_leaf = NestedFormat::Ept.leaf(0x20_0000, true);
+        let ept_leaf = NestedFormat::Ept.leaf(0x20_0000, true, 6);
         assert_eq!(ept_leaf & 0xFFF, 0b111 | (6 << 3) | (1 << 7));
-        let ept_small = NestedFormat::Ept.leaf(0x3000, false);
+        let ept_small = NestedFormat::Ept.leaf(0x3000, false, 6);
         assert_eq!(ept_small & 0xFFF, 0b111 | (6 << 3));
+        assert_eq!(NestedFormat::Ept.leaf(0x3000, false, 0) & 0x38, 0, "UC");
         assert_eq!(NestedFormat::Ept.table_entry(0x5000), 0x5007);
         assert_eq!(NestedFormat::Npt.table_entry(0x5000), 0x5007);
     }

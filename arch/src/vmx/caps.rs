@@ -76,6 +76,8 @@ pub mod entry {
 /// IA32_VMX_EPT_VPID_CAP bits (SDM A.10).
 pub mod ept_cap {
     pub const WALK_4LEVEL: u64 = 1 << 6;
+    pub const PAGE_2MB: u64 = 1 << 16;
+    pub const PAGE_1GB: u64 = 1 << 17;
     pub const MEMTYPE_WB: u64 = 1 << 14;
     pub const INVEPT: u64 = 1 << 20;
     pub const INVEPT_ALL_CONTEXT: u64 = 1 << 26;

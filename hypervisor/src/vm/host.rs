@@ -11,7 +11,8 @@ use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use basalt_arch::cpu::{CpuInfo, Virtualization};
-use basalt_arch::nested::{self, NestedFormat};
+use basalt_arch::mtrr::{memtype, Mtrrs};
+use basalt_arch::nested::{self, LeafPolicy, NestedFormat};
 use basalt_arch::paging::PhysTables;
 use basalt_arch::virt::{FrameSource, VirtError, VirtualCpu};
 use basalt_arch::{svm, vmx};
@@ -26,14 +27,23 @@ pub enum Backend {
     Svm { nrips: bool, asids: u32 },
 }
 
+/// What the nested page tables may use on this machine: leaf sizes, and (EPT) the host MTRRs
+/// that give each leaf its memory type.
+struct NestedPaging {
+    mib_pages: bool,
+    gib_pages: bool,
+    mtrrs: Option<Mtrrs>,
+}
+
 static BACKEND: Once<Result<Backend, &'static str>> = Once::new();
+static NESTED: Once<NestedPaging> = Once::new();
 static ENABLED_CPUS: AtomicU32 = AtomicU32::new(0);
 static NEXT_TAG: AtomicU32 = AtomicU32::new(1);
 
 impl Backend {
     /// The backend for this CPU, or why there is none.
     pub fn detect(cpu: &CpuInfo) -> Result<Backend, &'static str> {
-        *BACKEND.call_once(|| match cpu.virtualization {
+        let backend = *BACKEND.call_once(|| match cpu.virtualization {
             Virtualization::Vmx => Ok(Backend::Vmx),
             Virtualization::Svm { npt: true, nrips, asids, .. } if asids > 1 => {
                 Ok(Backend::Svm { nrips, asids })
@@ -41,7 +51,21 @@ impl Backend {
             Virtualization::Svm { npt: false, .. } => Err("SVM without nested paging (NPT)"),
             Virtualization::Svm { .. } => Err("SVM with no ASID for guests"),
             Virtualization::None => Err("no hardware virtualization (VMX or SVM)"),
-        })
+        });
+        NESTED.call_once(|| match backend {
+            Ok(Backend::Vmx) => {
+                // SAFETY: CPUID reported VMX, so the VMX capability MSRs exist.
+                let ept = unsafe { vmx::caps::VmxCaps::read() }.ept_vpid;
+                NestedPaging {
+                    mib_pages: ept & vmx::caps::ept_cap::PAGE_2MB != 0,
+                    gib_pages: ept & vmx::caps::ept_cap::PAGE_1GB != 0,
+                    mtrrs: Some(Mtrrs::read()),
+                }
+            }
+            // NPT: 2 MiB leaves always; the CPU applies the host MTRRs under NPT itself.
+            _ => NestedPaging { mib_pages: true, gib_pages: cpu.gib_pages, mtrrs: None },
+        });
+        backend
     }
 
     /// The backend chosen on the boot CPU.
@@ -163,8 +187,15 @@ fn build_and_run(
     let (memory, mut vcpu): (_, Box<dyn VirtualCpu>) = {
         let mut guard = FRAMES.lock();
         let frames = guard.as_mut().ok_or("frame allocator not ready")?;
-        // Guest RAM: 2 MiB aligned so the nested tables can use large pages.
-        let ram = account.alloc(frames, pages, 2 << 20).map_err(|e| format!("guest RAM: {e}"))?;
+        // Guest RAM: aligned so the nested tables can use large pages (1 GiB for 1 GiB guests).
+        let align = if config.mem_bytes >= 1 << 30 { 1 << 30 } else { 2 << 20 };
+        let ram = match account.alloc(frames, pages, align) {
+            Err(super::account::ChargeError::Host(_)) if align > 2 << 20 => {
+                account.alloc(frames, pages, 2 << 20)
+            }
+            other => other,
+        }
+        .map_err(|e| format!("guest RAM: {e}"))?;
         // SAFETY: the RAM was just allocated for this VM and is identity-mapped.
         unsafe { core::ptr::write_bytes(ram as *mut u8, 0, config.mem_bytes as usize) };
         let mut memory = super::memory::GuestMemory::new();
@@ -173,9 +204,19 @@ fn build_and_run(
         let init = setup::load(&memory, image, config.mode)?;
 
         let format = backend.format();
+        let paging = NESTED.get().ok_or("nested paging not probed")?;
+        let memory_type = |addr: u64, len: u64| match &paging.mtrrs {
+            Some(m) => m.type_of_range(addr, len),
+            None => Some(memtype::WB),
+        };
+        let policy = LeafPolicy {
+            mib_pages: paging.mib_pages,
+            gib_pages: paging.gib_pages,
+            memory_type: &memory_type,
+        };
         let mut tables = PhysTables { alloc: || account.alloc(frames, 1, 4096).ok() };
         let root = nested::new_root(&mut tables).map_err(|_| "no memory for nested page tables")?;
-        nested::map_range(&mut tables, root, format, 0, ram, config.mem_bytes)
+        nested::map_range(&mut tables, root, format, 0, ram, config.mem_bytes, &policy)
             .map_err(|_| "no memory for nested page tables (over the VM's quota?)")?;
         let mut source = Charged { account, frames };
         let vcpu: Box<dyn VirtualCpu> = match backend {
