@@ -6,9 +6,11 @@
 //! with paging off, EAX = magic and EBX = the physical address of the info structure
 //! (Multiboot 0.6.96 3.2, Multiboot2 3.3).
 //!
-//! The trampoline identity-maps the first 4 GiB with 2 MiB pages (enough to reach the kernel,
-//! the loader's structures and the local APIC), enters long mode and calls
-//! `basalt_main(magic, info)`, which builds Basalt's real page tables.
+//! The trampoline switches to page tables that identity-map the first 4 GiB with 2 MiB pages
+//! (enough to reach the kernel, the loader's structures and the local APIC; the assembler
+//! builds them, so they are part of the image), enters long mode and calls
+//! `basalt_main(magic, info)`, which builds Basalt's real page tables. The UEFI entry
+//! (uefi_entry.rs) joins at `basalt_long_mode_entry` on the same GDT and tables.
 
 core::arch::global_asm!(
     r#"
@@ -61,28 +63,6 @@ _start:
     bt $29, %edx
     jnc no_long_mode
 
-    /* PML4[0] -> PDPT; PDPT[0..4] -> PD0..PD3; each PD maps 1 GiB with 2 MiB pages. */
-    mov $boot_pdpt, %eax
-    or $0x3, %eax
-    mov %eax, boot_pml4
-    xor %ecx, %ecx
-1:  mov %ecx, %eax
-    shl $12, %eax
-    add $boot_pd, %eax
-    or $0x3, %eax
-    mov %eax, boot_pdpt(,%ecx,8)
-    inc %ecx
-    cmp $4, %ecx
-    jne 1b
-    xor %ecx, %ecx
-2:  mov %ecx, %eax
-    shl $21, %eax
-    or $0x83, %eax                      /* present, writable, 2 MiB page */
-    mov %eax, boot_pd(,%ecx,8)
-    inc %ecx
-    cmp $2048, %ecx
-    jne 2b
-
     mov $boot_pml4, %eax
     mov %eax, %cr3
     mov %cr4, %eax
@@ -108,6 +88,10 @@ no_long_mode:
     jmp 3b
 
     .code64
+    /* Both entries (this one and the UEFI one) arrive here on the boot GDT and page tables
+       with boot_magic and boot_info filled in. */
+    .global basalt_long_mode_entry
+basalt_long_mode_entry:
 long_mode_entry:
     mov $0x10, %ax
     mov %ax, %ds
@@ -119,7 +103,7 @@ long_mode_entry:
     mov $boot_stack_top, %rsp
     xor %ebp, %ebp
     mov boot_magic, %edi
-    mov boot_info, %esi
+    mov boot_info, %rsi
     call basalt_main
 4:  cli
     hlt
@@ -127,6 +111,7 @@ long_mode_entry:
 
     .section .rodata.boot_gdt, "a"
     .balign 16
+    .global boot_gdt_ptr
 boot_gdt:
     .quad 0
     .quad 0x00AF9A000000FFFF            /* 0x08: 64-bit code */
@@ -137,15 +122,35 @@ boot_gdt_ptr:
     .quad boot_gdt
 
     .section .data.boot_args, "aw"
-    .balign 4
-boot_magic: .long 0
-boot_info:  .long 0
+    .balign 8
+    .global boot_magic
+    .global boot_info
+boot_magic: .quad 0
+boot_info:  .quad 0
 
-    .section .bss.boot_tables, "aw", @nobits
+    /* The boot page tables, built by the assembler: PML4[0] -> PDPT; PDPT[0..4] -> PD0..PD3;
+       each PD maps 1 GiB with 2 MiB pages (present, writable, large). */
+    .section .data.boot_tables, "aw"
     .balign 4096
-boot_pml4:  .skip 4096
-boot_pdpt:  .skip 4096
-boot_pd:    .skip 4096 * 4
+    .global boot_pml4
+boot_pml4:
+    .quad boot_pdpt + 0x3
+    .fill 511, 8, 0
+boot_pdpt:
+    .quad boot_pd + 0x3
+    .quad boot_pd + 0x1003
+    .quad boot_pd + 0x2003
+    .quad boot_pd + 0x3003
+    .fill 508, 8, 0
+boot_pd:
+    .set boot_page, 0
+    .rept 2048
+    .quad boot_page + 0x83
+    .set boot_page, boot_page + 0x200000
+    .endr
+
+    .section .bss.boot_stack, "aw", @nobits
+    .balign 4096
     .global boot_stack_bottom
 boot_stack_bottom:
     .skip BOOT_STACK_SIZE
