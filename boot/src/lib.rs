@@ -10,6 +10,7 @@
 #![no_std]
 
 pub mod cmdline;
+pub mod elf;
 #[cfg(target_os = "none")]
 mod entry;
 pub mod fixed;

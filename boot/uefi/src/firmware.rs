@@ -172,7 +172,7 @@ fn load_kernel(kernel: &[u8], segments: &[elf::Segment]) -> Result<(), String> {
     )?;
     for seg in segments {
         // SAFETY: the whole range of every segment was allocated above.
-        unsafe { place(seg.paddr, seg.memsz, elf::file_bytes(kernel, seg)) };
+        unsafe { place(seg.paddr, seg.mem_size, elf::file_bytes(kernel, seg)) };
     }
     Ok(())
 }

@@ -4,7 +4,6 @@
 
 pub mod account;
 pub mod config;
-pub mod elf;
 #[cfg(target_os = "none")]
 pub mod host;
 pub mod memory;

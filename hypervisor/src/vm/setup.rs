@@ -2,11 +2,11 @@
 //! boot ABI in `tests/src/lib.rs` describes.
 
 use super::config::StartMode;
-use super::elf::GuestImage;
 use super::memory::GuestMemory;
 use alloc::format;
 use alloc::string::String;
 use basalt_arch::virt::{DescriptorTable, InitialState};
+use basalt_boot::elf::ElfImage;
 
 /// Guest-physical layout of the structures Basalt builds for a 64-bit guest.
 pub const GDT_GPA: u64 = 0x500;
@@ -21,9 +21,9 @@ pub const LOAD_FLOOR: u64 = 0x8000;
 
 /// Copy the image's segments into guest RAM and return the vCPU's first state.
 pub fn load(mem: &GuestMemory, image_bytes: &[u8], mode: StartMode) -> Result<InitialState, String> {
-    let image = GuestImage::parse(image_bytes).map_err(|e| format!("guest image: {e}"))?;
-    for s in &image.segments {
-        let end = s.paddr.saturating_add(s.mem_size);
+    let image = ElfImage::parse(image_bytes).map_err(|e| format!("guest image: {e}"))?;
+    for s in image.segments() {
+        let end = s.end();
         if s.paddr < LOAD_FLOOR || !mem.contains(s.paddr) || !mem.contains(end - 1) {
             return Err(format!(
                 "guest image segment {:#x}..{:#x} is outside guest RAM {:#x}..{:#x}",
@@ -33,10 +33,8 @@ pub fn load(mem: &GuestMemory, image_bytes: &[u8], mode: StartMode) -> Result<In
                 mem.size()
             ));
         }
-        mem.write(s.paddr, &image_bytes[s.file_offset..s.file_offset + s.file_size])
-            .map_err(|e| format!("{e}"))?;
-        mem.zero(s.paddr + s.file_size as u64, s.mem_size - s.file_size as u64)
-            .map_err(|e| format!("{e}"))?;
+        mem.write(s.paddr, image.file_bytes(&s)).map_err(|e| format!("{e}"))?;
+        mem.zero(s.paddr + s.file_size, s.mem_size - s.file_size).map_err(|e| format!("{e}"))?;
     }
     match mode {
         StartMode::Long => {
@@ -72,9 +70,16 @@ fn build_long_mode_structures(mem: &GuestMemory) -> Result<(), super::memory::Ou
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::elf::tests::tiny_elf;
     use crate::vm::memory::tests::host_backed;
     use alloc::vec;
+    use alloc::vec::Vec;
+
+    fn tiny_elf(paddr: u64, entry: u64, code: &[u8], bss: u64) -> Vec<u8> {
+        let mut buf = vec![0u8; 256];
+        let n = basalt_boot::elf::write_minimal(&mut buf, paddr, entry, code, bss);
+        buf.truncate(n);
+        buf
+    }
 
     #[test]
     fn long_mode_guest_gets_its_image_tables_and_state() {
