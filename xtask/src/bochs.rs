@@ -87,10 +87,16 @@ pub fn prepare(vm: &Vm) -> Result<Launch> {
             .and_then(|n| n.to_str())
             .with_context(|| format!("module path {} has no usable file name", path.display()))?
             .to_string();
-        if name == "basalt" || name == "grub" || modules.iter().any(|(n, _)| *n == name) {
-            bail!("module file name {name} is used twice in /boot");
+        if name == "basalt" || name == "grub" {
+            bail!("module file name {name} clashes with Basalt's own files in /boot");
         }
-        copy(path, &boot.join(&name))?;
+        // The same file may be several modules (one image, several VMs): copy it once.
+        let target = boot.join(&name);
+        if !target.exists() {
+            copy(path, &target)?;
+        } else if fs::read(path)? != fs::read(&target)? {
+            bail!("two different module files are named {name}");
+        }
         modules.push((name, args.clone()));
     }
     fs::write(boot.join("grub/grub.cfg"), grub_cfg(&vm.cmdline, &modules))?;

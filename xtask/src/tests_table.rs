@@ -136,6 +136,22 @@ pub fn guest_tests(platform: Platform, fail_line: usize) -> Vec<IntegrationTest>
             .expect(Expect::Fail)
             .must_contain(&[&fail_at]),
     );
+    // Bad configuration stops only the VM it belongs to: a VM with an odd RAM size and one
+    // whose quota cannot hold its control structures are refused, the next VM runs.
+    tests.push(
+        IntegrationTest::new(platform, "config", GUESTS_CMDLINE)
+            .module(guests::path("cpuid"), "name=badmem mem=3")
+            .module(guests::path("cpuid"), "name=tight quota=16400")
+            .guest("cpuid")
+            .expect(Expect::Fail)
+            .must_contain(&[
+                "VM badmem: FAIL: not started: bad VM configuration: mem=3",
+                "VM tight: FAIL: not started: ",
+                "over its memory quota",
+                "VM cpuid: PASS",
+                "2 of 3 VMs failed",
+            ]),
+    );
     tests.push(
         IntegrationTest::new(platform, "unmapped", GUESTS_CMDLINE)
             .guest("unmapped")
@@ -233,7 +249,7 @@ mod tests {
     fn every_guest_runs_on_every_platform() {
         let tests = all();
         for platform in GUEST_PLATFORMS {
-            for name in guests::PASSING.iter().chain(&["fail", "unmapped"]) {
+            for name in guests::PASSING.iter().chain(&["fail", "unmapped", "config"]) {
                 let t = tests.iter().find(|t| t.platform == platform && t.name == *name).unwrap();
                 assert_eq!(t.smp, 1);
                 assert_eq!(t.cmdline, GUESTS_CMDLINE);

@@ -2,7 +2,7 @@
 //! CPU, and a VM built from a boot module (RAM and every control structure charged to it),
 //! run to its end and torn down. Kernel only: it touches physical memory and the CPU.
 
-use super::account::Account;
+use super::account::{Account, ChargeError};
 use super::config::VmConfig;
 use super::{setup, Console, VmOutcome, VmState};
 use crate::frames::FrameAllocator;
@@ -93,15 +93,30 @@ impl FrameSource for HostFrames<'_> {
     }
 }
 
-/// Frames charged to one VM.
+/// Frames charged to one VM; remembers why the last allocation failed, for the report.
 struct Charged<'a> {
     account: &'a mut Account,
     frames: &'a mut FrameAllocator,
+    failure: Option<ChargeError>,
+}
+
+impl Charged<'_> {
+    fn alloc(&mut self, pages: usize) -> Option<u64> {
+        self.account.alloc(self.frames, pages, 4096).map_err(|e| self.failure = Some(e)).ok()
+    }
+
+    /// A report for a failed step: the charge failure behind it where there was one.
+    fn explain(&self, what: &str, error: impl core::fmt::Display) -> String {
+        match &self.failure {
+            Some(f) => format!("{what}: {f}"),
+            None => format!("{what}: {error}"),
+        }
+    }
 }
 
 impl FrameSource for Charged<'_> {
     fn alloc_zeroed(&mut self, pages: usize) -> Option<u64> {
-        let addr = self.account.alloc(self.frames, pages, 4096).ok()?;
+        let addr = self.alloc(pages)?;
         // SAFETY: as in `HostFrames`; these frames belong to the VM's account.
         unsafe { core::ptr::write_bytes(addr as *mut u8, 0, pages * 4096) };
         Some(addr)
@@ -214,24 +229,26 @@ fn build_and_run(
             gib_pages: paging.gib_pages,
             memory_type: &memory_type,
         };
-        let mut tables = PhysTables { alloc: || account.alloc(frames, 1, 4096).ok() };
-        let root = nested::new_root(&mut tables).map_err(|_| "no memory for nested page tables")?;
-        nested::map_range(&mut tables, root, format, 0, ram, config.mem_bytes, &policy)
-            .map_err(|_| "no memory for nested page tables (over the VM's quota?)")?;
-        let mut source = Charged { account, frames };
-        let vcpu: Box<dyn VirtualCpu> = match backend {
+        let mut source = Charged { account, frames, failure: None };
+        let root = {
+            let mut tables = PhysTables { alloc: || source.alloc(1) };
+            nested::new_root(&mut tables).and_then(|root| {
+                nested::map_range(&mut tables, root, format, 0, ram, config.mem_bytes, &policy).map(|_| root)
+            })
+        }
+        .map_err(|_| source.explain("nested page tables", "out of memory"))?;
+        let vcpu: Result<Box<dyn VirtualCpu>, VirtError> = match backend {
             Backend::Vmx => {
                 let vpid = (tag % 0xFFFF + 1) as u16;
-                Box::new(vmx::VmxVcpu::new(&mut source, root, vpid, &init).map_err(|e| format!("{e}"))?)
+                vmx::VmxVcpu::new(&mut source, root, vpid, &init).map(|v| Box::new(v) as Box<dyn VirtualCpu>)
             }
             Backend::Svm { nrips, asids } => {
                 let asid = tag % (asids - 1) + 1;
-                Box::new(
-                    svm::SvmVcpu::new(&mut source, root, asid, &init, nrips).map_err(|e| format!("{e}"))?,
-                )
+                svm::SvmVcpu::new(&mut source, root, asid, &init, nrips)
+                    .map(|v| Box::new(v) as Box<dyn VirtualCpu>)
             }
         };
-        (memory, vcpu)
+        (memory, vcpu.map_err(|e| source.explain("vCPU", e))?)
     };
     let mut state = VmState::new(config.name.clone(), memory, console);
     let outcome = super::run(&mut state, vcpu.as_mut());
