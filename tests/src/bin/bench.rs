@@ -103,7 +103,8 @@ fn msr_write() {
 /// Whether this CPU is an Intel one (CPUID vendor): VMCALL there, VMMCALL on AMD.
 fn intel() -> bool {
     let r = __cpuid(0);
-    (r.ebx, r.edx, r.ecx) == (u32::from_le_bytes(*b"Genu"), u32::from_le_bytes(*b"ineI"), u32::from_le_bytes(*b"ntel"))
+    (r.ebx, r.edx, r.ecx)
+        == (u32::from_le_bytes(*b"Genu"), u32::from_le_bytes(*b"ineI"), u32::from_le_bytes(*b"ntel"))
 }
 
 /// One benchmark row: its name in the `BENCH` line, and the ticks it took.
