@@ -244,7 +244,13 @@ pub fn compare(old: &Results, new: &Results) -> String {
                 } else {
                     String::new()
                 };
-                format!("{key}: {} -> {} ({:+}{pct})", fmt_num(before), fmt_num(now), fmt_num(now - before))
+                let sign = if now > before { "+" } else { "" };
+                format!(
+                    "{key}: {} -> {} ({sign}{}{pct})",
+                    fmt_num(before),
+                    fmt_num(now),
+                    fmt_num(now - before)
+                )
             }
         };
         let _ = writeln!(out, "{line}");
