@@ -305,7 +305,7 @@ pub fn table(r: &Results) -> String {
         cell(r, &format!("{QEMU_BARE}/{WORKLOAD}")),
         "-".into(),
         "-".into(),
-        "the same guest booted by QEMU without Basalt (multiboot, COM1, isa-debug-exit)",
+        "not built yet: the workload guest has no multiboot header, 32-to-64-bit trampoline or COM1 output, so QEMU cannot boot it without Basalt",
     );
     let loaded = r.get("footprint/binary-loaded-bytes");
     line(
