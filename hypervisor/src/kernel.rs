@@ -189,10 +189,13 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
         }
     }
 
-    let free = FRAMES.lock().as_ref().map_or(0, |f| f.free_bytes());
+    let (free, allocated) =
+        FRAMES.lock().as_ref().map_or((0, 0), |f| (f.free_bytes(), f.total_bytes() - f.free_bytes()));
+    let (kernel_start, kernel_end) = kernel_range();
+    let in_use = (kernel_end - kernel_start) + allocated;
     let online = CPUS_ONLINE.load(Ordering::SeqCst);
     let listed = platform.processor_count.max(1);
-    print_summary(&cpu, usable, free, tsc_khz, online, listed);
+    print_summary(&cpu, (usable, free, in_use), tsc_khz, online, listed);
     match backend {
         Ok(b) => println!("  VM backend: {}, enabled on {}/{online} CPUs", describe(b), host::enabled_cpus()),
         Err(why) => println!("  VM backend: none ({why}): Basalt cannot run VMs here"),
@@ -284,7 +287,8 @@ extern "C" fn ap_entry(index: u64) -> ! {
     io::halt_forever()
 }
 
-fn print_summary(cpu: &CpuInfo, usable: u64, free: u64, tsc_khz: u64, online: usize, listed: usize) {
+fn print_summary(cpu: &CpuInfo, memory: (u64, u64, u64), tsc_khz: u64, online: usize, listed: usize) {
+    let (usable, free, in_use) = memory;
     let vendor = match cpu.vendor {
         basalt_arch::cpu::Vendor::Intel => "Intel",
         basalt_arch::cpu::Vendor::Amd => "AMD",
@@ -312,6 +316,9 @@ fn print_summary(cpu: &CpuInfo, usable: u64, free: u64, tsc_khz: u64, online: us
         Virtualization::None => println!("  virtualization: none (Basalt cannot run VMs on this CPU)"),
     }
     println!("  memory: {} MiB usable, {} MiB free after boot", usable >> 20, free >> 20);
+    // Read by `cargo xtask bench`: the kernel image plus every frame it allocated (heap, page
+    // tables, per-CPU VMXON region or host save area); not the modules or loader data.
+    println!("  memory in use by Basalt: {} KiB", in_use >> 10);
     println!(
         "  APIC: {}, TSC {}.{:03} MHz",
         if apic::is_x2apic() { "x2APIC" } else { "xAPIC" },

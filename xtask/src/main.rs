@@ -7,7 +7,10 @@
 //! - `cargo xtask image [--config FILE] [--guest FILE]... [-o PATH]`: a UEFI USB-stick image.
 //! - `cargo xtask run --uefi`: boot that image in QEMU with OVMF, from a USB stick.
 //! - `cargo xtask setup`: install every host tool xtask knows about.
+//! - `cargo xtask bench [--compare FILE] [--no-bochs]`: instruction counts of the exit paths,
+//!   a whole-guest figure and the memory footprint; writes target/bench.json.
 
+mod bench;
 mod bochs;
 mod emulator;
 mod guests;
@@ -50,6 +53,19 @@ enum Cmd {
     Setup,
     /// Write a bootable UEFI disk image (GPT, FAT32 ESP): loader, kernel, config, guests.
     Image(ImageArgs),
+    /// Measure exit round trips in instructions (QEMU icount, Bochs), a whole guest and the
+    /// memory footprint; print the table and write target/bench.json.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Also print each number's change against this earlier target/bench.json.
+    #[arg(long, value_name = "FILE")]
+    compare: Option<PathBuf>,
+    /// Skip the Bochs (VMX) run.
+    #[arg(long)]
+    no_bochs: bool,
 }
 
 #[derive(Args)]
@@ -180,6 +196,10 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
                 "xtask: wrote {} (UEFI only; write it to a stick with dd, see the README)",
                 output.display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench(args) => {
+            bench::run(bench::Options { compare: args.compare, bochs: !args.no_bochs })?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Setup => {

@@ -100,9 +100,70 @@ fn host_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     [r.eax, r.ebx, r.ecx, r.edx]
 }
 
-pub fn handle(_vm: &mut VmState, vcpu: &mut dyn VirtualCpu) -> Action {
+/// Basic leaves answered from the table: 0..BASIC_LEAVES.
+const BASIC_LEAVES: usize = 0x20;
+/// Extended leaves answered from the table: 0x8000_0000..0x8000_0000 + EXT_LEAVES.
+const EXT_LEAVES: usize = 0x22;
+
+/// Whether the answer to `leaf` is the same for every subleaf (ECX), so a table entry made with
+/// subleaf 0 answers it. Leaves 4, 7, 0xB, 0xD, 0x1F, 0x8000_001D and others enumerate
+/// subleaves: those come from the table only for subleaf 0.
+const fn subleaf_independent(leaf: u32) -> bool {
+    matches!(leaf, 0..=3 | 5 | 6 | 0xA | 0x8000_0000..=0x8000_0008 | 0x8000_000A | 0x8000_001E | 0x8000_001F)
+}
+
+/// A VM's CPUID answers, computed once when the VM is made (DESIGN.md: no decoding or host
+/// queries on the exit path when the answer cannot change). Leaves outside the table, and
+/// subleaves other than 0 of leaves that have them, are computed by [`virtual_cpuid`] on the
+/// exit.
+pub struct CpuidTable {
+    basic: [[u32; 4]; BASIC_LEAVES],
+    ext: [[u32; 4]; EXT_LEAVES],
+}
+
+impl CpuidTable {
+    /// The table for this host CPU.
+    pub fn new() -> Self {
+        Self::with_host(&host_cpuid)
+    }
+
+    /// The table for a host that answers like `host` (tests).
+    pub fn with_host(host: &dyn Fn(u32, u32) -> [u32; 4]) -> Self {
+        let mut t = CpuidTable { basic: [[0; 4]; BASIC_LEAVES], ext: [[0; 4]; EXT_LEAVES] };
+        for (leaf, answer) in (0u32..).zip(t.basic.iter_mut()) {
+            *answer = virtual_cpuid(leaf, 0, host);
+        }
+        for (leaf, answer) in (0x8000_0000u32..).zip(t.ext.iter_mut()) {
+            *answer = virtual_cpuid(leaf, 0, host);
+        }
+        t
+    }
+
+    /// The answer for `leaf`/`subleaf`, from the table where it holds it.
+    #[inline]
+    pub fn lookup(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        let from_table = subleaf == 0 || subleaf_independent(leaf);
+        if from_table {
+            if let Some(a) = self.basic.get(leaf as usize) {
+                return *a;
+            }
+            if let Some(a) = self.ext.get(leaf.wrapping_sub(0x8000_0000) as usize) {
+                return *a;
+            }
+        }
+        virtual_cpuid(leaf, subleaf, &host_cpuid)
+    }
+}
+
+impl Default for CpuidTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub fn handle(vm: &mut VmState, vcpu: &mut dyn VirtualCpu) -> Action {
     let regs = vcpu.gprs();
-    let [a, b, c, d] = virtual_cpuid(regs.rax as u32, regs.rcx as u32, &host_cpuid);
+    let [a, b, c, d] = vm.cpuid.lookup(regs.rax as u32, regs.rcx as u32);
     (regs.rax, regs.rbx, regs.rcx, regs.rdx) = (a as u64, b as u64, c as u64, d as u64);
     vcpu.skip_instruction();
     Action::Continue
@@ -148,6 +209,23 @@ mod tests {
         assert_eq!(virtual_cpuid(0x8000_0001, 0, &fake_host)[2] & bit::SVM, 0);
         assert_eq!(virtual_cpuid(7, 0, &fake_host)[1] & (1 << 5), 0, "AVX2 hidden");
         assert_eq!(virtual_cpuid(0xB, 0, &fake_host), [0; 4], "host topology hidden");
+    }
+
+    #[test]
+    fn the_table_answers_like_virtual_cpuid() {
+        let t = CpuidTable::with_host(&fake_host);
+        for leaf in (0..0x30).chain(0x4000_0000..0x4000_0003).chain(0x8000_0000..0x8000_0030) {
+            for subleaf in [0, 1, 7] {
+                let want = if subleaf == 0 || subleaf_independent(leaf) {
+                    virtual_cpuid(leaf, 0, &fake_host)
+                } else {
+                    virtual_cpuid(leaf, subleaf, &host_cpuid)
+                };
+                assert_eq!(t.lookup(leaf, subleaf), want, "leaf {leaf:#x} subleaf {subleaf}");
+            }
+        }
+        // Subleaf 1 of leaf 7 is not the table's subleaf 0 answer.
+        assert_eq!(t.lookup(7, 1), virtual_cpuid(7, 1, &host_cpuid));
     }
 
     #[test]

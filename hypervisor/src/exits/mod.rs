@@ -11,7 +11,7 @@ mod hypercall;
 mod io;
 mod msr;
 
-pub use cpuid::{virtual_cpuid, HYPERVISOR_SIGNATURE};
+pub use cpuid::{virtual_cpuid, CpuidTable, HYPERVISOR_SIGNATURE};
 pub use io::{SCRATCH_PORT, UNASSIGNED_READ};
 pub use msr::SCRATCH_MSR;
 

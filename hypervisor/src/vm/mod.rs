@@ -50,6 +50,8 @@ pub struct VmState {
     pub pending_interrupt: Option<u8>,
     /// An exception was queued for the next entry; interrupts wait one more entry.
     pub exception_queued: bool,
+    /// The VM's CPUID answers, computed when the VM is made.
+    pub cpuid: exits::CpuidTable,
     console: Console,
 }
 
@@ -63,6 +65,7 @@ impl VmState {
             scratch_msr: 0,
             pending_interrupt: None,
             exception_queued: false,
+            cpuid: exits::CpuidTable::new(),
             console,
         }
     }

@@ -1,0 +1,649 @@
+//! `cargo xtask bench`: deterministic instruction counts of Basalt's exit paths.
+//!
+//! Under QEMU with `-icount shift=0,sleep=off` the TSC counts executed instructions (guest and
+//! Basalt together), identically from run to run; under Bochs with `clock: sync=none` it does
+//! too. The `bench` guest reads the TSC around 1000 round trips of each exiting instruction and
+//! prints `BENCH <row> total=<ticks> iters=<n>`; the row `empty` (the same loop with nothing
+//! in it) is subtracted. The `workload` guest is a whole-guest figure. The kernel's per-VM
+//! lines give the exits by reason and the memory charged; its boot summary the memory Basalt
+//! uses before any VM.
+//!
+//! To add a micro-benchmark: one line in the guest's `ROWS` (tests/src/bin/bench.rs) and one
+//! [`Row`] in [`ROWS`] here.
+
+use crate::emulator::{self, Exit, Launch};
+use crate::platform::{Platform, Vm};
+use crate::util::{workspace_root, xtask_dir};
+use crate::{bochs, guests, kernel, qemu};
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One micro-benchmark row of the table.
+#[derive(Clone, Copy, Debug)]
+pub struct Row {
+    /// The name in the guest's `BENCH` line.
+    pub key: &'static str,
+    pub label: &'static str,
+    /// The most instructions per round trip the issue asks for under QEMU SVM.
+    pub target: Option<f64>,
+    /// The path this row measures.
+    pub note: &'static str,
+}
+
+/// The micro-benchmark rows, in table order.
+pub const ROWS: &[Row] = &[
+    Row {
+        key: "cpuid",
+        label: "CPUID exit",
+        target: Some(120.0),
+        note: "CPUID leaf 0: exit, dispatch, the VM's precomputed CPUID answer, RIP += 2, re-entry",
+    },
+    Row {
+        key: "hypercall",
+        label: "VMCALL/VMMCALL exit",
+        target: None,
+        note: "hypercall HC_VERSION (RAX=0): exit, dispatch, RAX = ABI version, skip, re-entry",
+    },
+    Row {
+        key: "pio-out",
+        label: "port I/O exit (OUT)",
+        target: Some(200.0),
+        note: "32-bit OUT to the scratch port 0xE4: IOIO exit, decode, scratch register write",
+    },
+    Row {
+        key: "pio-in",
+        label: "port I/O exit (IN)",
+        target: Some(200.0),
+        note: "32-bit IN from the scratch port 0xE4: IOIO exit, decode, RAX = scratch register",
+    },
+    Row {
+        key: "msr-read",
+        label: "MSR read exit",
+        target: Some(150.0),
+        note: "RDMSR of the scratch MSR 0x4B42_0000: MSR exit, EDX:EAX = emulated value",
+    },
+    Row {
+        key: "msr-write",
+        label: "MSR write exit",
+        target: Some(150.0),
+        note: "WRMSR of the scratch MSR 0x4B42_0000: MSR exit, emulated value = EDX:EAX",
+    },
+];
+
+/// The guest row subtracted from every other: the measuring loop alone.
+const EMPTY: &str = "empty";
+/// The whole-guest row (`iters` there is the number of guest page faults).
+const WORKLOAD: &str = "workload";
+/// The binary size target (loaded image) and the per-VM fixed memory target.
+const BINARY_TARGET_BYTES: u64 = 1 << 20;
+const VM_FIXED_TARGET_KIB: f64 = 256.0;
+
+/// QEMU's deterministic-counting flags (PLATFORM.md).
+pub const ICOUNT_ARGS: &[&str] =
+    &["-icount", "shift=0,sleep=off", "-seed", "1", "-rtc", "base=2024-01-01T00:00:00,clock=vm"];
+
+/// The two backends measured, as named in the JSON keys.
+const QEMU_SVM: &str = "qemu-svm";
+const BOCHS_VMX: &str = "bochs-vmx";
+const QEMU_BARE: &str = "qemu-bare";
+
+/// One `BENCH` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BenchLine {
+    pub row: String,
+    pub total: u64,
+    pub iters: u64,
+}
+
+/// Parses `BENCH <row> total=<n> iters=<n>` anywhere in a line (the kernel prefixes a VM's
+/// console lines with `[name] `).
+pub fn parse_bench_line(line: &str) -> Option<BenchLine> {
+    let rest = line.trim_end_matches('\r').split_once("BENCH ")?.1;
+    let mut words = rest.split_whitespace();
+    let row = words.next()?.to_string();
+    let (mut total, mut iters) = (None, None);
+    for word in words {
+        match word.split_once('=') {
+            Some(("total", v)) => total = v.parse().ok(),
+            Some(("iters", v)) => iters = v.parse().ok(),
+            _ => {}
+        }
+    }
+    Some(BenchLine { row, total: total?, iters: iters? })
+}
+
+/// The kernel's line after each VM: `VM <name>: exits <stats>; <n> KiB charged of <q> KiB quota`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmStats {
+    pub name: String,
+    /// `total 6309: cpuid 1051, io 2108`.
+    pub exits: String,
+    pub charged_kib: u64,
+}
+
+pub fn parse_vm_stats(line: &str) -> Option<VmStats> {
+    let rest = line.trim_end_matches('\r').split_once("VM ")?.1;
+    let (name, rest) = rest.split_once(": exits ")?;
+    let (exits, rest) = rest.split_once("; ")?;
+    let charged_kib = rest.strip_suffix(" KiB quota")?.split_once(" KiB charged of ")?.0.parse().ok()?;
+    Some(VmStats { name: name.to_string(), exits: exits.to_string(), charged_kib })
+}
+
+/// `memory in use by Basalt: <n> KiB` from the boot summary.
+pub fn parse_basalt_memory(serial: &str) -> Option<u64> {
+    serial
+        .lines()
+        .find_map(|l| l.split_once("memory in use by Basalt: ")?.1.trim().strip_suffix(" KiB")?.parse().ok())
+}
+
+/// Instructions per round trip of each row: (row total − empty total) / iterations.
+pub fn per_round_trip(lines: &[BenchLine]) -> Result<BTreeMap<String, f64>> {
+    let empty = lines.iter().find(|l| l.row == EMPTY).context("no `BENCH empty` line")?;
+    let mut out = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.row != EMPTY && l.row != WORKLOAD) {
+        if l.iters != empty.iters || l.iters == 0 {
+            bail!("row {} ran {} iterations, the empty loop {}", l.row, l.iters, empty.iters);
+        }
+        out.insert(l.row.clone(), (l.total as f64 - empty.total as f64) / l.iters as f64);
+    }
+    Ok(out)
+}
+
+/// The size of the kernel ELF: (bytes its PT_LOAD segments occupy in memory, from the lowest
+/// physical address to the highest end; the file's size).
+pub fn elf_sizes(bytes: &[u8]) -> Result<(u64, u64)> {
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 {
+        bail!("not an ELF64 file");
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
+    let (phoff, phentsize, phnum) = (u64_at(32) as usize, u16_at(54), u16_at(56));
+    let (mut low, mut high) = (u64::MAX, 0);
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        if ph + 56 > bytes.len() {
+            bail!("program header {i} lies outside the file");
+        }
+        let p_type = u32::from_le_bytes(bytes[ph..ph + 4].try_into().expect("4 bytes"));
+        if p_type == 1 && u64_at(ph + 40) > 0 {
+            low = low.min(u64_at(ph + 24));
+            high = high.max(u64_at(ph + 24) + u64_at(ph + 40));
+        }
+    }
+    if high == 0 {
+        bail!("no PT_LOAD segment");
+    }
+    Ok((high - low, bytes.len() as u64))
+}
+
+/// Fixed and per-GiB memory charged to a VM beyond its RAM, from two VMs of `small` and `big`
+/// MiB of RAM: the overhead grows linearly in RAM (nested page tables); the fixed part is what
+/// is left at zero RAM.
+pub fn vm_overhead(small: (u64, u64), big: (u64, u64)) -> (f64, f64) {
+    let over = |(mib, kib): (u64, u64)| kib as f64 - (mib * 1024) as f64;
+    let per_mib = (over(big) - over(small)) / (big.0 - small.0) as f64;
+    (over(small) - per_mib * small.0 as f64, per_mib * 1024.0)
+}
+
+/// Everything one run of `cargo xtask bench` measured, as flat `metric -> value` pairs plus
+/// the exits by reason; this is what target/bench.json holds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Results {
+    pub metrics: BTreeMap<String, f64>,
+    pub exits: BTreeMap<String, String>,
+}
+
+impl Results {
+    pub fn to_json(&self) -> Value {
+        let metrics: Map<String, Value> = self.metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let exits: Map<String, Value> = self.exits.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        json!({ "schema": 1, "metrics": metrics, "exits": exits })
+    }
+
+    pub fn from_json(v: &Value) -> Result<Results> {
+        let mut r = Results::default();
+        let metrics = v.get("metrics").and_then(Value::as_object).context("no \"metrics\" object")?;
+        for (k, v) in metrics {
+            r.metrics.insert(k.clone(), v.as_f64().with_context(|| format!("metric {k} is not a number"))?);
+        }
+        if let Some(exits) = v.get("exits").and_then(Value::as_object) {
+            for (k, v) in exits {
+                r.exits.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+            }
+        }
+        Ok(r)
+    }
+
+    fn get(&self, key: &str) -> Option<f64> {
+        self.metrics.get(key).copied()
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// Each metric's change from `old` to `new`, one line each.
+pub fn compare(old: &Results, new: &Results) -> String {
+    let mut out = String::new();
+    for (key, &now) in &new.metrics {
+        let line = match old.get(key) {
+            None => format!("{key}: {} (new)", fmt_num(now)),
+            Some(before) if before == now => format!("{key}: {} (unchanged)", fmt_num(now)),
+            Some(before) => {
+                let pct = if before != 0.0 {
+                    format!(", {:+.1}%", (now - before) / before * 100.0)
+                } else {
+                    String::new()
+                };
+                let sign = if now > before { "+" } else { "" };
+                format!(
+                    "{key}: {} -> {} ({sign}{}{pct})",
+                    fmt_num(before),
+                    fmt_num(now),
+                    fmt_num(now - before)
+                )
+            }
+        };
+        let _ = writeln!(out, "{line}");
+    }
+    for key in old.metrics.keys().filter(|k| !new.metrics.contains_key(*k)) {
+        let _ = writeln!(out, "{key}: gone (was {})", fmt_num(old.metrics[key]));
+    }
+    out
+}
+
+fn cell(r: &Results, key: &str) -> String {
+    r.get(key).map_or_else(|| "-".into(), fmt_num)
+}
+
+fn target_cell(target: Option<f64>, got: Option<f64>) -> String {
+    match (target, got) {
+        (None, _) => "-".into(),
+        (Some(t), Some(v)) if v <= t => format!("<= {} met", fmt_num(t)),
+        (Some(t), Some(v)) => format!("<= {} (+{} over)", fmt_num(t), fmt_num(v - t)),
+        (Some(t), None) => format!("<= {}", fmt_num(t)),
+    }
+}
+
+/// The table: one line per row, as Markdown (the README shows it as is).
+pub fn table(r: &Results) -> String {
+    let mut t = String::from(
+        "| row | svm / QEMU | vmx / Bochs | target (QEMU) | what it measures |\n| --- | ---: | ---: | --- | --- |\n",
+    );
+    let mut line = |label: &str, svm: String, vmx: String, target: String, note: &str| {
+        let _ = writeln!(t, "| {label} | {svm} | {vmx} | {target} | {note} |");
+    };
+    for row in ROWS {
+        let svm = format!("{QEMU_SVM}/{}", row.key);
+        line(
+            row.label,
+            cell(r, &svm),
+            cell(r, &format!("{BOCHS_VMX}/{}", row.key)),
+            target_cell(row.target, r.get(&svm)),
+            row.note,
+        );
+    }
+    let wl = format!("{QEMU_SVM}/{WORKLOAD}");
+    line(
+        "workload guest, under Basalt",
+        cell(r, &wl),
+        cell(r, &format!("{BOCHS_VMX}/{WORKLOAD}")),
+        "-".into(),
+        "instructions from the guest's first to last TSC read (page faults, port I/O, TSC reads)",
+    );
+    line(
+        "workload guest, bare QEMU",
+        cell(r, &format!("{QEMU_BARE}/{WORKLOAD}")),
+        "-".into(),
+        "-".into(),
+        "not built yet: the workload guest has no multiboot header, 32-to-64-bit trampoline or COM1 output, so QEMU cannot boot it without Basalt",
+    );
+    let loaded = r.get("footprint/binary-loaded-bytes");
+    line(
+        "binary, loaded (bytes)",
+        cell(r, "footprint/binary-loaded-bytes"),
+        "same".into(),
+        target_cell(Some(BINARY_TARGET_BYTES as f64), loaded),
+        "the kernel ELF's PT_LOAD span (code, data, bss, boot stack)",
+    );
+    line(
+        "binary, file (bytes)",
+        cell(r, "footprint/binary-file-bytes"),
+        "same".into(),
+        "-".into(),
+        "the ELF file with its debug info (release profile keeps it)",
+    );
+    line(
+        "memory before any VM (KiB)",
+        cell(r, &format!("{QEMU_SVM}/basalt-memory-kib")),
+        cell(r, &format!("{BOCHS_VMX}/basalt-memory-kib")),
+        "-".into(),
+        "kernel image + every frame Basalt allocated at boot (16 MiB heap, page tables, per-CPU pages)",
+    );
+    let fixed = format!("{QEMU_SVM}/vm-fixed-kib");
+    line(
+        "memory per VM, fixed (KiB)",
+        cell(r, &fixed),
+        "-".into(),
+        target_cell(Some(VM_FIXED_TARGET_KIB), r.get(&fixed)),
+        "charged beyond guest RAM at zero RAM: VMCB, host save page, IOPM, MSRPM, NPT root levels",
+    );
+    line(
+        "memory per VM, per GiB of RAM (KiB)",
+        cell(r, &format!("{QEMU_SVM}/vm-per-gib-kib")),
+        "-".into(),
+        "-".into(),
+        "nested page tables per GiB of guest RAM (2 MiB pages), from VMs of 16 and 1040 MiB",
+    );
+    t
+}
+
+/// What one emulator run printed, with the serial log's path for errors.
+struct Run {
+    serial: String,
+    log: PathBuf,
+}
+
+fn check_run(name: &str, launch: &Launch, outcome: emulator::Outcome, want_pass: bool) -> Result<Run> {
+    let log = launch.serial_log.clone();
+    let serial = outcome.serial;
+    if want_pass && !serial.contains("BASALT-TEST-RESULT: PASS") {
+        bail!("the {name} run did not pass ({:?}); see {}", outcome.exit, log.display());
+    }
+    if let Exit::TimedOut(t) = outcome.exit {
+        bail!("the {name} run timed out after {}s; see {}", t.as_secs(), log.display());
+    }
+    Ok(Run { serial, log })
+}
+
+fn qemu_run(name: &str, kernel: &Path, mem_mb: u32, modules: Vec<(PathBuf, String)>) -> Result<Run> {
+    let vm = Vm {
+        platform: Platform::QemuSvm,
+        kernel: kernel.to_path_buf(),
+        smp: 1,
+        mem_mb,
+        cmdline: "log=info test=guests".into(),
+        modules,
+        work_dir: xtask_dir().join(format!("bench-{name}")),
+    };
+    let mut launch = qemu::launch(&vm)?;
+    launch.args.extend(ICOUNT_ARGS.iter().map(|s| s.to_string()));
+    println!("xtask: {}", launch.display());
+    let outcome = emulator::run_captured(
+        &launch,
+        Duration::from_secs(300),
+        "BASALT-TEST-RESULT",
+        Duration::from_secs(5),
+    )?;
+    check_run(name, &launch, outcome, true)
+}
+
+fn bochs_run(kernel: &Path, modules: Vec<(PathBuf, String)>) -> Result<Run> {
+    let vm = Vm {
+        platform: Platform::BochsVmx,
+        kernel: kernel.to_path_buf(),
+        smp: 1,
+        mem_mb: 512,
+        cmdline: "log=info test=guests".into(),
+        modules,
+        work_dir: xtask_dir().join("bench-bochs-vmx"),
+    };
+    let launch = bochs::prepare(&vm)?;
+    println!("xtask: {}", launch.display());
+    let outcome = emulator::run_captured(
+        &launch,
+        Duration::from_secs(600),
+        "BASALT-TEST-RESULT",
+        Duration::from_secs(5),
+    )?;
+    check_run("bochs-vmx", &launch, outcome, true)
+}
+
+/// Reads the micro-benchmarks, the workload and the memory lines of one run into `r` under
+/// `prefix`.
+fn collect(prefix: &str, run: &Run, r: &mut Results) -> Result<()> {
+    let lines: Vec<BenchLine> = run.serial.lines().filter_map(parse_bench_line).collect();
+    if lines.is_empty() {
+        bail!("no BENCH lines in {}", run.log.display());
+    }
+    for (row, v) in per_round_trip(&lines)? {
+        r.metrics.insert(format!("{prefix}/{row}"), v);
+    }
+    if let Some(w) = lines.iter().find(|l| l.row == WORKLOAD) {
+        r.metrics.insert(format!("{prefix}/{WORKLOAD}"), w.total as f64);
+        r.metrics.insert(format!("{prefix}/{WORKLOAD}-page-faults"), w.iters as f64);
+    }
+    for stats in run.serial.lines().filter_map(parse_vm_stats) {
+        r.exits.insert(format!("{prefix}/{}", stats.name), stats.exits);
+    }
+    if let Some(kib) = parse_basalt_memory(&run.serial) {
+        r.metrics.insert(format!("{prefix}/basalt-memory-kib"), kib as f64);
+    }
+    Ok(())
+}
+
+/// The guests each run boots, with their module command lines.
+fn bench_modules() -> Vec<(PathBuf, String)> {
+    vec![
+        (guests::path("bench"), "name=bench mem=16".into()),
+        (guests::path(WORKLOAD), "name=workload mem=16".into()),
+    ]
+}
+
+pub struct Options {
+    pub compare: Option<PathBuf>,
+    pub bochs: bool,
+}
+
+pub fn run(opts: Options) -> Result<()> {
+    let previous = match &opts.compare {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let value: Value =
+                serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+            Some(
+                Results::from_json(&value)
+                    .with_context(|| format!("{} is not a bench result", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let mut tools = Platform::QemuSvm.required_tools();
+    if opts.bochs {
+        tools.extend(Platform::BochsVmx.required_tools());
+    }
+    crate::tools::ensure(&tools)?;
+    let kernel = kernel::build(kernel::Profile::Release)?;
+    guests::build()?;
+    let mut r = Results::default();
+
+    let (loaded, file) = elf_sizes(&std::fs::read(&kernel)?)?;
+    r.metrics.insert("footprint/binary-loaded-bytes".into(), loaded as f64);
+    r.metrics.insert("footprint/binary-file-bytes".into(), file as f64);
+
+    let run = qemu_run("qemu-svm", &kernel, 512, bench_modules())?;
+    collect(QEMU_SVM, &run, &mut r)?;
+
+    // Memory charged per VM: the same guest with 16 MiB and 16 MiB + 1 GiB of RAM.
+    let demo = guests::path(guests::DEMO);
+    let sizes = [16u64, 1040];
+    let modules = sizes.iter().map(|m| (demo.clone(), format!("name=mem{m} mem={m}"))).collect();
+    let run = qemu_run("footprint", &kernel, 1536, modules)?;
+    let charged = |mib: u64| {
+        run.serial
+            .lines()
+            .filter_map(parse_vm_stats)
+            .find(|s| s.name == format!("mem{mib}"))
+            .map(|s| (mib, s.charged_kib))
+            .with_context(|| format!("no charged-memory line for the {mib} MiB VM in {}", run.log.display()))
+    };
+    let (fixed, per_gib) = vm_overhead(charged(sizes[0])?, charged(sizes[1])?);
+    r.metrics.insert(format!("{QEMU_SVM}/vm-fixed-kib"), fixed);
+    r.metrics.insert(format!("{QEMU_SVM}/vm-per-gib-kib"), per_gib);
+
+    if let Some(run) = bare_workload_run()? {
+        if let Some(w) = run.serial.lines().filter_map(parse_bench_line).find(|l| l.row == WORKLOAD) {
+            r.metrics.insert(format!("{QEMU_BARE}/{WORKLOAD}"), w.total as f64);
+            r.metrics.insert(format!("{QEMU_BARE}/{WORKLOAD}-page-faults"), w.iters as f64);
+        }
+    }
+
+    if opts.bochs {
+        let run = bochs_run(&kernel, bench_modules())?;
+        collect(BOCHS_VMX, &run, &mut r)?;
+    }
+
+    println!();
+    print!("{}", table(&r));
+    println!();
+    for (vm, exits) in &r.exits {
+        println!("exits of {vm}: {exits}");
+    }
+    let out = workspace_root().join("target").join("bench.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&r.to_json())? + "\n")?;
+    println!("xtask: wrote {}", out.display());
+    if let Some(old) = previous {
+        println!("\nxtask: change against {}", opts.compare.as_deref().unwrap_or(Path::new("?")).display());
+        print!("{}", compare(&old, &r));
+    }
+    Ok(())
+}
+
+/// The workload guest booted directly by QEMU (no Basalt), if it can boot that way.
+fn bare_workload_run() -> Result<Option<Run>> {
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SERIAL: &str = "\
+[INFO  cpu0] Basalt 0.1.0 starting (Multiboot1)\n\
+  memory in use by Basalt: 17204 KiB\n\
+[bench] BENCH empty total=2008 iters=1000\r\n\
+[bench] BENCH cpuid total=286010 iters=1000\n\
+[bench] BENCH pio-in total=249011 iters=1000\n\
+[workload] BENCH workload total=9876543 iters=4096\n\
+[INFO  cpu0] VM bench: exits total 6309: cpuid 1051, io 2108, msr 2100, hypercall 1050; 16424 KiB charged of 16896 KiB quota\n";
+
+    #[test]
+    fn bench_lines() {
+        assert_eq!(
+            parse_bench_line("[bench] BENCH cpuid total=286010 iters=1000\r"),
+            Some(BenchLine { row: "cpuid".into(), total: 286010, iters: 1000 })
+        );
+        assert_eq!(parse_bench_line("BENCH cpuid total=x iters=1000"), None);
+        assert_eq!(parse_bench_line("BENCH cpuid iters=1000"), None);
+        assert_eq!(parse_bench_line("no bench here"), None);
+        let lines: Vec<_> = SERIAL.lines().filter_map(parse_bench_line).collect();
+        assert_eq!(lines.len(), 4);
+        let per = per_round_trip(&lines).unwrap();
+        assert_eq!(per["cpuid"], 284.002);
+        assert_eq!(per["pio-in"], 247.003);
+        assert!(!per.contains_key("workload") && !per.contains_key("empty"));
+        assert!(per_round_trip(&lines[1..]).is_err(), "no empty row");
+    }
+
+    #[test]
+    fn stats_and_memory_lines() {
+        let stats: Vec<_> = SERIAL.lines().filter_map(parse_vm_stats).collect();
+        assert_eq!(
+            stats,
+            [VmStats {
+                name: "bench".into(),
+                exits: "total 6309: cpuid 1051, io 2108, msr 2100, hypercall 1050".into(),
+                charged_kib: 16424
+            }]
+        );
+        assert_eq!(parse_vm_stats("VM bench: PASS"), None);
+        assert_eq!(parse_basalt_memory(SERIAL), Some(17204));
+        assert_eq!(parse_basalt_memory("nothing"), None);
+    }
+
+    #[test]
+    fn overhead_is_split_into_fixed_and_per_gib() {
+        // 40 KiB fixed, 4 KiB of tables per GiB.
+        let (fixed, per_gib) = vm_overhead((16, 16 * 1024 + 40), (1040, 1040 * 1024 + 44));
+        assert_eq!(per_gib, 4.0);
+        assert_eq!(fixed, 40.0 - 4.0 / 64.0);
+    }
+
+    #[test]
+    fn elf_sizes_of_a_small_elf() {
+        let mut elf = vec![0u8; 64 + 2 * 56];
+        elf[..5].copy_from_slice(b"\x7fELF\x02");
+        elf[32..40].copy_from_slice(&64u64.to_le_bytes());
+        elf[54..56].copy_from_slice(&56u16.to_le_bytes());
+        elf[56..58].copy_from_slice(&2u16.to_le_bytes());
+        for (i, (paddr, memsz)) in [(0x10_0000u64, 0x2000u64), (0x10_3000, 0x1000)].into_iter().enumerate() {
+            let ph = 64 + i * 56;
+            elf[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes());
+            elf[ph + 24..ph + 32].copy_from_slice(&paddr.to_le_bytes());
+            elf[ph + 40..ph + 48].copy_from_slice(&memsz.to_le_bytes());
+        }
+        assert_eq!(elf_sizes(&elf).unwrap(), (0x4000, elf.len() as u64));
+        assert!(elf_sizes(b"not an elf").is_err());
+    }
+
+    fn sample() -> Results {
+        let mut r = Results::default();
+        r.metrics.insert("qemu-svm/cpuid".into(), 284.0);
+        r.metrics.insert("qemu-svm/pio-in".into(), 247.5);
+        r.metrics.insert("bochs-vmx/cpuid".into(), 600.0);
+        r.exits.insert("qemu-svm/bench".into(), "total 3: cpuid 3".into());
+        r
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let r = sample();
+        let text = serde_json::to_string_pretty(&r.to_json()).unwrap();
+        let back = Results::from_json(&serde_json::from_str(&text).unwrap()).unwrap();
+        assert_eq!(back, r);
+        assert!(Results::from_json(&json!({"metrics": {"a": "x"}})).is_err());
+        assert!(Results::from_json(&json!({})).is_err());
+    }
+
+    #[test]
+    fn compare_prints_each_change() {
+        let old = sample();
+        let mut new = sample();
+        new.metrics.insert("qemu-svm/cpuid".into(), 142.0);
+        new.metrics.remove("bochs-vmx/cpuid");
+        new.metrics.insert("qemu-svm/msr-read".into(), 120.0);
+        assert_eq!(
+            compare(&old, &new),
+            "qemu-svm/cpuid: 284 -> 142 (-142, -50.0%)\n\
+             qemu-svm/msr-read: 120 (new)\n\
+             qemu-svm/pio-in: 247.5 (unchanged)\n\
+             bochs-vmx/cpuid: gone (was 600)\n"
+        );
+    }
+
+    #[test]
+    fn table_shows_targets_and_gaps() {
+        let t = table(&sample());
+        assert!(t.contains("| CPUID exit | 284 | 600 | <= 120 (+164 over) |"), "{t}");
+        assert!(t.contains("| port I/O exit (IN) | 247.5 | - | <= 200 (+47.5 over) |"), "{t}");
+        assert!(t.contains("| MSR read exit | - | - | <= 150 |"), "{t}");
+    }
+
+    #[test]
+    fn every_row_is_in_the_bench_guest() {
+        let guest = std::fs::read_to_string(workspace_root().join("tests/src/bin/bench.rs")).unwrap();
+        for row in ROWS.iter().map(|r| r.key).chain([EMPTY]) {
+            assert!(guest.contains(&format!("(\"{row}\",")), "tests/src/bin/bench.rs lacks row {row}");
+        }
+    }
+}
