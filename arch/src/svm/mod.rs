@@ -99,10 +99,8 @@ pub struct SvmVcpu {
     /// The VMRUN-checked fields as they were before the first VMRUN (a failed VMRUN overwrites
     /// the save area with host state, APM 15.5.1 and PLATFORM.md).
     entry_state: EntryState,
-    last_exit: ExitFields,
     /// Set after a VMEXIT_INVALID: the save area now holds host state and must never run.
     failed: Option<VmExit>,
-    first_run: bool,
     host_interrupt_exits: bool,
 }
 
@@ -176,6 +174,9 @@ impl SvmVcpu {
         s.g_pat = GUEST_PAT;
 
         let entry_state = EntryState::from_vmcb(vmcb);
+        // SAFETY: `enable_this_cpu` ran on this CPU (a precondition of `new`) and the host page
+        // was just allocated for this vCPU.
+        unsafe { switch::save_host(host_save_pa) };
         let phys_addr_bits = features().map_or(48, |f| f.phys_addr_bits);
         Ok(SvmVcpu {
             vmcb,
@@ -185,9 +186,7 @@ impl SvmVcpu {
             nrips,
             phys_addr_bits,
             entry_state,
-            last_exit: ExitFields::default(),
             failed: None,
-            first_run: true,
             host_interrupt_exits: false,
         })
     }
@@ -208,8 +207,15 @@ impl SvmVcpu {
     }
 
     /// The raw SVM exit code of the last exit (for reports).
+    /// The last exit's code and information, read from the VMCB where the CPU wrote them.
+    #[inline]
+    fn exit_fields(&self) -> ExitFields {
+        let c = &self.vmcb.control;
+        ExitFields { exit_code: c.exit_code, exit_info_1: c.exit_info_1, exit_info_2: c.exit_info_2 }
+    }
+
     pub fn last_exit_code(&self) -> u64 {
-        self.last_exit.exit_code
+        self.vmcb.control.exit_code
     }
 }
 
@@ -226,8 +232,6 @@ impl VirtualCpu for SvmVcpu {
             switch::world_switch(&mut self.gprs, self.vmcb_pa, self.host_save_pa, self.host_interrupt_exits)
         };
         let c = &mut self.vmcb.control;
-        self.last_exit =
-            ExitFields { exit_code: c.exit_code, exit_info_1: c.exit_info_1, exit_info_2: c.exit_info_2 };
         if exit_code::is_invalid(c.exit_code) {
             let mut before = self.entry_state;
             before.set_control(c);
@@ -235,10 +239,8 @@ impl VirtualCpu for SvmVcpu {
             self.failed = Some(failure);
             return failure;
         }
-        if self.first_run {
-            self.first_run = false;
-            c.tlb_control = tlb_control::DO_NOTHING;
-        }
+        // The first VMRUN flushed this ASID's stale translations (set in `new`); later ones need not.
+        c.tlb_control = tlb_control::DO_NOTHING;
         // An event whose delivery the exit interrupted is delivered again at the next entry
         // (APM 15.7.2); anything injected has been delivered.
         c.event_inj = if c.exit_int_info & event::VALID != 0 { c.exit_int_info } else { 0 };
@@ -247,7 +249,7 @@ impl VirtualCpu for SvmVcpu {
             c.intercept_misc1 &= !intercept::VINTR;
         }
         self.gprs.rax = self.vmcb.save.rax;
-        exit::decode(self.last_exit, self.gprs.rcx, self.gprs.rax, self.gprs.rdx)
+        exit::decode(self.exit_fields(), self.gprs.rcx, self.gprs.rax, self.gprs.rdx)
     }
 
     fn gprs(&mut self) -> &mut GuestGprs {
@@ -256,7 +258,7 @@ impl VirtualCpu for SvmVcpu {
 
     fn skip_instruction(&mut self) {
         let nrips = self.nrips.then_some(self.vmcb.control.next_rip);
-        if let Some(next) = exit::next_rip(self.last_exit, self.vmcb.save.rip, nrips) {
+        if let Some(next) = exit::next_rip(self.exit_fields(), self.vmcb.save.rip, nrips) {
             self.vmcb.save.rip = next;
             self.vmcb.control.interrupt_shadow &= !INTERRUPT_SHADOW;
         }

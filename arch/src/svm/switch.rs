@@ -3,8 +3,10 @@
 //! VMRUN saves and restores only part of the host (CS/SS/DS/ES, GDTR/IDTR, CR0/3/4, EFER,
 //! RFLAGS, RIP, RSP, RAX); the rest that VMLOAD/VMSAVE covers (FS, GS and their bases, TR,
 //! LDTR, KernelGsBase, STAR/LSTAR/CSTAR/SFMASK, SYSENTER_*) is saved to a host page with
-//! `vmsave` first and reloaded after the exit, so Basalt's per-CPU GS base survives. Everything
-//! runs with GIF clear: no interrupt or NMI is taken between the host `vmsave` and `vmload`.
+//! `vmsave` once when the vCPU is created ([`save_host`]: Basalt never changes them after boot,
+//! and a vCPU only runs on the CPU that created it) and reloaded after every exit, so Basalt's
+//! per-CPU GS base survives. Everything runs with GIF clear: no interrupt or NMI is taken
+//! between the guest's `vmload` and the host's.
 
 use crate::virt::GuestGprs;
 
@@ -29,8 +31,6 @@ core::arch::global_asm!(
     "jz 2f",
     "sti",
     "2:",
-    "mov rax, rdx",
-    "vmsave rax",
     "mov rax, rsi",
     "mov rbx, [rdi + 8]",
     "mov rcx, [rdi + 16]",
@@ -85,12 +85,23 @@ extern "sysv64" {
     fn basalt_svm_world_switch(gprs: *mut GuestGprs, guest_vmcb: u64, host_save: u64, host_if: u64);
 }
 
+/// Save this CPU's host state that VMRUN does not (FS, GS, TR, LDTR, KernelGsBase, the
+/// SYSCALL and SYSENTER MSRs) into `host_save`, for every later exit to reload.
+///
+/// # Safety
+/// EFER.SVME is set on this CPU and `host_save` is a 4 KiB-aligned page this vCPU owns.
+pub(super) unsafe fn save_host(host_save: u64) {
+    // SAFETY: forwarded to the caller; VMSAVE only writes the page at RAX.
+    unsafe { core::arch::asm!("vmsave rax", in("rax") host_save, options(nostack)) };
+}
+
 /// Run the guest of `guest_vmcb` until its next #VMEXIT, guest GPRs (but RAX and RSP, which
 /// live in the VMCB) loaded from and saved back to `gprs`.
 ///
 /// # Safety
 /// EFER.SVME is set and VM_HSAVE_PA is valid on this CPU; `guest_vmcb` and `host_save` are the
-/// physical (= virtual) addresses of 4 KiB-aligned pages this vCPU owns; the VMCB describes a
+/// physical (= virtual) addresses of 4 KiB-aligned pages this vCPU owns, `host_save` filled by
+/// [`save_host`] on this CPU; the VMCB describes a
 /// guest whose nested page tables map only memory the guest may own. Host IF is 0.
 pub(super) unsafe fn world_switch(gprs: &mut GuestGprs, guest_vmcb: u64, host_save: u64, host_if: bool) {
     // SAFETY: forwarded to the caller; the routine preserves every callee-saved register and

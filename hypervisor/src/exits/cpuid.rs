@@ -142,16 +142,14 @@ impl CpuidTable {
     /// The answer for `leaf`/`subleaf`, from the table where it holds it.
     #[inline]
     pub fn lookup(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
-        let from_table = subleaf == 0 || subleaf_independent(leaf);
-        if from_table {
-            if let Some(a) = self.basic.get(leaf as usize) {
-                return *a;
-            }
-            if let Some(a) = self.ext.get(leaf.wrapping_sub(0x8000_0000) as usize) {
-                return *a;
-            }
+        let answer = match self.basic.get(leaf as usize) {
+            Some(a) => Some(a),
+            None => self.ext.get(leaf.wrapping_sub(0x8000_0000) as usize),
+        };
+        match answer {
+            Some(a) if subleaf == 0 || subleaf_independent(leaf) => *a,
+            _ => virtual_cpuid(leaf, subleaf, &host_cpuid),
         }
-        virtual_cpuid(leaf, subleaf, &host_cpuid)
     }
 }
 
@@ -161,7 +159,7 @@ impl Default for CpuidTable {
     }
 }
 
-pub fn handle(vm: &mut VmState, vcpu: &mut dyn VirtualCpu) -> Action {
+pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action {
     let regs = vcpu.gprs();
     let [a, b, c, d] = vm.cpuid.lookup(regs.rax as u32, regs.rcx as u32);
     (regs.rax, regs.rbx, regs.rcx, regs.rdx) = (a as u64, b as u64, c as u64, d as u64);

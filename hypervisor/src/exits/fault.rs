@@ -5,17 +5,16 @@
 use crate::vm::{Action, VmOutcome, VmState};
 use alloc::format;
 use alloc::string::String;
-use basalt_arch::virt::{EntryFailure, VirtualCpu};
+use basalt_arch::virt::{EntryFailure, StateSummary};
 
-fn state(vcpu: &dyn VirtualCpu) -> String {
-    let s = vcpu.summary();
+fn state(s: &StateSummary) -> String {
     format!(
         "RIP {:#x} RSP {:#x} RFLAGS {:#x} CS {:#x} CR0 {:#x} CR3 {:#x} CR4 {:#x} EFER {:#x}",
         s.rip, s.rsp, s.rflags, s.cs, s.cr0, s.cr3, s.cr4, s.efer
     )
 }
 
-pub fn nested(vm: &mut VmState, vcpu: &mut dyn VirtualCpu, gpa: u64, write: bool, fetch: bool) -> Action {
+pub fn nested(vm: &mut VmState, at: &StateSummary, gpa: u64, write: bool, fetch: bool) -> Action {
     let access = if fetch {
         "instruction fetch"
     } else if write {
@@ -30,33 +29,33 @@ pub fn nested(vm: &mut VmState, vcpu: &mut dyn VirtualCpu, gpa: u64, write: bool
     };
     Action::Stop(VmOutcome::Failed(format!(
         "stopped: guest-physical address {gpa:#x} {what} ({access}) at {}",
-        state(vcpu)
+        state(at)
     )))
 }
 
-pub fn shutdown(vcpu: &mut dyn VirtualCpu) -> Action {
-    Action::Stop(VmOutcome::Failed(format!("stopped: triple fault (shutdown) at {}", state(vcpu))))
+pub fn shutdown(at: &StateSummary) -> Action {
+    Action::Stop(VmOutcome::Failed(format!("stopped: triple fault (shutdown) at {}", state(at))))
 }
 
-pub fn entry_failed(vcpu: &mut dyn VirtualCpu, f: EntryFailure) -> Action {
+pub fn entry_failed(at: &StateSummary, f: EntryFailure) -> Action {
     Action::Stop(VmOutcome::Failed(format!(
         "stopped: VM entry failed: {} (code {:#x}) with {}",
         f.reason,
         f.code,
-        state(vcpu)
+        state(at)
     )))
 }
 
-pub fn exception(vcpu: &mut dyn VirtualCpu, vector: u8, error_code: Option<u32>) -> Action {
+pub fn exception(at: &StateSummary, vector: u8, error_code: Option<u32>) -> Action {
     Action::Stop(VmOutcome::Failed(format!(
         "stopped: unexpected intercepted exception {vector} (error code {error_code:?}) at {}",
-        state(vcpu)
+        state(at)
     )))
 }
 
-pub fn unhandled(vcpu: &mut dyn VirtualCpu, code: u64) -> Action {
+pub fn unhandled(at: &StateSummary, code: u64) -> Action {
     Action::Stop(VmOutcome::Failed(format!(
         "stopped: exit {code:#x} is not handled by this version of Basalt, at {}",
-        state(vcpu)
+        state(at)
     )))
 }

@@ -6,7 +6,7 @@ use crate::vm::{Action, VmOutcome, VmState};
 use alloc::format;
 use basalt_arch::virt::VirtualCpu;
 
-pub fn handle(vm: &mut VmState, vcpu: &mut dyn VirtualCpu) -> Action {
+pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action {
     let rip = vcpu.summary().rip;
     vcpu.skip_instruction();
     if vm.pending_interrupt.is_some() {

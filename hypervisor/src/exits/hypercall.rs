@@ -8,7 +8,7 @@ use basalt_arch::virt::VirtualCpu;
 pub const HC_VERSION: u64 = 0;
 const ABI_VERSION: u64 = 1 << 16;
 
-pub fn handle(_vm: &mut VmState, vcpu: &mut dyn VirtualCpu) -> Action {
+pub fn handle<V: VirtualCpu + ?Sized>(_vm: &mut VmState, vcpu: &mut V) -> Action {
     let regs = vcpu.gprs();
     regs.rax = match regs.rax {
         HC_VERSION => ABI_VERSION,

@@ -19,7 +19,7 @@ fn mask(size: u8) -> u32 {
     }
 }
 
-pub fn handle(vm: &mut VmState, vcpu: &mut dyn VirtualCpu, io: IoAccess) -> Action {
+pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, io: IoAccess) -> Action {
     if io.string {
         let rip = vcpu.summary().rip;
         return Action::Stop(VmOutcome::Failed(format!(
@@ -58,7 +58,7 @@ pub fn handle(vm: &mut VmState, vcpu: &mut dyn VirtualCpu, io: IoAccess) -> Acti
 }
 
 /// A ucall: the guest wrote the guest-physical address of a record.
-fn ucall(vm: &mut VmState, vcpu: &mut dyn VirtualCpu, gpa: u64) -> Action {
+fn ucall<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, gpa: u64) -> Action {
     let mut bytes = [0u8; UCALL_RECORD_SIZE];
     if let Err(e) = vm.memory.read(gpa, &mut bytes) {
         return Action::Stop(VmOutcome::Failed(format!("stopped: ucall record unreadable: {e}")));

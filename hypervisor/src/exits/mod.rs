@@ -19,7 +19,7 @@ use crate::vm::{Action, VmState};
 use basalt_arch::virt::{VirtualCpu, VmExit};
 
 /// Handle one exit.
-pub fn dispatch(vm: &mut VmState, vcpu: &mut dyn VirtualCpu, exit: VmExit) -> Action {
+pub fn dispatch<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, exit: VmExit) -> Action {
     match exit {
         VmExit::Cpuid => cpuid::handle(vm, vcpu),
         VmExit::Hlt => hlt::handle(vm, vcpu),
@@ -32,10 +32,12 @@ pub fn dispatch(vm: &mut VmState, vcpu: &mut dyn VirtualCpu, exit: VmExit) -> Ac
             vcpu.request_interrupt_window(false);
             Action::Continue
         }
-        VmExit::NestedPageFault { gpa, write, fetch } => fault::nested(vm, vcpu, gpa, write, fetch),
-        VmExit::Shutdown => fault::shutdown(vcpu),
-        VmExit::EntryFailed(failure) => fault::entry_failed(vcpu, failure),
-        VmExit::Exception { vector, error_code } => fault::exception(vcpu, vector, error_code),
-        VmExit::Unhandled { code } => fault::unhandled(vcpu, code),
+        VmExit::NestedPageFault { gpa, write, fetch } => {
+            fault::nested(vm, &vcpu.summary(), gpa, write, fetch)
+        }
+        VmExit::Shutdown => fault::shutdown(&vcpu.summary()),
+        VmExit::EntryFailed(failure) => fault::entry_failed(&vcpu.summary(), failure),
+        VmExit::Exception { vector, error_code } => fault::exception(&vcpu.summary(), vector, error_code),
+        VmExit::Unhandled { code } => fault::unhandled(&vcpu.summary(), code),
     }
 }

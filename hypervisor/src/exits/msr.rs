@@ -10,13 +10,13 @@ use basalt_arch::virt::{Event, VirtualCpu};
 pub const SCRATCH_MSR: u32 = 0x4B42_0000;
 const IA32_TSC: u32 = 0x10;
 
-fn gp(vcpu: &mut dyn VirtualCpu, vm: &mut VmState) -> Action {
+fn gp<V: VirtualCpu + ?Sized>(vcpu: &mut V, vm: &mut VmState) -> Action {
     vcpu.inject(Event::Exception { vector: 13, error_code: Some(0) });
     vm.exception_queued = true;
     Action::Continue
 }
 
-pub fn read(vm: &mut VmState, vcpu: &mut dyn VirtualCpu, msr: u32) -> Action {
+pub fn read<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32) -> Action {
     let value = match msr {
         SCRATCH_MSR => vm.scratch_msr,
         IA32_TSC => basalt_arch::io::rdtsc(),
@@ -29,7 +29,7 @@ pub fn read(vm: &mut VmState, vcpu: &mut dyn VirtualCpu, msr: u32) -> Action {
     Action::Continue
 }
 
-pub fn write(vm: &mut VmState, vcpu: &mut dyn VirtualCpu, msr: u32, value: u64) -> Action {
+pub fn write<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32, value: u64) -> Action {
     match msr {
         SCRATCH_MSR => vm.scratch_msr = value,
         _ => return gp(vcpu, vm),

@@ -7,14 +7,13 @@ use super::config::VmConfig;
 use super::{setup, Console, VmOutcome, VmState};
 use crate::frames::FrameAllocator;
 use crate::kernel::FRAMES;
-use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use basalt_arch::cpu::{CpuInfo, Virtualization};
 use basalt_arch::mtrr::{memtype, Mtrrs};
 use basalt_arch::nested::{self, LeafPolicy, NestedFormat};
 use basalt_arch::paging::PhysTables;
-use basalt_arch::virt::{FrameSource, VirtError, VirtualCpu};
+use basalt_arch::virt::{FrameSource, VirtError};
 use basalt_arch::{svm, vmx};
 use basalt_boot::Module;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -79,6 +78,12 @@ impl Backend {
             Backend::Svm { .. } => NestedFormat::Npt,
         }
     }
+}
+
+/// A vCPU on whichever backend this machine has.
+enum Vcpu {
+    Vmx(vmx::VmxVcpu),
+    Svm(svm::SvmVcpu),
 }
 
 /// Host-owned frames (per-CPU VMXON region, SVM host save area): never freed, never charged.
@@ -199,7 +204,7 @@ fn build_and_run(
 ) -> Result<(VmOutcome, super::stats::ExitStats), String> {
     let pages = (config.mem_bytes / 4096) as usize;
     let tag = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
-    let (memory, mut vcpu): (_, Box<dyn VirtualCpu>) = {
+    let (memory, mut vcpu) = {
         let mut guard = FRAMES.lock();
         let frames = guard.as_mut().ok_or("frame allocator not ready")?;
         // Guest RAM: aligned so the nested tables can use large pages (1 GiB for 1 GiB guests).
@@ -237,21 +242,24 @@ fn build_and_run(
             })
         }
         .map_err(|_| source.explain("nested page tables", "out of memory"))?;
-        let vcpu: Result<Box<dyn VirtualCpu>, VirtError> = match backend {
+        let vcpu: Result<Vcpu, VirtError> = match backend {
             Backend::Vmx => {
                 let vpid = (tag % 0xFFFF + 1) as u16;
-                vmx::VmxVcpu::new(&mut source, root, vpid, &init).map(|v| Box::new(v) as Box<dyn VirtualCpu>)
+                vmx::VmxVcpu::new(&mut source, root, vpid, &init).map(Vcpu::Vmx)
             }
             Backend::Svm { nrips, asids } => {
                 let asid = tag % (asids - 1) + 1;
-                svm::SvmVcpu::new(&mut source, root, asid, &init, nrips)
-                    .map(|v| Box::new(v) as Box<dyn VirtualCpu>)
+                svm::SvmVcpu::new(&mut source, root, asid, &init, nrips).map(Vcpu::Svm)
             }
         };
         (memory, vcpu.map_err(|e| source.explain("vCPU", e))?)
     };
     let mut state = VmState::new(config.name.clone(), memory, console);
-    let outcome = super::run(&mut state, vcpu.as_mut());
+    // One run loop per backend, so the exit path makes no indirect calls.
+    let outcome = match &mut vcpu {
+        Vcpu::Vmx(v) => super::run(&mut state, v),
+        Vcpu::Svm(v) => super::run(&mut state, v),
+    };
     drop(vcpu);
     Ok((outcome, state.stats))
 }

@@ -91,7 +91,7 @@ impl VmState {
 
 /// Run `vcpu` until its VM stops. Interrupts made pending by the guest (or, later, devices)
 /// are injected when the vCPU can take them, or an interrupt window is requested.
-pub fn run(state: &mut VmState, vcpu: &mut dyn VirtualCpu) -> VmOutcome {
+pub fn run<V: VirtualCpu + ?Sized>(state: &mut VmState, vcpu: &mut V) -> VmOutcome {
     loop {
         if let Some(vector) = state.pending_interrupt {
             if !state.exception_queued && vcpu.interruptible() {
