@@ -17,6 +17,11 @@
 //!   LME|LMA|NXE, RFLAGS = 0x2 (interrupts off), RSP = 0x80000, no IDT (IDTR limit 0).
 //! - `mode=real`: real mode at CS:IP = 0:`e_entry` (below 64 KiB), SP = 0x7000, same RAM.
 //!
+//! # Without Basalt
+//! A 64-bit guest's ELF also boots directly in QEMU (`-kernel`): its multiboot header and
+//! 32-bit trampoline ([`multiboot`]) build the same start state, and the runtime then prints on
+//! COM1 and ends through isa-debug-exit instead of making ucalls ([`bare`]).
+//!
 //! # Ucall: how a guest talks to the hypervisor
 //! The guest fills a [`UcallRecord`] in its own memory and writes the record's guest-physical
 //! address (below 4 GiB) with a 32-bit `OUT` to [`UCALL_PORT`]. Basalt validates the address
@@ -34,9 +39,12 @@
 use core::fmt;
 
 #[cfg(target_arch = "x86_64")]
+pub mod bare;
+#[cfg(target_arch = "x86_64")]
 pub mod idt;
 #[cfg(target_arch = "x86_64")]
 mod macros;
+pub mod multiboot;
 #[cfg(target_arch = "x86_64")]
 pub mod ucall;
 

@@ -81,7 +81,8 @@ macro_rules! panic_handler {
 
 /// The entry point of a 64-bit guest: `entry!(run)` gives the guest a `_start` that switches
 /// to a 64 KiB stack in .bss and calls `run`, then sends Done when `run` returns; and the
-/// panic handler. On the host it expands to a `main` stub instead.
+/// panic handler; and the multiboot header and trampoline ([`crate::multiboot_entry!`]) with
+/// which QEMU boots the same ELF without Basalt. On the host it expands to a `main` stub instead.
 #[macro_export]
 macro_rules! entry {
     ($main:path) => {
@@ -108,6 +109,7 @@ macro_rules! entry {
             $crate::ucall::done()
         }
 
+        $crate::multiboot_entry!();
         $crate::panic_handler!();
 
         #[cfg(not(target_os = "none"))]

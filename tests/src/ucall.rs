@@ -1,4 +1,5 @@
-//! The guest side of the ucall ABI: fill the record, OUT its address to [`UCALL_PORT`].
+//! The guest side of the ucall ABI: fill the record, OUT its address to [`UCALL_PORT`]. Without
+//! Basalt (QEMU booted the guest itself) the same calls use COM1 and isa-debug-exit ([`crate::bare`]).
 
 use crate::{write_cut, ExitCounter, UcallKind, UcallRecord, UCALL_PORT};
 use core::cell::UnsafeCell;
@@ -17,7 +18,11 @@ unsafe impl Sync for RecordCell {}
 static RECORD: RecordCell = RecordCell(UnsafeCell::new(UcallRecord::empty()));
 
 /// Makes one ucall and returns the record's `args` as Basalt left them.
+/// Without Basalt (a guest QEMU booted directly) it goes to [`crate::bare::ucall`] instead.
 pub fn ucall(kind: UcallKind, file: &str, line: u32, args: [u64; 4], msg: fmt::Arguments<'_>) -> [u64; 4] {
+    if !crate::bare::under_basalt() {
+        return crate::bare::ucall(kind, file, line, args, msg);
+    }
     let mut record = UcallRecord::new(kind, file, line, "", args);
     record.msg_len = write_cut(&mut record.msg, msg) as u16;
     let ptr = RECORD.0.get();

@@ -4,14 +4,15 @@
 //! Basalt together), identically from run to run; under Bochs with `clock: sync=none` it does
 //! too. The `bench` guest reads the TSC around 1000 round trips of each exiting instruction and
 //! prints `BENCH <row> total=<ticks> iters=<n>`; the row `empty` (the same loop with nothing
-//! in it) is subtracted. The `workload` guest is a whole-guest figure. The kernel's per-VM
-//! lines give the exits by reason and the memory charged; its boot summary the memory Basalt
-//! uses before any VM.
+//! in it) is subtracted. The `workload` guest is a whole-guest figure, measured under Basalt and
+//! booted directly by the same QEMU (its multiboot header and trampoline; no Basalt, no exits).
+//! The kernel's per-VM lines give the exits by reason and the memory charged; its boot summary
+//! the memory Basalt uses before any VM.
 //!
 //! To add a micro-benchmark: one line in the guest's `ROWS` (tests/src/bin/bench.rs) and one
 //! [`Row`] in [`ROWS`] here.
 
-use crate::emulator::{self, Exit, Launch};
+use crate::emulator::{self, Exit, Launch, SerialOut};
 use crate::platform::{Platform, Vm};
 use crate::util::{workspace_root, xtask_dir};
 use crate::{bochs, guests, kernel, qemu};
@@ -153,31 +154,15 @@ pub fn per_round_trip(lines: &[BenchLine]) -> Result<BTreeMap<String, f64>> {
     Ok(out)
 }
 
-/// The size of the kernel ELF: (bytes its PT_LOAD segments occupy in memory, from the lowest
-/// physical address to the highest end; the file's size).
-pub fn elf_sizes(bytes: &[u8]) -> Result<(u64, u64)> {
-    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 {
-        bail!("not an ELF64 file");
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
-    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
-    let (phoff, phentsize, phnum) = (u64_at(32) as usize, u16_at(54), u16_at(56));
-    let (mut low, mut high) = (u64::MAX, 0);
-    for i in 0..phnum {
-        let ph = phoff + i * phentsize;
-        if ph + 56 > bytes.len() {
-            bail!("program header {i} lies outside the file");
-        }
-        let p_type = u32::from_le_bytes(bytes[ph..ph + 4].try_into().expect("4 bytes"));
-        if p_type == 1 && u64_at(ph + 40) > 0 {
-            low = low.min(u64_at(ph + 24));
-            high = high.max(u64_at(ph + 24) + u64_at(ph + 40));
-        }
-    }
-    if high == 0 {
-        bail!("no PT_LOAD segment");
-    }
-    Ok((high - low, bytes.len() as u64))
+/// The span of physical memory the kernel image occupies once loaded: from its lowest PT_LOAD
+/// address to the end of its highest (code, data, bss and the boot stack), read with the same
+/// ELF reader the loaders use. The file's own size is not a footprint: it holds debug info
+/// whose size depends on the build directory.
+pub fn loaded_span(bytes: &[u8]) -> Result<u64> {
+    let image = basalt_boot::elf::ElfImage::parse(bytes).map_err(|e| anyhow::anyhow!("kernel ELF: {e}"))?;
+    let low = image.segments().map(|s| s.paddr).min().unwrap_or(0);
+    let high = image.segments().map(|s| s.end()).max().unwrap_or(0);
+    Ok(high - low)
 }
 
 /// Fixed and per-GiB memory charged to a VM beyond its RAM, from two VMs of `small` and `big`
@@ -300,12 +285,13 @@ pub fn table(r: &Results) -> String {
         "-".into(),
         "instructions from the guest's first to last TSC read (page faults, port I/O, TSC reads)",
     );
+    let bare = format!("{QEMU_BARE}/{WORKLOAD}");
     line(
         "workload guest, bare QEMU",
-        cell(r, &format!("{QEMU_BARE}/{WORKLOAD}")),
+        cell(r, &bare),
         "-".into(),
         "-".into(),
-        "not built yet: the workload guest has no multiboot header, 32-to-64-bit trampoline or COM1 output, so QEMU cannot boot it without Basalt",
+        &bare_note(r.get(&bare), r.get(&wl)),
     );
     let loaded = r.get("footprint/binary-loaded-bytes");
     line(
@@ -314,13 +300,6 @@ pub fn table(r: &Results) -> String {
         "same".into(),
         target_cell(Some(BINARY_TARGET_BYTES as f64), loaded),
         "the kernel ELF's PT_LOAD span (code, data, bss, boot stack)",
-    );
-    line(
-        "binary, file (bytes)",
-        cell(r, "footprint/binary-file-bytes"),
-        "same".into(),
-        "-".into(),
-        "the ELF file with its debug info (release profile keeps it)",
     );
     line(
         "memory before any VM (KiB)",
@@ -467,9 +446,8 @@ pub fn run(opts: Options) -> Result<()> {
     guests::build()?;
     let mut r = Results::default();
 
-    let (loaded, file) = elf_sizes(&std::fs::read(&kernel)?)?;
+    let loaded = loaded_span(&std::fs::read(&kernel)?)?;
     r.metrics.insert("footprint/binary-loaded-bytes".into(), loaded as f64);
-    r.metrics.insert("footprint/binary-file-bytes".into(), file as f64);
 
     let run = qemu_run("qemu-svm", &kernel, 512, bench_modules())?;
     collect(QEMU_SVM, &run, &mut r)?;
@@ -491,12 +469,9 @@ pub fn run(opts: Options) -> Result<()> {
     r.metrics.insert(format!("{QEMU_SVM}/vm-fixed-kib"), fixed);
     r.metrics.insert(format!("{QEMU_SVM}/vm-per-gib-kib"), per_gib);
 
-    if let Some(run) = bare_workload_run()? {
-        if let Some(w) = run.serial.lines().filter_map(parse_bench_line).find(|l| l.row == WORKLOAD) {
-            r.metrics.insert(format!("{QEMU_BARE}/{WORKLOAD}"), w.total as f64);
-            r.metrics.insert(format!("{QEMU_BARE}/{WORKLOAD}-page-faults"), w.iters as f64);
-        }
-    }
+    let w = bare_workload_run()?;
+    r.metrics.insert(format!("{QEMU_BARE}/{WORKLOAD}"), w.total as f64);
+    r.metrics.insert(format!("{QEMU_BARE}/{WORKLOAD}-page-faults"), w.iters as f64);
 
     if opts.bochs {
         let run = bochs_run(&kernel, bench_modules())?;
@@ -519,9 +494,79 @@ pub fn run(opts: Options) -> Result<()> {
     Ok(())
 }
 
-/// The workload guest booted directly by QEMU (no Basalt), if it can boot that way.
-fn bare_workload_run() -> Result<Option<Run>> {
-    Ok(None)
+/// The note of the bare-QEMU workload row: what differs from the Basalt run, and the ratio.
+pub fn bare_note(bare: Option<f64>, basalt: Option<f64>) -> String {
+    let what = "the same ELF booted by QEMU itself (multiboot header, 32-bit trampoline, COM1): no \
+                exits, the page faults, port I/O and TSC reads all run natively in the emulator";
+    match (bare, basalt) {
+        (Some(b), Some(v)) if b > 0.0 => format!("{what}; under Basalt it takes {:.3}x these", v / b),
+        _ => what.into(),
+    }
+}
+
+/// The arguments of the bare-QEMU workload run: the machine of the Basalt run (CPU model, one
+/// CPU, memory, counting flags) with the guest as the kernel.
+pub fn bare_qemu_args(guest: &Path) -> Vec<String> {
+    let mut args: Vec<String> =
+        ["-accel", "tcg", "-cpu", qemu::TCG_EPYC, "-smp", "1", "-m", "512", "-kernel"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    args.push(guest.display().to_string());
+    args.extend(
+        [
+            "-serial",
+            "stdio",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=4",
+            "-no-reboot",
+        ]
+        .iter()
+        .chain(ICOUNT_ARGS)
+        .map(|s| s.to_string()),
+    );
+    args
+}
+
+/// The workload's line from a bare-QEMU run, which must have passed: the guest's Done is
+/// isa-debug-exit 0x10, QEMU's status 33.
+pub fn bare_workload_line(exit: Exit, serial: &str) -> Result<BenchLine> {
+    match exit {
+        Exit::Exited(Some(33)) => {}
+        Exit::Exited(Some(code)) => bail!("QEMU: {}", qemu::describe_status(code)),
+        other => bail!("QEMU did not exit by itself: {other:?}"),
+    }
+    serial
+        .lines()
+        .filter_map(parse_bench_line)
+        .find(|l| l.row == WORKLOAD)
+        .context("the guest passed but printed no `BENCH workload` line")
+}
+
+/// The workload guest booted directly by QEMU, no Basalt.
+fn bare_workload_run() -> Result<BenchLine> {
+    let work_dir = xtask_dir().join(format!("bench-{QEMU_BARE}"));
+    std::fs::create_dir_all(&work_dir)?;
+    let launch = Launch {
+        program: "qemu-system-x86_64".into(),
+        args: bare_qemu_args(&guests::path(WORKLOAD)),
+        serial: SerialOut::Stdout,
+        serial_log: work_dir.join("serial.log"),
+        cwd: work_dir,
+    };
+    println!("xtask: {}", launch.display());
+    let outcome = emulator::run_captured(
+        &launch,
+        Duration::from_secs(120),
+        &format!("BENCH {WORKLOAD}"),
+        Duration::from_secs(5),
+    )?;
+    bare_workload_line(outcome.exit, &outcome.serial)
+        .with_context(|| format!("the {QEMU_BARE} workload run failed; see {}", launch.serial_log.display()))
 }
 
 #[cfg(test)]
@@ -580,20 +625,11 @@ mod tests {
     }
 
     #[test]
-    fn elf_sizes_of_a_small_elf() {
-        let mut elf = vec![0u8; 64 + 2 * 56];
-        elf[..5].copy_from_slice(b"\x7fELF\x02");
-        elf[32..40].copy_from_slice(&64u64.to_le_bytes());
-        elf[54..56].copy_from_slice(&56u16.to_le_bytes());
-        elf[56..58].copy_from_slice(&2u16.to_le_bytes());
-        for (i, (paddr, memsz)) in [(0x10_0000u64, 0x2000u64), (0x10_3000, 0x1000)].into_iter().enumerate() {
-            let ph = 64 + i * 56;
-            elf[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes());
-            elf[ph + 24..ph + 32].copy_from_slice(&paddr.to_le_bytes());
-            elf[ph + 40..ph + 48].copy_from_slice(&memsz.to_le_bytes());
-        }
-        assert_eq!(elf_sizes(&elf).unwrap(), (0x4000, elf.len() as u64));
-        assert!(elf_sizes(b"not an elf").is_err());
+    fn loaded_span_covers_every_segment() {
+        let mut buf = [0u8; 256];
+        let n = basalt_boot::elf::write_minimal(&mut buf, 0x10_0000, 0x10_0000, &[0xf4; 16], 0x3000 - 16);
+        assert_eq!(loaded_span(&buf[..n]).unwrap(), 0x3000);
+        assert!(loaded_span(b"not an elf").is_err());
     }
 
     fn sample() -> Results {
@@ -637,6 +673,60 @@ mod tests {
         assert!(t.contains("| CPUID exit | 284 | 600 | <= 120 (+164 over) |"), "{t}");
         assert!(t.contains("| port I/O exit (IN) | 247.5 | - | <= 200 (+47.5 over) |"), "{t}");
         assert!(t.contains("| MSR read exit | - | - | <= 150 |"), "{t}");
+    }
+
+    #[test]
+    fn bare_row_gives_the_ratio_to_basalt() {
+        let mut r = sample();
+        let t = table(&r);
+        assert!(
+            t.contains("| workload guest, bare QEMU | - | - | - | the same ELF booted by QEMU itself"),
+            "{t}"
+        );
+        assert!(!t.contains("under Basalt it takes"), "{t}");
+        r.metrics.insert("qemu-bare/workload".into(), 400_000.0);
+        r.metrics.insert("qemu-svm/workload".into(), 500_000.0);
+        let t = table(&r);
+        assert!(t.contains("| workload guest, bare QEMU | 400000 | - | - | "), "{t}");
+        assert!(t.contains("natively in the emulator; under Basalt it takes 1.250x these |"), "{t}");
+        assert_eq!(bare_note(Some(0.0), Some(1.0)), bare_note(None, None));
+    }
+
+    #[test]
+    fn bare_run_has_the_basalt_runs_machine() {
+        let args = bare_qemu_args(Path::new("/g/workload"));
+        let basalt = qemu::args(&Vm {
+            platform: Platform::QemuSvm,
+            kernel: "/k".into(),
+            smp: 1,
+            mem_mb: 512,
+            cmdline: String::new(),
+            modules: Vec::new(),
+            work_dir: "/w".into(),
+        })
+        .unwrap();
+        let value = |args: &[String], flag: &str| {
+            args.iter().position(|a| a == flag).map(|i| args[i + 1].clone()).unwrap_or_default()
+        };
+        for flag in ["-accel", "-cpu", "-smp", "-m"] {
+            assert_eq!(value(&args, flag), value(&basalt, flag), "{flag}");
+        }
+        assert_eq!(value(&args, "-kernel"), "/g/workload");
+        assert_eq!(value(&args, "-device"), "isa-debug-exit,iobase=0xf4,iosize=4");
+        assert!(args.ends_with(&ICOUNT_ARGS.iter().map(|s| s.to_string()).collect::<Vec<_>>()));
+    }
+
+    #[test]
+    fn bare_run_must_pass_and_print_the_workload() {
+        let serial = "BENCH workload total=377867 iters=4096\r\n";
+        assert_eq!(
+            bare_workload_line(Exit::Exited(Some(33)), serial).unwrap(),
+            BenchLine { row: "workload".into(), total: 377867, iters: 4096 }
+        );
+        let failed = bare_workload_line(Exit::Exited(Some(35)), serial).unwrap_err();
+        assert!(failed.to_string().contains("failure"), "{failed}");
+        assert!(bare_workload_line(Exit::TimedOut(Duration::from_secs(1)), serial).is_err());
+        assert!(bare_workload_line(Exit::Exited(Some(33)), "BENCH empty total=1 iters=1\n").is_err());
     }
 
     #[test]
