@@ -48,6 +48,7 @@ pub fn module_for_file(file: PathBuf) -> Result<(PathBuf, String)> {
 
 /// Builds every guest.
 pub fn build() -> Result<()> {
+    crate::tools::ensure_rust_targets()?;
     let mut cmd = cargo();
     cmd.current_dir(workspace_root()).args(["build", "--release", "--package", PACKAGE, "--target", TARGET]);
     let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;

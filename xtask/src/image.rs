@@ -46,6 +46,7 @@ impl EspFile {
 
 /// Builds the UEFI loader (always release: it is small and runs once) and returns its path.
 pub fn build_loader() -> Result<PathBuf> {
+    crate::tools::ensure_rust_targets()?;
     let mut cmd = cargo();
     cmd.current_dir(workspace_root()).args([
         "build",

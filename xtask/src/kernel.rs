@@ -38,6 +38,7 @@ pub fn kernel_path(profile: Profile) -> PathBuf {
 
 /// Builds the kernel and returns the path of its ELF.
 pub fn build(profile: Profile) -> Result<PathBuf> {
+    crate::tools::ensure_rust_targets()?;
     let mut cmd = cargo();
     cmd.current_dir(workspace_root()).arg("build").args([
         "--package",

@@ -160,8 +160,54 @@ fn run_checked(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// The targets Basalt builds for besides the host: the kernel and guests, and the UEFI loader.
+/// rust-toolchain.toml lists them, but rustup adds a toolchain file's targets only when it
+/// installs that toolchain itself; a machine that already has the pinned toolchain (as CI's
+/// machines do) may still lack them.
+pub const RUST_TARGETS: [&str; 2] = ["x86_64-unknown-none", "x86_64-unknown-uefi"];
+
+/// The `RUST_TARGETS` missing from `rustup target list --installed` output.
+pub fn missing_targets(installed: &str) -> Vec<&'static str> {
+    RUST_TARGETS.iter().copied().filter(|t| !installed.lines().any(|l| l.trim() == *t)).collect()
+}
+
+/// Adds the Rust targets Basalt needs with rustup, once per xtask run.
+pub fn ensure_rust_targets() -> Result<()> {
+    static CHECKED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if CHECKED.get().is_some() {
+        return Ok(());
+    }
+    let root = crate::util::workspace_root();
+    let out =
+        Command::new("rustup").current_dir(&root).args(["target", "list", "--installed"]).output().map_err(
+            |e| {
+                anyhow::anyhow!(
+                    "cannot run rustup ({e}); add the targets with: rustup target add {}",
+                    RUST_TARGETS.join(" ")
+                )
+            },
+        )?;
+    let missing = missing_targets(&String::from_utf8_lossy(&out.stdout));
+    if !missing.is_empty() {
+        eprintln!("xtask: adding Rust targets {}", missing.join(" "));
+        run_checked(Command::new("rustup").current_dir(&root).args(["target", "add"]).args(&missing))?;
+    }
+    let _ = CHECKED.set(());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn missing_rust_targets_are_found_in_rustup_output() {
+        assert_eq!(super::missing_targets("x86_64-unknown-linux-gnu\n"), super::RUST_TARGETS.to_vec());
+        assert_eq!(
+            super::missing_targets("x86_64-unknown-none\nx86_64-unknown-linux-gnu\n"),
+            ["x86_64-unknown-uefi"]
+        );
+        assert!(super::missing_targets("x86_64-unknown-uefi\nx86_64-unknown-none\n").is_empty());
+    }
+
     use super::*;
 
     #[test]
