@@ -261,11 +261,16 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let cmdline = if args.cmdline.is_empty() { "log=info".to_string() } else { args.cmdline.join(" ") };
     let work_dir = util::xtask_dir().join(format!("run-{platform}"));
     let kernel = if platform == Platform::Uefi {
-        if !modules.is_empty() {
-            bail!("--uefi boots an image: give guests to `cargo xtask image --guest` instead of --module");
+        // The guests go on the stick, one `vm` line each in the default basalt.cfg (named after
+        // the file); the loader hands them to Basalt as modules.
+        if modules.iter().any(|(path, args)| {
+            path.file_stem().is_none_or(|stem| *args != format!("name={}", stem.to_string_lossy()))
+        }) {
+            bail!("--uefi takes guests as files only; for other VM settings write a basalt.cfg for `cargo xtask image --config`");
         }
+        let guests: Vec<_> = modules.drain(..).map(|(path, _)| path).collect();
         let img = work_dir.join("basalt.img");
-        image::build_image(Profile::Release, Some(&kernel), None, &cmdline, &[], &img)?;
+        image::build_image(Profile::Release, Some(&kernel), None, &cmdline, &guests, &img)?;
         println!("xtask: image {}", img.display());
         img
     } else {
