@@ -71,7 +71,7 @@ struct BenchArgs {
 #[derive(Args)]
 struct ImageArgs {
     /// The boot configuration to put in basalt/basalt.cfg (default: `cmdline = log=info` and
-    /// one `vm` line per --guest).
+    /// one `vm` line per --guest; with neither, the built-in demo guest).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// A guest image to copy into basalt/ (repeatable).
@@ -184,12 +184,19 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
             };
             let kernel = args.kernel.map(given_kernel).transpose()?;
             let output = util::workspace_root().join(&args.output);
+            // With neither guests nor a config, the stick boots the built-in demo guest.
+            let guests = if args.guests.is_empty() && config.is_none() {
+                guests::build()?;
+                vec![guests::path(guests::DEMO)]
+            } else {
+                args.guests.clone()
+            };
             image::build_image(
                 Profile::from_debug_flag(args.profile.debug),
                 kernel.as_deref(),
                 config.as_deref(),
                 "log=info",
-                &args.guests,
+                &guests,
                 &output,
             )?;
             println!(
