@@ -117,8 +117,9 @@ const fn subleaf_independent(leaf: u32) -> bool {
 /// subleaves other than 0 of leaves that have them, are computed by [`virtual_cpuid`] on the
 /// exit.
 pub struct CpuidTable {
-    basic: [[u32; 4]; BASIC_LEAVES],
-    ext: [[u32; 4]; EXT_LEAVES],
+    /// EAX, EBX, ECX, EDX as the 64-bit register values the guest gets (zero-extended).
+    basic: [[u64; 4]; BASIC_LEAVES],
+    ext: [[u64; 4]; EXT_LEAVES],
 }
 
 impl CpuidTable {
@@ -129,26 +130,27 @@ impl CpuidTable {
 
     /// The table for a host that answers like `host` (tests).
     pub fn with_host(host: &dyn Fn(u32, u32) -> [u32; 4]) -> Self {
+        let widen = |a: [u32; 4]| a.map(u64::from);
         let mut t = CpuidTable { basic: [[0; 4]; BASIC_LEAVES], ext: [[0; 4]; EXT_LEAVES] };
         for (leaf, answer) in (0u32..).zip(t.basic.iter_mut()) {
-            *answer = virtual_cpuid(leaf, 0, host);
+            *answer = widen(virtual_cpuid(leaf, 0, host));
         }
         for (leaf, answer) in (0x8000_0000u32..).zip(t.ext.iter_mut()) {
-            *answer = virtual_cpuid(leaf, 0, host);
+            *answer = widen(virtual_cpuid(leaf, 0, host));
         }
         t
     }
 
     /// The answer for `leaf`/`subleaf`, from the table where it holds it.
     #[inline]
-    pub fn lookup(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+    pub fn lookup(&self, leaf: u32, subleaf: u32) -> [u64; 4] {
         let answer = match self.basic.get(leaf as usize) {
             Some(a) => Some(a),
             None => self.ext.get(leaf.wrapping_sub(0x8000_0000) as usize),
         };
         match answer {
             Some(a) if subleaf == 0 || subleaf_independent(leaf) => *a,
-            _ => virtual_cpuid(leaf, subleaf, &host_cpuid),
+            _ => virtual_cpuid(leaf, subleaf, &host_cpuid).map(u64::from),
         }
     }
 }
@@ -161,8 +163,7 @@ impl Default for CpuidTable {
 
 pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action {
     let regs = vcpu.gprs();
-    let [a, b, c, d] = vm.cpuid.lookup(regs.rax as u32, regs.rcx as u32);
-    (regs.rax, regs.rbx, regs.rcx, regs.rdx) = (a as u64, b as u64, c as u64, d as u64);
+    [regs.rax, regs.rbx, regs.rcx, regs.rdx] = vm.cpuid.lookup(regs.rax as u32, regs.rcx as u32);
     vcpu.skip_instruction();
     Action::Continue
 }
@@ -219,11 +220,11 @@ mod tests {
                 } else {
                     virtual_cpuid(leaf, subleaf, &host_cpuid)
                 };
-                assert_eq!(t.lookup(leaf, subleaf), want, "leaf {leaf:#x} subleaf {subleaf}");
+                assert_eq!(t.lookup(leaf, subleaf), want.map(u64::from), "leaf {leaf:#x} subleaf {subleaf}");
             }
         }
         // Subleaf 1 of leaf 7 is not the table's subleaf 0 answer.
-        assert_eq!(t.lookup(7, 1), virtual_cpuid(7, 1, &host_cpuid));
+        assert_eq!(t.lookup(7, 1), virtual_cpuid(7, 1, &host_cpuid).map(u64::from));
     }
 
     #[test]
