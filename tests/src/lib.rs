@@ -46,6 +46,8 @@ pub mod idt;
 mod macros;
 pub mod multiboot;
 #[cfg(target_arch = "x86_64")]
+pub mod paging;
+#[cfg(target_arch = "x86_64")]
 pub mod ucall;
 
 /// The port a 32-bit OUT of a ucall record's guest-physical address goes to.

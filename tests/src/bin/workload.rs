@@ -9,9 +9,10 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use basalt_guests::idt::{self, Action, Event, Frame, PAGE_FAULT};
+use basalt_guests::paging::{invlpg, split_large_page, PageTable, PRESENT, WRITABLE};
 use basalt_guests::{guest_assert_eq, guest_println};
 use core::arch::asm;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 basalt_guests::entry!(run);
 
@@ -21,31 +22,7 @@ const ROUNDS: u64 = 4096;
 const REGION: u64 = 0x0060_0000;
 const SCRATCH_PORT: u16 = 0xE4;
 
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
-const ADDRESS_MASK: u64 = 0x000F_FFFF_FFFF_F000;
-
-#[repr(C, align(4096))]
-struct PageTable([AtomicU64; 512]);
-
-static TABLE: PageTable = PageTable([const { AtomicU64::new(0) }; 512]);
-
-fn read_cr3() -> u64 {
-    let cr3: u64;
-    // SAFETY: reading CR3 has no side effects.
-    unsafe { asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags)) };
-    cr3
-}
-
-fn flush_tlb() {
-    // SAFETY: rewriting CR3 with its own value only flushes the (non-global) TLB entries.
-    unsafe { asm!("mov {0}, cr3", "mov cr3, {0}", out(reg) _, options(nostack, preserves_flags)) };
-}
-
-fn invlpg(va: u64) {
-    // SAFETY: INVLPG only drops a TLB entry.
-    unsafe { asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
-}
+static TABLE: PageTable = PageTable::new();
 
 fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
@@ -59,17 +36,6 @@ fn out32(port: u16, v: u32) {
     unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags)) };
 }
 
-/// The PD entry (in the boot ABI's identity-mapping tables) that maps guest-virtual `va`.
-fn pd_entry(va: u64) -> *mut u64 {
-    let pml4 = (read_cr3() & ADDRESS_MASK) as *const u64;
-    // SAFETY: the tables are identity-mapped guest memory (boot ABI); the indices are below 512.
-    unsafe {
-        let pdpt = (pml4.add((va >> 39) as usize & 511).read_volatile() & ADDRESS_MASK) as *const u64;
-        let pd = (pdpt.add((va >> 30) as usize & 511).read_volatile() & ADDRESS_MASK) as *mut u64;
-        pd.add((va >> 21) as usize & 511)
-    }
-}
-
 /// The #PF handler: map the faulting page back.
 fn map_page(event: &Event, _: &mut Frame) -> Action {
     let index = ((event.cr2 - REGION) >> 12) as usize & 511;
@@ -80,13 +46,7 @@ fn map_page(event: &Event, _: &mut Frame) -> Action {
 fn run() {
     idt::install();
     idt::set_handler(PAGE_FAULT, map_page);
-    for (i, entry) in TABLE.0.iter().enumerate() {
-        entry.store((REGION + i as u64 * 0x1000) | PRESENT | WRITABLE, Ordering::SeqCst);
-    }
-    // SAFETY: replaces the 2 MiB mapping of REGION (unused memory) by our table, which maps the
-    // same frames.
-    unsafe { pd_entry(REGION).write_volatile(TABLE.0.as_ptr() as u64 | PRESENT | WRITABLE) };
-    flush_tlb();
+    split_large_page(REGION, &TABLE, |_| PRESENT | WRITABLE);
 
     let start = rdtsc();
     let mut last = start;
