@@ -122,3 +122,36 @@ pub fn send_ipi(dest: u32, command: u32) {
 pub fn nmi_all_others() {
     send_ipi(0, icr::NMI | icr::ASSERT | icr::ALL_EXCLUDING_SELF);
 }
+
+/// LVT timer mode bits (SDM 10.5.4).
+const LVT_MASKED: u32 = 1 << 16;
+const LVT_PERIODIC: u32 = 1 << 17;
+/// Divide configuration 0b1011: divide by 1.
+const DIVIDE_BY_1: u32 = 0b1011;
+
+/// Local APIC timer ticks per millisecond, measured against the TSC (`tsc_khz` ticks a ms).
+pub fn timer_ticks_per_ms(tsc_khz: u64) -> u32 {
+    write(reg::TIMER_DIVIDE, DIVIDE_BY_1);
+    write(reg::LVT_TIMER, LVT_MASKED);
+    write(reg::TIMER_INITIAL, u32::MAX);
+    let start = crate::io::rdtsc();
+    while crate::io::rdtsc().wrapping_sub(start) < tsc_khz {
+        core::hint::spin_loop();
+    }
+    let left = read(reg::TIMER_CURRENT);
+    write(reg::TIMER_INITIAL, 0);
+    (u32::MAX - left).max(1)
+}
+
+/// Fire `vector` on this CPU every `ticks` timer ticks (divide by 1) until [`timer_stop`].
+pub fn timer_periodic(vector: u8, ticks: u32) {
+    write(reg::TIMER_DIVIDE, DIVIDE_BY_1);
+    write(reg::LVT_TIMER, LVT_PERIODIC | vector as u32);
+    write(reg::TIMER_INITIAL, ticks.max(1));
+}
+
+/// Stop and mask this CPU's local APIC timer.
+pub fn timer_stop() {
+    write(reg::LVT_TIMER, LVT_MASKED);
+    write(reg::TIMER_INITIAL, 0);
+}

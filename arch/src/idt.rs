@@ -124,10 +124,34 @@ pub fn set_fatal_handler(f: fn(&ExceptionFrame, u64) -> !) {
     FATAL.call_once(|| f);
 }
 
+/// The host's time-slice timer (local APIC timer) while a vCPU runs on SVM.
+pub const SLICE_VECTOR: u8 = 0xEE;
+/// An IPI that wakes an idle CPU to look at its mailbox.
+pub const WAKE_VECTOR: u8 = 0xED;
+
+/// NMIs taken by Basalt's handler, per CPU (indexed by APIC ID modulo the table size): a host
+/// NMI that arrives while a guest runs exits and is handed here, never to the guest.
+static NMIS: [core::sync::atomic::AtomicU64; 64] = [const { core::sync::atomic::AtomicU64::new(0) }; 64];
+
+/// How many NMIs Basalt's handler has taken on the calling CPU.
+pub fn nmis_taken() -> u64 {
+    NMIS[crate::apic::id() as usize % NMIS.len()].load(Ordering::Relaxed)
+}
+
 #[no_mangle]
 extern "C" fn basalt_exception_entry(frame: &mut ExceptionFrame) {
-    if frame.vector == 2 && STOP_ALL.load(Ordering::SeqCst) {
-        crate::io::halt_forever();
+    if frame.vector == 2 {
+        if STOP_ALL.load(Ordering::SeqCst) {
+            crate::io::halt_forever();
+        }
+        // An NMI nobody asked to stop for (a test's, or one a guest's exit handed over):
+        // counted, and Basalt carries on.
+        NMIS[crate::apic::id() as usize % NMIS.len()].fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if frame.vector == SLICE_VECTOR as u64 || frame.vector == WAKE_VECTOR as u64 {
+        crate::apic::eoi();
+        return;
     }
     if frame.vector >= 32 {
         // A host interrupt. Basalt runs with IF = 0, so these arrive only when a VM exit

@@ -52,3 +52,11 @@ pub fn halt_forever() -> ! {
         x86_64::instructions::hlt();
     }
 }
+
+/// Open the interrupt window for one instruction and close it again: every host interrupt
+/// pending at the local APIC is delivered to Basalt's IDT now (a VM exit left it pending).
+pub fn take_pending_interrupts() {
+    // SAFETY: Basalt's IDT has a handler for every vector (idt.rs), each of which returns; STI
+    // takes effect after the NOP, so the interrupts arrive between the NOP and the CLI.
+    unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
+}

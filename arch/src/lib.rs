@@ -11,6 +11,7 @@ extern crate alloc;
 pub mod apic;
 pub mod cpu;
 pub mod gdt;
+pub mod hoststate;
 pub mod idt;
 pub mod io;
 pub mod mtrr;

@@ -207,13 +207,22 @@ pub enum VmExit {
     Hypercall,
     /// A guest-physical access the nested page tables do not map (EPT violation / #NPF).
     NestedPageFault { gpa: u64, write: bool, fetch: bool },
-    /// An exception the backend intercepts (none by default).
+    /// An exception the backend intercepts (#DB, #AC and #MC; see each backend's policy). The
+    /// guest has not seen it: the VM core reflects it or stops the VM.
     Exception { vector: u8, error_code: Option<u32> },
-    /// A host interrupt arrived while the guest ran.
+    /// A host interrupt arrived while the guest ran; the backend has handed it to the host.
     ExternalInterrupt,
-    /// The backend's watchdog (VMX preemption timer) ended the time slice; nothing to do but
-    /// re-enter (or notice the guest has spun for too long).
+    /// A host NMI arrived while the guest ran; the backend has handed it to the host.
+    Nmi,
+    /// The time slice ended (VMX preemption timer; on SVM the host slice timer is an
+    /// `ExternalInterrupt`): re-enter, or stop a VM past its time limit.
     Preempted,
+    /// An instruction Basalt never lets a guest execute natively (it would reach host state or
+    /// another VM); the VM core gives the architectural answer (see [`Instruction`]).
+    Instruction(Instruction),
+    /// A MOV to CR0 or CR4 that changes a bit Basalt owns (VMX guest/host masks): the VM core
+    /// checks it and writes it back with [`VirtualCpu::set_cr`], or injects #GP.
+    CrWrite { cr: u8, value: u64 },
     /// The guest waits for an interrupt it can take (interrupt-window exit).
     InterruptWindow,
     /// Triple fault / shutdown: the guest is dead.
@@ -224,13 +233,64 @@ pub enum VmExit {
     Unhandled { code: u64 },
 }
 
-/// An event to inject at the next VM entry (SDM 26.6 / APM 15.20).
+/// An intercepted instruction (see [`VmExit::Instruction`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instruction {
+    /// An SVM or VMX instruction (VMRUN, VMLOAD, VMSAVE, CLGI, STGI, SKINIT, INVLPGA, VMXON,
+    /// VMPTRLD, VMREAD, INVEPT, ...): Basalt offers no nested virtualization, so #UD.
+    Virtualization,
+    /// INVD: would drop dirty cache lines of memory that is not the guest's.
+    Invd,
+    /// WBINVD: flushes every cache of the machine.
+    Wbinvd,
+    /// MONITOR / MWAIT: could park the CPU with interrupts off; CPUID does not offer them.
+    Monitor,
+    Mwait,
+    /// XSETBV: would set the host's XCR0.
+    Xsetbv,
+    /// RDPMC: would read the host's performance counters; the PMU is hidden.
+    Rdpmc,
+    /// GETSEC (SMX), which CPUID does not offer.
+    Getsec,
+}
+
+/// How an event is delivered (SDM 25.8.3 interruption types / APM 15.20 EVENTINJ types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    External,
+    Nmi,
+    /// A hardware exception (faults and traps the CPU raises).
+    Exception,
+    /// INT n.
+    SoftwareInterrupt,
+    /// INT1 (ICEBP).
+    PrivilegedSoftwareException,
+    /// INT3 and INTO.
+    SoftwareException,
+}
+
+/// An event whose delivery a VM exit cut short (IDT-vectoring information / EXITINTINFO): it
+/// must be delivered again at the next entry, exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InterruptedEvent {
+    pub kind: EventKind,
+    pub vector: u8,
+    pub error_code: Option<u32>,
+    /// The length of the instruction behind a software event (INT n, INT3, INTO, INT1): the
+    /// CPU needs it to push the return RIP; 0 for other kinds.
+    pub instruction_len: u8,
+}
+
+/// An event to inject at the next VM entry (SDM 26.6 / APM 15.20). The VM core injects at
+/// most one per entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     /// A hardware exception (#GP = 13, #UD = 6, ...) with its error code where it has one.
     Exception { vector: u8, error_code: Option<u32> },
     /// An external interrupt with this vector (the guest must be interruptible).
     Interrupt { vector: u8 },
+    /// An event the last exit interrupted, delivered again as it was.
+    Redeliver(InterruptedEvent),
 }
 
 /// Where the backends get the host memory they need (VMCS/VMCB, bitmaps, nested tables):
@@ -291,12 +351,28 @@ pub trait VirtualCpu {
     /// WRMSR, VMCALL/VMMCALL), clearing any STI/MOV-SS interrupt shadow. On SVM without NRIPS
     /// the length comes from the exit kind (IOIO gives the next RIP in EXITINFO2).
     fn skip_instruction(&mut self);
-    /// Queue an event for the next entry.
+    /// Queue an event for the next entry, replacing nothing: the VM core calls it at most once
+    /// per entry, and the backend forgets it once the entry has delivered it.
     fn inject(&mut self, event: Event);
-    /// Whether the guest can take an external interrupt now (RFLAGS.IF set, no shadow).
+    /// The event whose delivery the last exit cut short, if any (the VM core queues it again).
+    fn interrupted_event(&self) -> Option<InterruptedEvent>;
+    /// Whether the guest can take an external interrupt now (RFLAGS.IF set, no STI/MOV-SS
+    /// shadow). Whether an event is already queued is the VM core's business.
     fn interruptible(&self) -> bool;
     /// Ask for an exit as soon as the guest becomes interruptible (interrupt window).
     fn request_interrupt_window(&mut self, on: bool);
     /// Registers for a report.
     fn summary(&self) -> StateSummary;
+    /// The guest's EFER as the guest sees it (SVM hides the SVME bit VMRUN needs).
+    fn efer(&self) -> u64;
+    /// Set the guest's EFER after the VM core checked the WRMSR.
+    fn set_efer(&mut self, value: u64);
+    /// Write CR0 or CR4 after a checked [`VmExit::CrWrite`] (the value the guest sees; the
+    /// backend adds the bits it owns). Backends that never report `CrWrite` ignore it.
+    fn set_cr(&mut self, cr: u8, value: u64) {
+        let _ = (cr, value);
+    }
+    /// The guest's DR6 bits to set before a #DB is reflected (VMX reports them in the exit
+    /// qualification and leaves DR6 alone; SVM has already updated the VMCB's DR6).
+    fn reflect_debug_status(&mut self) {}
 }

@@ -13,7 +13,7 @@ use basalt_arch::paging::{self, LargePage, PhysTables, LARGE_PAGE};
 use basalt_arch::{apic, gdt, idt, io, smp};
 use basalt_boot::{BootInfo, MemoryKind, PhysRead};
 use basalt_drivers::{acpi, println, serial, timer};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use linked_list_allocator::LockedHeap;
 use log::{error, info, warn};
 use spin::{Mutex, Once};
@@ -51,6 +51,14 @@ enum TestName {
 
 static OPTIONS: Once<Options> = Once::new();
 static CPUS_ONLINE: AtomicUsize = AtomicUsize::new(0);
+/// The TSC rate measured at boot.
+static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
+/// The APIC ID of an application processor that can send NMIs for the tests (u32::MAX: none).
+static HELPER_CPU: AtomicU32 = AtomicU32::new(u32::MAX);
+/// A request to the helper CPU: (target APIC ID + 1) << 32 | delay in microseconds; 0 = none.
+static NMI_REQUEST: AtomicU64 = AtomicU64::new(0);
+/// Seconds a VM may run in test mode when its configuration names no `time_limit=`.
+const TEST_TIME_LIMIT_S: u64 = 60;
 
 /// Reads physical memory through the boot identity map (first 4 GiB).
 struct BootIdentity;
@@ -151,12 +159,14 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
     let cpu = CpuInfo::read();
     gdt::init_this_cpu();
     idt::init_this_cpu();
+    basalt_arch::hoststate::init_this_cpu();
     apic::enable_this_cpu(cpu.x2apic);
     let bsp_apic = apic::id();
     let bsp = percpu::init_this_cpu(0, bsp_apic);
     percpu::set_online(bsp);
     CPUS_ONLINE.store(1, Ordering::SeqCst);
     let tsc_khz = timer::calibrate_tsc(10);
+    TSC_KHZ.store(tsc_khz, Ordering::Relaxed);
     let backend = host::Backend::detect(&cpu);
     if backend.is_ok() {
         if let Err(e) = host::enable_this_cpu() {
@@ -240,12 +250,17 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
 /// stopped does not affect the next. Returns (passed, total).
 fn run_modules(boot: &BootInfo) -> (usize, usize) {
     let mut passed = 0;
+    let env = host::RunEnv {
+        tsc_khz: TSC_KHZ.load(Ordering::Relaxed),
+        hooks: crate::vm::HostHooks { request_nmi, nmis_taken: idt::nmis_taken, now: io::rdtsc },
+        default_time_limit_s: OPTIONS.get().and_then(|o| o.test).map(|_| TEST_TIME_LIMIT_S),
+    };
     for m in boot.modules.iter() {
         let label = host::module_label(m);
         info!("VM {label}: starting");
         let prefix = label.clone();
         let console: crate::vm::Console = alloc::boxed::Box::new(move |args| println!("[{prefix}] {args}"));
-        let (name, outcome, stats) = host::run_module(m, console);
+        let (name, outcome, stats) = host::run_module(m, console, &env);
         match outcome {
             VmOutcome::Passed => {
                 passed += 1;
@@ -270,10 +285,45 @@ fn describe(b: host::Backend) -> alloc::string::String {
     }
 }
 
+/// The `request_nmi` service of the VM core: the helper CPU sends an NMI to this CPU after
+/// `delay_us` microseconds.
+fn request_nmi(delay_us: u64) -> Result<(), &'static str> {
+    let helper = HELPER_CPU.load(Ordering::Acquire);
+    if helper == u32::MAX {
+        return Err("no other CPU is online to send it");
+    }
+    let request = ((apic::id() as u64 + 1) << 32) | delay_us.min(u32::MAX as u64);
+    if NMI_REQUEST.compare_exchange(0, request, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        return Err("another NMI request is still pending");
+    }
+    apic::send_ipi(helper, apic::icr::FIXED | apic::icr::ASSERT | idt::WAKE_VECTOR as u32);
+    Ok(())
+}
+
+/// What an application processor does once it is up: sleep until woken, then serve the NMI
+/// mailbox (the tests' source of host NMIs while a guest runs elsewhere).
+fn ap_idle() -> ! {
+    loop {
+        x86_64::instructions::interrupts::enable_and_hlt();
+        x86_64::instructions::interrupts::disable();
+        let request = NMI_REQUEST.swap(0, Ordering::AcqRel);
+        if request != 0 {
+            let target = (request >> 32) as u32 - 1;
+            let delay_ticks = (request & 0xFFFF_FFFF) * TSC_KHZ.load(Ordering::Relaxed) / 1000;
+            let start = io::rdtsc();
+            while io::rdtsc().wrapping_sub(start) < delay_ticks {
+                core::hint::spin_loop();
+            }
+            apic::send_ipi(target, apic::icr::NMI | apic::icr::ASSERT);
+        }
+    }
+}
+
 extern "C" fn ap_entry(index: u64) -> ! {
     let cpu = CpuInfo::read();
     gdt::init_this_cpu();
     idt::init_this_cpu();
+    basalt_arch::hoststate::init_this_cpu();
     apic::enable_this_cpu(cpu.x2apic);
     let me = percpu::init_this_cpu(index as usize, apic::id());
     if host::Backend::get().is_some() {
@@ -282,9 +332,10 @@ extern "C" fn ap_entry(index: u64) -> ! {
         }
     }
     percpu::set_online(me);
+    let _ = HELPER_CPU.compare_exchange(u32::MAX, me.apic_id, Ordering::AcqRel, Ordering::Acquire);
     CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
     log::debug!("online, APIC ID {}", me.apic_id);
-    io::halt_forever()
+    ap_idle()
 }
 
 fn print_summary(cpu: &CpuInfo, memory: (u64, u64, u64), tsc_khz: u64, online: usize, listed: usize) {

@@ -151,8 +151,8 @@ pub fn ucall(
             ));
             exit(EXIT_FAILED)
         }
-        UcallKind::RaiseInterrupt => {
-            println(format_args!("guest assertion failed at {file}:{line}: raise_interrupt needs Basalt"));
+        UcallKind::RaiseInterrupt | UcallKind::RequestNmi => {
+            println(format_args!("guest assertion failed at {file}:{line}: {kind:?} needs Basalt"));
             exit(EXIT_FAILED)
         }
         UcallKind::ExitCount => args[1] = 0,

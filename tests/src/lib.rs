@@ -72,6 +72,9 @@ pub enum UcallKind {
     /// Ask Basalt for the number of exits of kind `args[0]` this vCPU took so far (see
     /// [`ExitCounter`]); Basalt writes the count into `args[1]` of the record before resuming.
     ExitCount = 6,
+    /// Ask Basalt to have another CPU send an NMI to the CPU this vCPU runs on, `args[0]`
+    /// microseconds from now (a test that host NMIs reach Basalt, not the guest).
+    RequestNmi = 7,
 }
 
 impl UcallKind {
@@ -83,6 +86,7 @@ impl UcallKind {
             4 => UcallKind::Sync,
             5 => UcallKind::RaiseInterrupt,
             6 => UcallKind::ExitCount,
+            7 => UcallKind::RequestNmi,
             _ => return None,
         })
     }
@@ -97,6 +101,13 @@ pub enum ExitCounter {
     Io = 2,
     Msr = 3,
     Hypercall = 4,
+    /// Exits for host NMIs that arrived while the guest ran.
+    Nmi = 5,
+    /// NMIs Basalt's own handler took on this vCPU's CPU since the VM started.
+    HostNmi = 6,
+    /// Exits for instructions Basalt does not let a guest run (SVM/VMX instructions, INVD,
+    /// WBINVD, MONITOR/MWAIT, XSETBV, RDPMC).
+    Instruction = 7,
 }
 
 /// Capacity of the file name in a record.

@@ -96,3 +96,10 @@ pub fn halt_forever() -> ! {
         unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
     }
 }
+
+/// Asks Basalt to have another CPU send an NMI to this vCPU's CPU in `delay_us` microseconds.
+#[track_caller]
+pub fn request_nmi(delay_us: u64) {
+    let at = Location::caller();
+    ucall(UcallKind::RequestNmi, at.file(), at.line(), [delay_us, 0, 0, 0], format_args!(""));
+}

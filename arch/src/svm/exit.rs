@@ -3,7 +3,7 @@
 //! 15.5.1) used to name why an entry failed. Nothing here touches the hardware.
 
 use super::vmcb::{event, exit_code, intercept, ControlArea, Vmcb};
-use crate::virt::{EntryFailure, IoAccess, VmExit};
+use crate::virt::{EntryFailure, Event, EventKind, Instruction, InterruptedEvent, IoAccess, VmExit};
 
 /// The exit fields of the control area that decoding needs (APM Vol. 2 15.6, Appendix C).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,7 +77,23 @@ pub fn decode(exit: ExitFields, rcx: u64, rax: u64, rdx: u64) -> VmExit {
             fetch: exit.exit_info_1 & npf::FETCH != 0,
         },
         exit_code::SHUTDOWN => VmExit::Shutdown,
-        exit_code::INTR => VmExit::ExternalInterrupt,
+        // SMI: the host's SMM takes it once GIF is set again.
+        exit_code::INTR | exit_code::SMI => VmExit::ExternalInterrupt,
+        exit_code::NMI => VmExit::Nmi,
+        exit_code::VMRUN
+        | exit_code::VMLOAD
+        | exit_code::VMSAVE
+        | exit_code::STGI
+        | exit_code::CLGI
+        | exit_code::SKINIT
+        | exit_code::INVLPGA
+        | exit_code::RDPRU => VmExit::Instruction(Instruction::Virtualization),
+        exit_code::INVD => VmExit::Instruction(Instruction::Invd),
+        exit_code::WBINVD => VmExit::Instruction(Instruction::Wbinvd),
+        exit_code::MONITOR => VmExit::Instruction(Instruction::Monitor),
+        exit_code::MWAIT | exit_code::MWAIT_CONDITIONAL => VmExit::Instruction(Instruction::Mwait),
+        exit_code::XSETBV => VmExit::Instruction(Instruction::Xsetbv),
+        exit_code::RDPMC => VmExit::Instruction(Instruction::Rdpmc),
         exit_code::VINTR => VmExit::InterruptWindow,
         code @ exit_code::EXCP_BASE..=exit_code::EXCP_LAST => {
             let vector = (code - exit_code::EXCP_BASE) as u8;
@@ -88,12 +104,53 @@ pub fn decode(exit: ExitFields, rcx: u64, rax: u64, rdx: u64) -> VmExit {
     }
 }
 
+/// The event an exit interrupted, from EXITINTINFO (APM 15.7.2), if its valid bit is set.
+pub fn interrupted_event(exit_int_info: u64) -> Option<InterruptedEvent> {
+    if exit_int_info & event::VALID == 0 {
+        return None;
+    }
+    let kind = match exit_int_info & event::TYPE_MASK {
+        event::TYPE_NMI => EventKind::Nmi,
+        event::TYPE_EXCEPTION => EventKind::Exception,
+        event::TYPE_SOFT_INT => EventKind::SoftwareInterrupt,
+        _ => EventKind::External,
+    };
+    Some(InterruptedEvent {
+        kind,
+        vector: exit_int_info as u8,
+        error_code: (exit_int_info & event::EV != 0).then_some((exit_int_info >> 32) as u32),
+        instruction_len: 0,
+    })
+}
+
+/// EVENTINJ for `ev` (APM 15.20). NMIs are injected with vector 2 as the APM asks.
+pub fn encode_event(ev: Event) -> u64 {
+    let (ty, vector, error_code) = match ev {
+        Event::Exception { vector, error_code } => (event::TYPE_EXCEPTION, vector, error_code),
+        Event::Interrupt { vector } => (event::TYPE_INTR, vector, None),
+        Event::Redeliver(e) => {
+            let ty = match e.kind {
+                EventKind::External => event::TYPE_INTR,
+                EventKind::Nmi => event::TYPE_NMI,
+                EventKind::SoftwareInterrupt => event::TYPE_SOFT_INT,
+                EventKind::Exception
+                | EventKind::PrivilegedSoftwareException
+                | EventKind::SoftwareException => event::TYPE_EXCEPTION,
+            };
+            (ty, e.vector, e.error_code)
+        }
+    };
+    let ev_bit = error_code.map_or(0, |code| event::EV | ((code as u64) << 32));
+    event::VALID | ty | ev_bit | vector as u64
+}
+
 /// The length of an intercepted instruction whose exit gives no next RIP (no NRIPS): CPUID,
-/// RDMSR/WRMSR (0F A2, 0F 32/30) 2 bytes, HLT (F4) 1, VMMCALL (0F 01 D9) 3. `None` for other
-/// exits; IOIO has the next RIP in EXITINFO2 and needs no length.
+/// RDMSR/WRMSR (0F A2, 0F 32/30), INVD (0F 08) and WBINVD (0F 09) 2 bytes, HLT (F4) 1,
+/// VMMCALL (0F 01 D9) 3, without prefixes. `None` for other exits; IOIO has the next RIP in
+/// EXITINFO2 and needs no length.
 pub const fn instruction_length(code: u64) -> Option<u64> {
     match code {
-        exit_code::CPUID | exit_code::MSR => Some(2),
+        exit_code::CPUID | exit_code::MSR | exit_code::INVD | exit_code::WBINVD => Some(2),
         exit_code::HLT => Some(1),
         exit_code::VMMCALL => Some(3),
         _ => None,
@@ -149,6 +206,19 @@ impl EntryState {
         };
         s.set_control(&vmcb.control);
         s
+    }
+
+    /// Refresh the save-area half from the VMCB as it is about to be entered.
+    #[inline]
+    pub fn set_save(&mut self, save: &super::vmcb::StateSaveArea) {
+        self.efer = save.efer;
+        self.cr0 = save.cr0;
+        self.cr3 = save.cr3;
+        self.cr4 = save.cr4;
+        self.dr6 = save.dr6;
+        self.dr7 = save.dr7;
+        self.cs_attrib = save.cs.attrib;
+        self.g_pat = save.g_pat;
     }
 
     /// Refresh the control-area half (which a failed VMRUN does not overwrite).
@@ -274,7 +344,17 @@ mod tests {
         );
         assert_eq!(decode(exit(0x40 + 6, 0, 0), 0, 0, 0), VmExit::Exception { vector: 6, error_code: None });
         assert_eq!(decode(exit(0x5F, 0, 0), 0, 0, 0), VmExit::Exception { vector: 31, error_code: None });
-        assert_eq!(decode(exit(0x8B, 0, 0), 0, 0, 0), VmExit::Unhandled { code: 0x8B });
+        assert_eq!(decode(exit(0x63, 0, 0), 0, 0, 0), VmExit::Unhandled { code: 0x63 });
+        assert_eq!(decode(exit(0x61, 0, 0), 0, 0, 0), VmExit::Nmi);
+        for code in [0x80, 0x82, 0x83, 0x84, 0x85, 0x86, 0x7A] {
+            assert_eq!(decode(exit(code, 0, 0), 0, 0, 0), VmExit::Instruction(Instruction::Virtualization));
+        }
+        assert_eq!(decode(exit(0x76, 0, 0), 0, 0, 0), VmExit::Instruction(Instruction::Invd));
+        assert_eq!(decode(exit(0x89, 0, 0), 0, 0, 0), VmExit::Instruction(Instruction::Wbinvd));
+        assert_eq!(decode(exit(0x8A, 0, 0), 0, 0, 0), VmExit::Instruction(Instruction::Monitor));
+        assert_eq!(decode(exit(0x8B, 0, 0), 0, 0, 0), VmExit::Instruction(Instruction::Mwait));
+        assert_eq!(decode(exit(0x8D, 0, 0), 0, 0, 0), VmExit::Instruction(Instruction::Xsetbv));
+        assert_eq!(decode(exit(0x6F, 0, 0), 0, 0, 0), VmExit::Instruction(Instruction::Rdpmc));
         assert!(exit_code::is_invalid(u64::MAX));
         assert!(exit_code::is_invalid(0xFFFF_FFFF));
         assert!(!exit_code::is_invalid(0x400));
@@ -314,6 +394,33 @@ mod tests {
         // NRIPS wins where the CPU has it; a zero next_rip (QEMU TCG) is ignored.
         assert_eq!(next_rip(exit(0x72, 0, 0), 0x1000, Some(0x1005)), Some(0x1005));
         assert_eq!(next_rip(exit(0x72, 0, 0), 0x1000, Some(0)), Some(0x1002));
+    }
+
+    #[test]
+    fn interrupted_events_round_trip_through_eventinj() {
+        assert_eq!(interrupted_event(0x0E | event::TYPE_EXCEPTION), None, "not valid");
+        let pf = event::VALID | event::TYPE_EXCEPTION | event::EV | (0x6 << 32) | 14;
+        let e = interrupted_event(pf).unwrap();
+        assert_eq!(
+            e,
+            InterruptedEvent {
+                kind: EventKind::Exception,
+                vector: 14,
+                error_code: Some(6),
+                instruction_len: 0
+            }
+        );
+        assert_eq!(encode_event(Event::Redeliver(e)), pf);
+        let irq = event::VALID | event::TYPE_INTR | 0x40;
+        assert_eq!(interrupted_event(irq).unwrap().kind, EventKind::External);
+        assert_eq!(encode_event(Event::Redeliver(interrupted_event(irq).unwrap())), irq);
+        let int80 = event::VALID | event::TYPE_SOFT_INT | 0x80;
+        assert_eq!(encode_event(Event::Redeliver(interrupted_event(int80).unwrap())), int80);
+        assert_eq!(
+            encode_event(Event::Exception { vector: 6, error_code: None }),
+            event::VALID | event::TYPE_EXCEPTION | 6
+        );
+        assert_eq!(encode_event(Event::Interrupt { vector: 0x30 }), event::VALID | 0x30);
     }
 
     fn good_long_mode() -> EntryState {

@@ -5,17 +5,19 @@
 //! them) and uses NRIPS where the CPU has it.
 
 pub mod exit;
+pub mod policy;
 mod switch;
 pub mod vmcb;
 
 use crate::io::{rdmsr, wrmsr};
 use crate::virt::{bits::RFLAGS_IF, VmExit};
 use crate::virt::{
-    Event, FrameSource, GuestGprs, InitialState, Segment, StateSummary, VirtError, VirtualCpu,
+    Event, FrameSource, GuestGprs, InitialState, InterruptedEvent, Segment, StateSummary, VirtError,
+    VirtualCpu,
 };
 use exit::{EntryState, ExitFields};
 use raw_cpuid::CpuId;
-use vmcb::{event, exit_code, int_ctl, intercept, tlb_control, Vmcb, VmcbSegment};
+use vmcb::{exit_code, int_ctl, intercept, tlb_control, Vmcb, VmcbSegment};
 
 /// MSR EFER and its SVME bit (APM Vol. 2 15.4).
 const MSR_EFER: u32 = 0xC000_0080;
@@ -96,12 +98,11 @@ pub struct SvmVcpu {
     gprs: GuestGprs,
     nrips: bool,
     phys_addr_bits: u8,
-    /// The VMRUN-checked fields as they were before the first VMRUN (a failed VMRUN overwrites
-    /// the save area with host state, APM 15.5.1 and PLATFORM.md).
+    /// The VMRUN-checked fields as they were just before the last VMRUN (a failed VMRUN
+    /// overwrites the save area with host state, APM 15.5.1 and PLATFORM.md).
     entry_state: EntryState,
     /// Set after a VMEXIT_INVALID: the save area now holds host state and must never run.
     failed: Option<VmExit>,
-    host_interrupt_exits: bool,
 }
 
 fn segment(s: &Segment) -> VmcbSegment {
@@ -134,13 +135,10 @@ impl SvmVcpu {
         let vmcb = unsafe { &mut *(vmcb_pa as *mut Vmcb) };
 
         let c = &mut vmcb.control;
-        c.intercept_misc1 = intercept::INTR
-            | intercept::CPUID
-            | intercept::HLT
-            | intercept::IOIO_PROT
-            | intercept::MSR_PROT
-            | intercept::SHUTDOWN;
-        c.intercept_misc2 = intercept::VMRUN | intercept::VMMCALL;
+        // Everything that reaches host state or another VM exits (policy.rs says what does not).
+        c.intercept_misc1 = policy::MISC1;
+        c.intercept_misc2 = policy::MISC2;
+        c.intercept_exceptions = policy::EXCEPTIONS;
         c.iopm_base_pa = iopm_pa;
         c.msrpm_base_pa = msrpm_pa;
         c.guest_asid = asid;
@@ -187,23 +185,7 @@ impl SvmVcpu {
             phys_addr_bits,
             entry_state,
             failed: None,
-            host_interrupt_exits: false,
         })
-    }
-
-    /// Whether a host interrupt arriving while the guest runs ends the run with
-    /// `VmExit::ExternalInterrupt` (off by default). When on, the world switch runs VMRUN with
-    /// host IF = 1 under GIF = 0 (APM 15.21.1: with V_INTR_MASKING the host IF masks physical
-    /// interrupts in the guest); the interrupt stays pending in the host's local APIC after the
-    /// exit (IF = 0 again), and the caller must take it before the next run or that run exits
-    /// at once.
-    ///
-    /// Bochs 2.7 (`ryzen`) ignores the host IF here: any unmasked host interrupt pending at the
-    /// 8259 or local APIC gives INTR exits whenever the guest's RFLAGS.IF is 1, whatever this
-    /// setting (seen with the BIOS's unmasked PIT, IMR 0xB8: endless 0x60 exits after the
-    /// guest's STI). Mask the 8259 and leave no host interrupt pending.
-    pub fn set_host_interrupt_exits(&mut self, on: bool) {
-        self.host_interrupt_exits = on;
     }
 
     /// The raw SVM exit code of the last exit (for reports).
@@ -225,12 +207,13 @@ impl VirtualCpu for SvmVcpu {
             return failed;
         }
         self.vmcb.save.rax = self.gprs.rax;
+        self.entry_state.set_save(&self.vmcb.save);
         // SAFETY: `enable_this_cpu` ran on this CPU (a precondition of `new`); the VMCB, the host
         // page and both permission maps are pages this vCPU owns; the NPT was built by the VM
-        // core for this guest only; Basalt runs with IF = 0.
-        unsafe {
-            switch::world_switch(&mut self.gprs, self.vmcb_pa, self.host_save_pa, self.host_interrupt_exits)
-        };
+        // core for this guest only; Basalt runs with IF = 0. VMRUN runs with host IF = 1 under
+        // GIF = 0 so that host interrupts (the time-slice timer) exit the guest (APM 15.21.1:
+        // with V_INTR_MASKING the host IF alone masks physical interrupts in the guest).
+        unsafe { switch::world_switch(&mut self.gprs, self.vmcb_pa, self.host_save_pa, true) };
         let c = &mut self.vmcb.control;
         if exit_code::is_invalid(c.exit_code) {
             let mut before = self.entry_state;
@@ -241,12 +224,18 @@ impl VirtualCpu for SvmVcpu {
         }
         // The first VMRUN flushed this ASID's stale translations (set in `new`); later ones need not.
         c.tlb_control = tlb_control::DO_NOTHING;
-        // An event whose delivery the exit interrupted is delivered again at the next entry
-        // (APM 15.7.2); anything injected has been delivered.
-        c.event_inj = if c.exit_int_info & event::VALID != 0 { c.exit_int_info } else { 0 };
-        if c.exit_code == exit_code::VINTR {
-            c.v_intr &= !(int_ctl::V_IRQ | int_ctl::V_IGN_TPR);
-            c.intercept_misc1 &= !intercept::VINTR;
+        // What was injected has been delivered, or the exit cut its delivery short and
+        // EXITINTINFO says so (APM 15.7.2): the VM core queues it again.
+        c.event_inj = 0;
+        match c.exit_code {
+            exit_code::VINTR => {
+                c.v_intr &= !(int_ctl::V_IRQ | int_ctl::V_IGN_TPR);
+                c.intercept_misc1 &= !intercept::VINTR;
+            }
+            // The host interrupt is still pending in the local APIC (IF = 0 since the exit):
+            // take it now, or the next VMRUN exits at once.
+            exit_code::INTR => crate::io::take_pending_interrupts(),
+            _ => {}
         }
         self.gprs.rax = self.vmcb.save.rax;
         exit::decode(self.exit_fields(), self.gprs.rcx, self.gprs.rax, self.gprs.rdx)
@@ -265,21 +254,24 @@ impl VirtualCpu for SvmVcpu {
     }
 
     fn inject(&mut self, ev: Event) {
-        self.vmcb.control.event_inj = match ev {
-            Event::Exception { vector, error_code: Some(code) } => {
-                event::VALID | event::TYPE_EXCEPTION | event::EV | ((code as u64) << 32) | vector as u64
-            }
-            Event::Exception { vector, error_code: None } => {
-                event::VALID | event::TYPE_EXCEPTION | vector as u64
-            }
-            Event::Interrupt { vector } => event::VALID | event::TYPE_INTR | vector as u64,
-        };
+        self.vmcb.control.event_inj = exit::encode_event(ev);
+    }
+
+    fn interrupted_event(&self) -> Option<InterruptedEvent> {
+        exit::interrupted_event(self.vmcb.control.exit_int_info)
     }
 
     fn interruptible(&self) -> bool {
-        self.vmcb.save.rflags & RFLAGS_IF != 0
-            && self.vmcb.control.interrupt_shadow & INTERRUPT_SHADOW == 0
-            && self.vmcb.control.event_inj & event::VALID == 0
+        self.vmcb.save.rflags & RFLAGS_IF != 0 && self.vmcb.control.interrupt_shadow & INTERRUPT_SHADOW == 0
+    }
+
+    fn efer(&self) -> u64 {
+        // SVME must stay set for VMRUN; the guest's view never has it (CPUID hides SVM).
+        self.vmcb.save.efer & !EFER_SVME
+    }
+
+    fn set_efer(&mut self, value: u64) {
+        self.vmcb.save.efer = value | EFER_SVME;
     }
 
     fn request_interrupt_window(&mut self, on: bool) {

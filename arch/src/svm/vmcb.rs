@@ -196,8 +196,24 @@ pub mod exit_code {
     pub const IOIO: u64 = 0x7B;
     pub const MSR: u64 = 0x7C;
     pub const SHUTDOWN: u64 = 0x7F;
+    pub const SMI: u64 = 0x62;
+    pub const INIT: u64 = 0x63;
+    pub const RDPMC: u64 = 0x6F;
+    pub const INVD: u64 = 0x76;
+    pub const INVLPGA: u64 = 0x7A;
     pub const VMRUN: u64 = 0x80;
     pub const VMMCALL: u64 = 0x81;
+    pub const VMLOAD: u64 = 0x82;
+    pub const VMSAVE: u64 = 0x83;
+    pub const STGI: u64 = 0x84;
+    pub const CLGI: u64 = 0x85;
+    pub const SKINIT: u64 = 0x86;
+    pub const WBINVD: u64 = 0x89;
+    pub const MONITOR: u64 = 0x8A;
+    pub const MWAIT: u64 = 0x8B;
+    pub const MWAIT_CONDITIONAL: u64 = 0x8C;
+    pub const XSETBV: u64 = 0x8D;
+    pub const RDPRU: u64 = 0x8E;
     pub const NPF: u64 = 0x400;
     /// VMEXIT_INVALID: the VMRUN consistency checks failed.
     pub const INVALID: u64 = u64::MAX;

@@ -42,11 +42,17 @@ pub mod pin {
 pub mod proc1 {
     pub const INTERRUPT_WINDOW_EXITING: u32 = 1 << 2;
     pub const HLT_EXITING: u32 = 1 << 7;
+    pub const MWAIT_EXITING: u32 = 1 << 10;
+    pub const RDPMC_EXITING: u32 = 1 << 11;
     pub const CR3_LOAD_EXITING: u32 = 1 << 15;
     pub const CR3_STORE_EXITING: u32 = 1 << 16;
+    pub const CR8_LOAD_EXITING: u32 = 1 << 19;
+    pub const CR8_STORE_EXITING: u32 = 1 << 20;
+    pub const USE_TPR_SHADOW: u32 = 1 << 21;
     pub const UNCONDITIONAL_IO_EXITING: u32 = 1 << 24;
     pub const USE_IO_BITMAPS: u32 = 1 << 25;
     pub const USE_MSR_BITMAPS: u32 = 1 << 28;
+    pub const MONITOR_EXITING: u32 = 1 << 29;
     pub const ACTIVATE_SECONDARY: u32 = 1 << 31;
 }
 
@@ -55,20 +61,24 @@ pub mod proc2 {
     pub const ENABLE_EPT: u32 = 1 << 1;
     pub const ENABLE_RDTSCP: u32 = 1 << 3;
     pub const ENABLE_VPID: u32 = 1 << 5;
+    pub const WBINVD_EXITING: u32 = 1 << 6;
     pub const UNRESTRICTED_GUEST: u32 = 1 << 7;
     pub const ENABLE_INVPCID: u32 = 1 << 12;
 }
 
 /// VM-exit controls (SDM Table 25-13).
 pub mod exit {
+    pub const SAVE_DEBUG_CONTROLS: u32 = 1 << 2;
     pub const HOST_ADDRESS_SPACE_SIZE: u32 = 1 << 9;
     pub const ACK_INTERRUPT_ON_EXIT: u32 = 1 << 15;
     pub const SAVE_IA32_EFER: u32 = 1 << 20;
     pub const LOAD_IA32_EFER: u32 = 1 << 21;
+    pub const SAVE_PREEMPTION_TIMER: u32 = 1 << 22;
 }
 
 /// VM-entry controls (SDM Table 25-15).
 pub mod entry {
+    pub const LOAD_DEBUG_CONTROLS: u32 = 1 << 2;
     pub const IA32E_MODE_GUEST: u32 = 1 << 9;
     pub const LOAD_IA32_EFER: u32 = 1 << 15;
 }
@@ -190,6 +200,10 @@ impl Controls {
     pub fn preemption_timer(&self) -> bool {
         self.pin & pin::PREEMPTION_TIMER != 0
     }
+    /// Whether the preemption timer keeps counting across exits (its value is saved on exit).
+    pub fn saves_preemption_timer(&self) -> bool {
+        self.exit & exit::SAVE_PREEMPTION_TIMER != 0
+    }
     pub fn unrestricted_guest(&self) -> bool {
         self.proc2 & proc2::UNRESTRICTED_GUEST != 0
     }
@@ -200,17 +214,21 @@ impl Controls {
 
 /// Compute every control word for a guest whose initial EFER.LMA is `long_mode`.
 ///
-/// Required: HLT exiting, I/O bitmaps (or unconditional I/O exiting), secondary controls with
-/// EPT, VPID and unrestricted guest; host address-space size, save/load EFER and acknowledge
-/// interrupt on exit; load EFER on entry. Desired where available: external-interrupt and NMI
-/// exiting, the preemption-timer watchdog, MSR bitmaps (without them every RDMSR/WRMSR exits,
-/// which is what Basalt's all-ones bitmap asks for anyway), RDTSCP and INVPCID for the guest.
+/// Required (isolation: whatever reaches host state exits, or the guest has its own copy):
+/// external-interrupt and NMI exiting (host interrupts and NMIs always reach Basalt); HLT,
+/// RDPMC, MONITOR and MWAIT exiting; a TPR shadow (the guest's CR8 is its own, never the
+/// host's TPR); I/O bitmaps (or unconditional I/O exiting); secondary controls with EPT, VPID,
+/// unrestricted guest and WBINVD exiting; on exit: host address-space size, save/load EFER,
+/// save debug controls and acknowledge interrupt; on entry: load EFER and debug controls.
+/// Desired where available: the preemption-timer watchdog and saving its value on exit (so a
+/// slice spans exits), MSR bitmaps (without them every RDMSR/WRMSR exits, which is what
+/// Basalt's all-ones bitmap asks for anyway), RDTSCP and INVPCID for the guest.
 pub fn compute_controls(caps: &VmxCaps, long_mode: bool) -> Result<Controls, VirtError> {
     let pin = adjust(
         caps.pinbased,
-        pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING | pin::PREEMPTION_TIMER,
-        0,
-        &[],
+        pin::PREEMPTION_TIMER,
+        pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING,
+        &[(pin::EXTERNAL_INTERRUPT_EXITING, "external-interrupt exiting"), (pin::NMI_EXITING, "NMI exiting")],
     )?;
 
     let may = (caps.procbased >> 32) as u32;
@@ -222,24 +240,40 @@ pub fn compute_controls(caps: &VmxCaps, long_mode: bool) -> Result<Controls, Vir
     let proc1 = adjust(
         caps.procbased,
         proc1::USE_MSR_BITMAPS,
-        proc1::HLT_EXITING | io | proc1::ACTIVATE_SECONDARY,
+        proc1::HLT_EXITING
+            | io
+            | proc1::ACTIVATE_SECONDARY
+            | proc1::RDPMC_EXITING
+            | proc1::MWAIT_EXITING
+            | proc1::MONITOR_EXITING
+            | proc1::USE_TPR_SHADOW,
         &[
             (proc1::HLT_EXITING, "HLT exiting"),
             (proc1::UNCONDITIONAL_IO_EXITING, "I/O exiting"),
             (proc1::ACTIVATE_SECONDARY, "secondary processor-based controls"),
+            (proc1::RDPMC_EXITING, "RDPMC exiting"),
+            (proc1::MWAIT_EXITING, "MWAIT exiting"),
+            (proc1::MONITOR_EXITING, "MONITOR exiting"),
+            (proc1::USE_TPR_SHADOW, "TPR shadow"),
         ],
     )?;
-    // With EPT, CR3 accesses need no exits; these are default-1 only without TRUE_ MSRs.
-    let proc1 = proc1 & !((proc1::CR3_LOAD_EXITING | proc1::CR3_STORE_EXITING) & !(caps.procbased as u32));
+    // With EPT, CR3 accesses need no exits, and with the TPR shadow CR8 accesses need none;
+    // these are default-1 only without TRUE_ MSRs.
+    let no_exit = proc1::CR3_LOAD_EXITING
+        | proc1::CR3_STORE_EXITING
+        | proc1::CR8_LOAD_EXITING
+        | proc1::CR8_STORE_EXITING;
+    let proc1 = proc1 & !(no_exit & !(caps.procbased as u32));
 
     let proc2 = adjust(
         caps.procbased2,
         proc2::ENABLE_RDTSCP | proc2::ENABLE_INVPCID,
-        proc2::ENABLE_EPT | proc2::ENABLE_VPID | proc2::UNRESTRICTED_GUEST,
+        proc2::ENABLE_EPT | proc2::ENABLE_VPID | proc2::UNRESTRICTED_GUEST | proc2::WBINVD_EXITING,
         &[
             (proc2::ENABLE_EPT, "EPT"),
             (proc2::ENABLE_VPID, "VPID"),
             (proc2::UNRESTRICTED_GUEST, "unrestricted guest"),
+            (proc2::WBINVD_EXITING, "WBINVD exiting"),
         ],
     )?;
     if caps.ept_vpid & ept_cap::WALK_4LEVEL == 0 {
@@ -251,12 +285,14 @@ pub fn compute_controls(caps: &VmxCaps, long_mode: bool) -> Result<Controls, Vir
 
     let exit = adjust(
         caps.exit,
-        0,
-        exit::HOST_ADDRESS_SPACE_SIZE
+        if pin & pin::PREEMPTION_TIMER != 0 { exit::SAVE_PREEMPTION_TIMER } else { 0 },
+        exit::SAVE_DEBUG_CONTROLS
+            | exit::HOST_ADDRESS_SPACE_SIZE
             | exit::ACK_INTERRUPT_ON_EXIT
             | exit::SAVE_IA32_EFER
             | exit::LOAD_IA32_EFER,
         &[
+            (exit::SAVE_DEBUG_CONTROLS, "save debug controls on exit"),
             (exit::HOST_ADDRESS_SPACE_SIZE, "64-bit host (host address-space size)"),
             (exit::ACK_INTERRUPT_ON_EXIT, "acknowledge interrupt on exit"),
             (exit::SAVE_IA32_EFER, "save IA32_EFER on exit"),
@@ -268,8 +304,12 @@ pub fn compute_controls(caps: &VmxCaps, long_mode: bool) -> Result<Controls, Vir
     let entry = adjust(
         caps.entry,
         0,
-        entry::LOAD_IA32_EFER | ia32e,
-        &[(entry::LOAD_IA32_EFER, "load IA32_EFER on entry"), (entry::IA32E_MODE_GUEST, "IA-32e mode guest")],
+        entry::LOAD_IA32_EFER | entry::LOAD_DEBUG_CONTROLS | ia32e,
+        &[
+            (entry::LOAD_IA32_EFER, "load IA32_EFER on entry"),
+            (entry::LOAD_DEBUG_CONTROLS, "load debug controls on entry"),
+            (entry::IA32E_MODE_GUEST, "IA-32e mode guest"),
+        ],
     )?;
     // IA-32e mode guest is never default-1, but make "set iff LMA" hold whatever the MSR says.
     let entry = if long_mode { entry } else { entry & !entry::IA32E_MODE_GUEST };
@@ -357,6 +397,45 @@ mod tests {
         caps.procbased &= !((proc1::USE_IO_BITMAPS as u64) << 32);
         let c = compute_controls(&caps, false).unwrap();
         assert_ne!(c.proc1 & proc1::UNCONDITIONAL_IO_EXITING, 0);
+    }
+
+    #[test]
+    fn everything_that_reaches_the_host_exits() {
+        let c = compute_controls(&skylake(), true).unwrap();
+        for (word, bit, name) in [
+            (c.pin, pin::EXTERNAL_INTERRUPT_EXITING, "external-interrupt exiting"),
+            (c.pin, pin::NMI_EXITING, "NMI exiting"),
+            (c.proc1, proc1::HLT_EXITING, "HLT"),
+            (c.proc1, proc1::RDPMC_EXITING, "RDPMC"),
+            (c.proc1, proc1::MWAIT_EXITING, "MWAIT"),
+            (c.proc1, proc1::MONITOR_EXITING, "MONITOR"),
+            (c.proc1, proc1::USE_TPR_SHADOW, "TPR shadow"),
+            (c.proc1, proc1::USE_IO_BITMAPS, "I/O bitmaps"),
+            (c.proc2, proc2::WBINVD_EXITING, "WBINVD"),
+            (c.exit, exit::SAVE_DEBUG_CONTROLS, "save debug controls"),
+            (c.exit, exit::SAVE_PREEMPTION_TIMER, "save preemption timer"),
+            (c.entry, entry::LOAD_DEBUG_CONTROLS, "load debug controls"),
+        ] {
+            assert_ne!(word & bit, 0, "{name}");
+        }
+        assert_eq!(
+            c.proc1 & (proc1::CR8_LOAD_EXITING | proc1::CR8_STORE_EXITING),
+            0,
+            "CR8 goes to the TPR shadow"
+        );
+    }
+
+    #[test]
+    fn interrupt_and_nmi_exiting_are_required() {
+        let mut caps = skylake();
+        caps.pinbased &= !((pin::NMI_EXITING as u64) << 32);
+        assert_eq!(compute_controls(&caps, false), Err(VirtError::Unsupported("NMI exiting")));
+        let mut caps = skylake();
+        caps.pinbased &= !((pin::EXTERNAL_INTERRUPT_EXITING as u64) << 32);
+        assert_eq!(compute_controls(&caps, false), Err(VirtError::Unsupported("external-interrupt exiting")));
+        let mut caps = skylake();
+        caps.procbased &= !((proc1::USE_TPR_SHADOW as u64) << 32);
+        assert_eq!(compute_controls(&caps, false), Err(VirtError::Unsupported("TPR shadow")));
     }
 
     #[test]

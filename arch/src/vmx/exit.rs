@@ -1,7 +1,7 @@
 //! VM-exit decoding (SDM Vol. 3C 28.2, Appendix C) and VM-instruction errors (SDM 31.4), as
 //! pure functions over the values read from the VMCS, so they are unit-tested on the host.
 
-use crate::virt::{EntryFailure, IoAccess, VmExit};
+use crate::virt::{EntryFailure, Event, EventKind, Instruction, InterruptedEvent, IoAccess, VmExit};
 
 /// Basic exit reasons (SDM Appendix C).
 pub mod reason {
@@ -10,16 +10,29 @@ pub mod reason {
     pub const TRIPLE_FAULT: u32 = 2;
     pub const INTERRUPT_WINDOW: u32 = 7;
     pub const CPUID: u32 = 10;
+    pub const GETSEC: u32 = 11;
     pub const HLT: u32 = 12;
+    pub const INVD: u32 = 13;
+    pub const RDPMC: u32 = 15;
     pub const VMCALL: u32 = 18;
+    pub const VMCLEAR: u32 = 19;
+    pub const VMXON: u32 = 27;
+    pub const CR_ACCESS: u32 = 28;
     pub const IO_INSTRUCTION: u32 = 30;
     pub const RDMSR: u32 = 31;
     pub const WRMSR: u32 = 32;
     pub const INVALID_GUEST_STATE: u32 = 33;
     pub const MSR_LOADING: u32 = 34;
+    pub const MWAIT: u32 = 36;
+    pub const MONITOR: u32 = 39;
     pub const MACHINE_CHECK: u32 = 41;
     pub const EPT_VIOLATION: u32 = 48;
+    pub const INVEPT: u32 = 50;
     pub const PREEMPTION_TIMER: u32 = 52;
+    pub const INVVPID: u32 = 53;
+    pub const WBINVD: u32 = 54;
+    pub const XSETBV: u32 = 55;
+    pub const VMFUNC: u32 = 59;
 }
 
 /// Exit reason bit 31: the VM entry failed (SDM 28.2.1).
@@ -33,6 +46,9 @@ pub mod intr {
     pub const TYPE_EXTERNAL: u32 = 0;
     pub const TYPE_NMI: u32 = 2 << TYPE_SHIFT;
     pub const TYPE_HARDWARE_EXCEPTION: u32 = 3 << TYPE_SHIFT;
+    pub const TYPE_SOFTWARE_INTERRUPT: u32 = 4 << TYPE_SHIFT;
+    pub const TYPE_PRIVILEGED_SOFTWARE_EXCEPTION: u32 = 5 << TYPE_SHIFT;
+    pub const TYPE_SOFTWARE_EXCEPTION: u32 = 6 << TYPE_SHIFT;
     pub const DELIVER_ERROR_CODE: u32 = 1 << 11;
     pub const VALID: u32 = 1 << 31;
 }
@@ -50,6 +66,65 @@ pub struct ExitInfo {
     pub rcx: u64,
     pub rax: u64,
     pub rdx: u64,
+    /// For a CR-access exit that is a MOV to CR: the source register's value.
+    pub cr_source: u64,
+}
+
+/// A control-register access exit (SDM Table 28-3): the CR number, and the general-purpose
+/// register (0 = RAX ... 15 = R15) a MOV to CR reads; `None` for MOV from CR, CLTS and LMSW.
+pub fn mov_to_cr(qualification: u64) -> Option<(u8, u8)> {
+    let access_type = (qualification >> 4) & 3;
+    (access_type == 0).then_some(((qualification & 0xF) as u8, ((qualification >> 8) & 0xF) as u8))
+}
+
+/// The event an exit cut short, from the IDT-vectoring information and error code (SDM
+/// 25.9.3), with the VM-exit instruction length for software events (SDM 28.2.5).
+pub fn interrupted_event(vectoring: u32, error: u32, instruction_len: u32) -> Option<InterruptedEvent> {
+    if vectoring & intr::VALID == 0 {
+        return None;
+    }
+    let kind = match vectoring & intr::TYPE_MASK {
+        intr::TYPE_NMI => EventKind::Nmi,
+        intr::TYPE_HARDWARE_EXCEPTION => EventKind::Exception,
+        intr::TYPE_SOFTWARE_INTERRUPT => EventKind::SoftwareInterrupt,
+        intr::TYPE_PRIVILEGED_SOFTWARE_EXCEPTION => EventKind::PrivilegedSoftwareException,
+        intr::TYPE_SOFTWARE_EXCEPTION => EventKind::SoftwareException,
+        _ => EventKind::External,
+    };
+    let software = matches!(
+        kind,
+        EventKind::SoftwareInterrupt | EventKind::PrivilegedSoftwareException | EventKind::SoftwareException
+    );
+    Some(InterruptedEvent {
+        kind,
+        vector: vectoring as u8,
+        error_code: (vectoring & intr::DELIVER_ERROR_CODE != 0).then_some(error),
+        instruction_len: if software { instruction_len as u8 } else { 0 },
+    })
+}
+
+/// The VM-entry interruption-information field, error code (if any) and instruction length
+/// (software events only) that inject `ev` (SDM 25.8.3).
+pub fn encode_event(ev: Event) -> (u32, Option<u32>, u32) {
+    match ev {
+        Event::Exception { vector, error_code } => {
+            let deliver = if error_code.is_some() { intr::DELIVER_ERROR_CODE } else { 0 };
+            (intr::VALID | intr::TYPE_HARDWARE_EXCEPTION | deliver | vector as u32, error_code, 0)
+        }
+        Event::Interrupt { vector } => (intr::VALID | intr::TYPE_EXTERNAL | vector as u32, None, 0),
+        Event::Redeliver(e) => {
+            let ty = match e.kind {
+                EventKind::External => intr::TYPE_EXTERNAL,
+                EventKind::Nmi => intr::TYPE_NMI,
+                EventKind::Exception => intr::TYPE_HARDWARE_EXCEPTION,
+                EventKind::SoftwareInterrupt => intr::TYPE_SOFTWARE_INTERRUPT,
+                EventKind::PrivilegedSoftwareException => intr::TYPE_PRIVILEGED_SOFTWARE_EXCEPTION,
+                EventKind::SoftwareException => intr::TYPE_SOFTWARE_EXCEPTION,
+            };
+            let deliver = if e.error_code.is_some() { intr::DELIVER_ERROR_CODE } else { 0 };
+            (intr::VALID | ty | deliver | e.vector as u32, e.error_code, e.instruction_len as u32)
+        }
+    }
 }
 
 /// The I/O exit qualification (SDM Table 28-5): size-1 in bits 2:0, IN in bit 3, string in
@@ -90,6 +165,20 @@ pub fn decode(info: &ExitInfo) -> VmExit {
             value: (info.rdx & 0xFFFF_FFFF) << 32 | (info.rax & 0xFFFF_FFFF),
         },
         reason::VMCALL => VmExit::Hypercall,
+        reason::VMCLEAR..=reason::VMXON | reason::INVEPT | reason::INVVPID | reason::VMFUNC => {
+            VmExit::Instruction(Instruction::Virtualization)
+        }
+        reason::GETSEC => VmExit::Instruction(Instruction::Getsec),
+        reason::INVD => VmExit::Instruction(Instruction::Invd),
+        reason::WBINVD => VmExit::Instruction(Instruction::Wbinvd),
+        reason::RDPMC => VmExit::Instruction(Instruction::Rdpmc),
+        reason::MONITOR => VmExit::Instruction(Instruction::Monitor),
+        reason::MWAIT => VmExit::Instruction(Instruction::Mwait),
+        reason::XSETBV => VmExit::Instruction(Instruction::Xsetbv),
+        reason::CR_ACCESS => match mov_to_cr(info.qualification) {
+            Some((cr @ (0 | 4), _)) => VmExit::CrWrite { cr, value: info.cr_source },
+            _ => VmExit::Unhandled { code: basic as u64 },
+        },
         // Qualification bit 1: data write, bit 2: instruction fetch (SDM Table 28-7).
         reason::EPT_VIOLATION => VmExit::NestedPageFault {
             gpa: info.guest_physical,
@@ -104,7 +193,7 @@ pub fn decode(info: &ExitInfo) -> VmExit {
             let info_ = info.interruption_info;
             if info_ & intr::VALID != 0 && info_ & intr::TYPE_MASK == intr::TYPE_NMI {
                 // A host NMI (NMI exiting): the backend hands it to the host's handler.
-                VmExit::ExternalInterrupt
+                VmExit::Nmi
             } else {
                 VmExit::Exception {
                     vector: (info_ & intr::VECTOR_MASK) as u8,
@@ -165,7 +254,22 @@ mod tests {
         assert_eq!(decode(&exit(1)), VmExit::ExternalInterrupt);
         assert_eq!(decode(&exit(7)), VmExit::InterruptWindow);
         assert_eq!(decode(&exit(52)), VmExit::Preempted);
-        assert_eq!(decode(&exit(28)), VmExit::Unhandled { code: 28 });
+        assert_eq!(decode(&exit(49)), VmExit::Unhandled { code: 49 });
+        for reason in [19, 20, 21, 22, 23, 24, 25, 26, 27, 50, 53, 59] {
+            assert_eq!(decode(&exit(reason)), VmExit::Instruction(Instruction::Virtualization), "{reason}");
+        }
+        assert_eq!(decode(&exit(13)), VmExit::Instruction(Instruction::Invd));
+        assert_eq!(decode(&exit(54)), VmExit::Instruction(Instruction::Wbinvd));
+        assert_eq!(decode(&exit(15)), VmExit::Instruction(Instruction::Rdpmc));
+        assert_eq!(decode(&exit(36)), VmExit::Instruction(Instruction::Mwait));
+        assert_eq!(decode(&exit(39)), VmExit::Instruction(Instruction::Monitor));
+        assert_eq!(decode(&exit(55)), VmExit::Instruction(Instruction::Xsetbv));
+        // MOV CR4, RBX (type 0, CR 4, register 3); MOV RAX, CR3 (type 1) is not a write.
+        let e =
+            ExitInfo { reason: 28, qualification: 4 | (3 << 8), cr_source: 0x2020, ..ExitInfo::default() };
+        assert_eq!(decode(&e), VmExit::CrWrite { cr: 4, value: 0x2020 });
+        assert_eq!(mov_to_cr(4 | (3 << 8)), Some((4, 3)));
+        assert_eq!(mov_to_cr(3 | (1 << 4)), None);
         assert_eq!(decode(&exit(49)), VmExit::Unhandled { code: 49 });
     }
 
@@ -229,7 +333,35 @@ mod tests {
             ExitInfo { reason: 0, interruption_info: intr::VALID | intr::TYPE_HARDWARE_EXCEPTION | 6, ..e };
         assert_eq!(decode(&e), VmExit::Exception { vector: 6, error_code: None });
         let e = ExitInfo { reason: 0, interruption_info: intr::VALID | intr::TYPE_NMI | 2, ..e };
-        assert_eq!(decode(&e), VmExit::ExternalInterrupt);
+        assert_eq!(decode(&e), VmExit::Nmi);
+    }
+
+    #[test]
+    fn interrupted_events_are_redelivered_as_they_were() {
+        assert_eq!(interrupted_event(14 | intr::TYPE_HARDWARE_EXCEPTION, 0, 0), None, "not valid");
+        let pf = intr::VALID | intr::TYPE_HARDWARE_EXCEPTION | intr::DELIVER_ERROR_CODE | 14;
+        let e = interrupted_event(pf, 2, 3).unwrap();
+        assert_eq!(
+            e,
+            InterruptedEvent {
+                kind: EventKind::Exception,
+                vector: 14,
+                error_code: Some(2),
+                instruction_len: 0
+            }
+        );
+        assert_eq!(encode_event(Event::Redeliver(e)), (pf, Some(2), 0));
+        // INT 0x80 (2 bytes): the length travels with it so the pushed RIP is past the INT.
+        let int80 = intr::VALID | intr::TYPE_SOFTWARE_INTERRUPT | 0x80;
+        let e = interrupted_event(int80, 0, 2).unwrap();
+        assert_eq!((e.kind, e.instruction_len), (EventKind::SoftwareInterrupt, 2));
+        assert_eq!(encode_event(Event::Redeliver(e)), (int80, None, 2));
+        let int3 = intr::VALID | intr::TYPE_SOFTWARE_EXCEPTION | 3;
+        assert_eq!(encode_event(Event::Redeliver(interrupted_event(int3, 0, 1).unwrap())), (int3, None, 1));
+        assert_eq!(
+            encode_event(Event::Interrupt { vector: 0x30 }),
+            (intr::VALID | intr::TYPE_EXTERNAL | 0x30, None, 0)
+        );
     }
 
     #[test]

@@ -23,7 +23,8 @@ use crate::io::{rdmsr, wrmsr};
 use crate::nested::ept::EPTP_WB_4LEVEL;
 use crate::virt::bits::*;
 use crate::virt::{
-    EntryFailure, Event, FrameSource, GuestGprs, InitialState, StateSummary, VirtError, VirtualCpu, VmExit,
+    EntryFailure, Event, FrameSource, GuestGprs, InitialState, InterruptedEvent, StateSummary, VirtError,
+    VirtualCpu, VmExit,
 };
 use caps::{compute_controls, ept_cap, msr, proc1, Controls, VmxCaps};
 use check::{GuestState, VmxSegment};
@@ -40,6 +41,18 @@ const IA32_FS_BASE: u32 = 0xC000_0100;
 const IA32_GS_BASE: u32 = 0xC000_0101;
 /// Guest interruptibility state: blocking by STI (bit 0) and by MOV SS (bit 1) (SDM 25.4.2).
 const BLOCKING_STI_MOVSS: u64 = 3;
+/// Exceptions that exit (exception bitmap): #DB and #AC, whose delivery can loop inside the CPU
+/// without an exit (CVE-2015-8104, CVE-2015-5307), and #MC, which belongs to the host.
+const EXCEPTION_BITMAP: u64 = (1 << 1) | (1 << 17) | (1 << 18);
+/// CR4 bits of features the virtual CPU never offers (CPUID hides them), owned by Basalt
+/// through the guest/host mask so that setting one exits and gets #GP: UMIP 11, LA57 12,
+/// VMXE 13, SMXE 14, OSXSAVE 18, PKE 22, CET 23, PKS 24.
+pub const CR4_HIDDEN: u64 = (1 << 11) | (1 << 12) | (1 << 13) | (1 << 14) | (1 << 18) | (0x7 << 22);
+/// CR0.NW and CR0.CD: never forced on a guest, whatever a capability MSR's fixed-0 bits say
+/// (the boot ABI promises caches enabled).
+const CR0_CD_NW: u64 = (1 << 29) | (1 << 30);
+/// DR6 bits a #DB exit qualification reports (B0-B3, BD, BS; SDM Table 28-1).
+const DR6_EXIT_BITS: u64 = 0x600F;
 
 fn read_cr0() -> u64 {
     let v;
@@ -189,6 +202,12 @@ pub struct VmxVcpu {
     launched: bool,
     controls: Controls,
     caps: VmxCaps,
+    /// The CR0 bits VM entry forces to 1 (the fixed-0 bits less what unrestricted guest frees).
+    cr0_forced: u64,
+    /// What the last exit interrupted (IDT-vectoring information, error code, instruction length).
+    vectoring: (u32, u32, u32),
+    /// The last exit's qualification (DR6 bits of a #DB).
+    qualification: u64,
 }
 
 impl VmxVcpu {
@@ -215,6 +234,8 @@ impl VmxVcpu {
         let vmcs = frames.alloc_zeroed(1).ok_or(VirtError::OutOfMemory)?;
         let io_bitmaps = frames.alloc_zeroed(2).ok_or(VirtError::OutOfMemory)?;
         let msr_bitmap = frames.alloc_zeroed(1).ok_or(VirtError::OutOfMemory)?;
+        // The TPR shadow: the guest's CR8 lives here (VTPR at offset 0x80), zero at reset.
+        let virtual_apic = frames.alloc_zeroed(1).ok_or(VirtError::OutOfMemory)?;
         // SAFETY: the three allocations are fresh, zeroed, identity-mapped and ours alone.
         unsafe {
             (vmcs as *mut u32).write_volatile(caps.revision_id());
@@ -234,7 +255,9 @@ impl VmxVcpu {
         v.write(control::SECONDARY_PROCBASED_EXEC_CONTROLS, controls.proc2 as u64)?;
         v.write(control::VMEXIT_CONTROLS, controls.exit as u64)?;
         v.write(control::VMENTRY_CONTROLS, controls.entry as u64)?;
-        v.write(control::EXCEPTION_BITMAP, 0)?;
+        v.write(control::EXCEPTION_BITMAP, EXCEPTION_BITMAP)?;
+        v.write(control::VIRT_APIC_ADDR_FULL, virtual_apic)?;
+        v.write(control::TPR_THRESHOLD, 0)?;
         v.write(control::PAGE_FAULT_ERR_CODE_MASK, 0)?;
         v.write(control::PAGE_FAULT_ERR_CODE_MATCH, 0)?;
         v.write(control::CR3_TARGET_COUNT, 0)?;
@@ -256,9 +279,9 @@ impl VmxVcpu {
         // CR0/CR4: the fixed bits applied to what the guest runs with, the guest's own values in
         // the read shadows, and the fixed bits owned by the host (SDM 25.6.6).
         let pe_pg = if controls.unrestricted_guest() { CR0_PE | CR0_PG } else { 0 };
-        let cr0_fixed0 = caps.cr0_fixed0 & !pe_pg;
+        let cr0_fixed0 = caps.cr0_fixed0 & !pe_pg & !CR0_CD_NW;
         let cr0_mask = (cr0_fixed0 | !caps.cr0_fixed1) & 0xFFFF_FFFF;
-        let cr4_mask = (caps.cr4_fixed0 | !caps.cr4_fixed1) & 0xFFFF_FFFF;
+        let cr4_mask = (caps.cr4_fixed0 | !caps.cr4_fixed1 | CR4_HIDDEN) & 0xFFFF_FFFF;
         v.write(control::CR0_GUEST_HOST_MASK, cr0_mask)?;
         v.write(control::CR0_READ_SHADOW, init.cr0)?;
         v.write(control::CR4_GUEST_HOST_MASK, cr4_mask)?;
@@ -345,7 +368,39 @@ impl VmxVcpu {
         v.write(guest::LINK_PTR_FULL, !0)?;
 
         flush_all_contexts(&caps);
-        Ok(VmxVcpu { vmcs, gprs: init.gprs, launched: false, controls, caps })
+        Ok(VmxVcpu {
+            vmcs,
+            gprs: init.gprs,
+            launched: false,
+            controls,
+            caps,
+            cr0_forced: cr0_fixed0,
+            vectoring: (0, 0, 0),
+            qualification: 0,
+        })
+    }
+
+    /// The value of general-purpose register `index` (SDM Table 28-3 numbering; RSP is in the VMCS).
+    fn gpr(&self, v: &Vmcs, index: u8) -> u64 {
+        let g = &self.gprs;
+        match index {
+            0 => g.rax,
+            1 => g.rcx,
+            2 => g.rdx,
+            3 => g.rbx,
+            4 => v.read(guest::RSP),
+            5 => g.rbp,
+            6 => g.rsi,
+            7 => g.rdi,
+            8 => g.r8,
+            9 => g.r9,
+            10 => g.r10,
+            11 => g.r11,
+            12 => g.r12,
+            13 => g.r13,
+            14 => g.r14,
+            _ => g.r15,
+        }
     }
 
     /// Make this vCPU's VMCS current (another vCPU on this CPU may have loaded its own).
@@ -437,9 +492,11 @@ impl VirtualCpu for VmxVcpu {
         }
         self.launched = true;
         let basic = reason & 0xFFFF;
+        let qualification = v.read(ro::EXIT_QUALIFICATION);
+        self.qualification = qualification;
         let info = ExitInfo {
             reason,
-            qualification: v.read(ro::EXIT_QUALIFICATION),
+            qualification,
             guest_physical: if basic == exit::reason::EPT_VIOLATION {
                 v.read(ro::GUEST_PHYSICAL_ADDR_FULL)
             } else {
@@ -450,21 +507,32 @@ impl VirtualCpu for VmxVcpu {
             rcx: self.gprs.rcx,
             rax: self.gprs.rax,
             rdx: self.gprs.rdx,
+            cr_source: match exit::mov_to_cr(qualification) {
+                Some((_, gpr)) if basic == exit::reason::CR_ACCESS => self.gpr(&v, gpr),
+                _ => 0,
+            },
         };
-        // An event whose delivery the exit interrupted is delivered again at the next entry
-        // (SDM 28.2.4, 27.2.3).
+        // An event whose delivery the exit interrupted (SDM 28.2.4): the VM core queues it
+        // again. The entry that delivered what was injected cleared the entry field itself.
         let vectoring = v.read(ro::IDT_VECTORING_INFO) as u32;
-        if vectoring & intr::VALID != 0 {
-            let _ =
-                v.write(control::VMENTRY_INTERRUPTION_INFO_FIELD, (vectoring & (intr::VALID | 0xFFF)) as u64);
-            let _ = v.write(control::VMENTRY_EXCEPTION_ERR_CODE, v.read(ro::IDT_VECTORING_ERR_CODE));
-            let _ = v.write(control::VMENTRY_INSTRUCTION_LEN, v.read(ro::VMEXIT_INSTRUCTION_LEN));
-        }
+        self.vectoring = if vectoring & intr::VALID != 0 {
+            (vectoring, v.read(ro::IDT_VECTORING_ERR_CODE) as u32, v.read(ro::VMEXIT_INSTRUCTION_LEN) as u32)
+        } else {
+            (0, 0, 0)
+        };
         let decoded = exit::decode(&info);
-        if decoded == VmExit::ExternalInterrupt && info.interruption_info & intr::VALID != 0 {
-            // Acknowledged on exit: nobody else will see it unless the host's handler runs now.
-            // SAFETY: the host IDT has a handler for every vector its APIC delivers (and NMI).
-            unsafe { switch::deliver_to_host((info.interruption_info & intr::VECTOR_MASK) as u8) };
+        match decoded {
+            VmExit::ExternalInterrupt | VmExit::Nmi if info.interruption_info & intr::VALID != 0 => {
+                // Acknowledged on exit (or an NMI that exited): nobody else sees it unless the
+                // host's handler runs now.
+                // SAFETY: the host IDT has a handler for every vector its APIC delivers (and NMI).
+                unsafe { switch::deliver_to_host((info.interruption_info & intr::VECTOR_MASK) as u8) };
+            }
+            // A new slice: the saved timer value ran out.
+            VmExit::Preempted if self.controls.saves_preemption_timer() => {
+                let _ = v.write(guest::VMX_PREEMPTION_TIMER_VALUE, self.caps.watchdog_ticks() as u64);
+            }
+            _ => {}
         }
         decoded
     }
@@ -483,22 +551,54 @@ impl VirtualCpu for VmxVcpu {
         }
     }
 
-    /// Replaces whatever the VM-entry interruption-information field holds, including an event
-    /// `run` queued for redelivery after an exit during event delivery (IDT-vectoring info):
-    /// the caller should inject only when the previous event has been delivered.
     fn inject(&mut self, event: Event) {
         let v = self.current();
-        let info = match event {
-            Event::Exception { vector, error_code } => {
-                if let Some(code) = error_code {
-                    let _ = v.write(control::VMENTRY_EXCEPTION_ERR_CODE, code as u64);
-                }
-                let deliver = if error_code.is_some() { intr::DELIVER_ERROR_CODE } else { 0 };
-                intr::VALID | intr::TYPE_HARDWARE_EXCEPTION | deliver | vector as u32
-            }
-            Event::Interrupt { vector } => intr::VALID | intr::TYPE_EXTERNAL | vector as u32,
-        };
+        let (info, error_code, len) = exit::encode_event(event);
+        if let Some(code) = error_code {
+            let _ = v.write(control::VMENTRY_EXCEPTION_ERR_CODE, code as u64);
+        }
+        if len != 0 {
+            let _ = v.write(control::VMENTRY_INSTRUCTION_LEN, len as u64);
+        }
         let _ = v.write(control::VMENTRY_INTERRUPTION_INFO_FIELD, info as u64);
+    }
+
+    fn interrupted_event(&self) -> Option<InterruptedEvent> {
+        let (info, error, len) = self.vectoring;
+        exit::interrupted_event(info, error, len)
+    }
+
+    fn efer(&self) -> u64 {
+        self.current().read(guest::IA32_EFER_FULL)
+    }
+
+    fn set_efer(&mut self, value: u64) {
+        let _ = self.current().write(guest::IA32_EFER_FULL, value);
+    }
+
+    fn set_cr(&mut self, cr: u8, value: u64) {
+        let v = self.current();
+        let (field, shadow, forced, allowed) = match cr {
+            0 => (guest::CR0, control::CR0_READ_SHADOW, self.cr0_forced, self.caps.cr0_fixed1),
+            4 => {
+                (guest::CR4, control::CR4_READ_SHADOW, self.caps.cr4_fixed0 | CR4_VMXE, self.caps.cr4_fixed1)
+            }
+            _ => return,
+        };
+        let _ = v.write(shadow, value);
+        let _ = v.write(field, (value | forced) & allowed);
+    }
+
+    fn reflect_debug_status(&mut self) {
+        // A #DB that exits leaves DR6 as it was (SDM 27.1); the guest's DR6 is the live one.
+        let bits = self.qualification & DR6_EXIT_BITS;
+        let dr6: u64;
+        // SAFETY: DR6 is this vCPU's own while it owns the CPU (hoststate switches it at VM
+        // start and end); reading and writing it has no other effect.
+        unsafe {
+            core::arch::asm!("mov {}, dr6", out(reg) dr6, options(nomem, nostack, preserves_flags));
+            core::arch::asm!("mov dr6, {}", in(reg) (dr6 & !0xF) | bits, options(nomem, nostack, preserves_flags));
+        }
     }
 
     fn interruptible(&self) -> bool {

@@ -9,7 +9,7 @@ use basalt_arch::virt::VirtualCpu;
 pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action {
     let rip = vcpu.summary().rip;
     vcpu.skip_instruction();
-    if vm.pending_interrupt.is_some() {
+    if vm.events.has_interrupt() {
         // Delivered before the next entry if the guest can take it (see `Vm::run`).
         return Action::Continue;
     }

@@ -84,7 +84,7 @@ fn ucall<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, gpa: u64) -> Ac
         ))),
         Some(UcallKind::RaiseInterrupt) => match u8::try_from(record.args[0]) {
             Ok(v) if v >= 32 => {
-                vm.pending_interrupt = Some(v);
+                vm.events.interrupt(v);
                 Action::Continue
             }
             _ => Action::Stop(VmOutcome::Failed(format!(
@@ -100,6 +100,12 @@ fn ucall<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, gpa: u64) -> Ac
                 Err(e) => Action::Stop(VmOutcome::Failed(format!("stopped: ucall record unwritable: {e}"))),
             }
         }
+        Some(UcallKind::RequestNmi) => match (vm.host.request_nmi)(record.args[0]) {
+            Ok(()) => Action::Continue,
+            Err(why) => {
+                Action::Stop(VmOutcome::Failed(format!("stopped: cannot send the NMI asked for: {why}")))
+            }
+        },
         None => Action::Stop(VmOutcome::Failed(format!("stopped: unknown ucall kind {}", record.kind))),
     };
     if matches!(action, Action::Continue) {

@@ -6,6 +6,7 @@
 
 mod cpuid;
 mod fault;
+mod guarded;
 mod hlt;
 mod hypercall;
 mod io;
@@ -15,8 +16,22 @@ pub use cpuid::{virtual_cpuid, CpuidTable, HYPERVISOR_SIGNATURE};
 pub use io::{SCRATCH_PORT, UNASSIGNED_READ};
 pub use msr::SCRATCH_MSR;
 
-use crate::vm::{Action, VmState};
+pub use fault::REFLECT_LOOP_LIMIT;
+
+use crate::vm::{Action, VmOutcome, VmState};
+use alloc::format;
 use basalt_arch::virt::{VirtualCpu, VmExit};
+
+/// Queue hardware exception `vector` for the guest (the event queue applies the double-fault
+/// rules); a triple fault stops the VM.
+pub fn raise(vm: &mut VmState, vector: u8, error_code: Option<u32>) -> Action {
+    match vm.events.exception(vector, error_code) {
+        Ok(()) => Action::Continue,
+        Err(_) => Action::Stop(VmOutcome::Failed(format!(
+            "stopped: triple fault (exception {vector} while delivering a double fault)"
+        ))),
+    }
+}
 
 /// Handle one exit.
 pub fn dispatch<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, exit: VmExit) -> Action {
@@ -27,17 +42,19 @@ pub fn dispatch<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, exit: Vm
         VmExit::RdMsr { msr } => msr::read(vm, vcpu, msr),
         VmExit::WrMsr { msr, value } => msr::write(vm, vcpu, msr, value),
         VmExit::Hypercall => hypercall::handle(vm, vcpu),
-        VmExit::ExternalInterrupt | VmExit::Preempted => Action::Continue,
-        VmExit::InterruptWindow => {
-            vcpu.request_interrupt_window(false);
-            Action::Continue
-        }
+        VmExit::ExternalInterrupt | VmExit::Preempted | VmExit::Nmi => fault::slice_end(vm),
+        // The event queue injects the pending interrupt at the next entry.
+        VmExit::InterruptWindow => Action::Continue,
+        VmExit::Instruction(insn) => guarded::instruction(vm, vcpu, insn),
+        VmExit::CrWrite { cr, value } => guarded::cr_write(vm, vcpu, cr, value),
         VmExit::NestedPageFault { gpa, write, fetch } => {
             fault::nested(vm, &vcpu.summary(), gpa, write, fetch)
         }
         VmExit::Shutdown => fault::shutdown(&vcpu.summary()),
         VmExit::EntryFailed(failure) => fault::entry_failed(&vcpu.summary(), failure),
-        VmExit::Exception { vector, error_code } => fault::exception(&vcpu.summary(), vector, error_code),
+        VmExit::Exception { vector, error_code } => {
+            fault::intercepted_exception(vm, vcpu, vector, error_code)
+        }
         VmExit::Unhandled { code } => fault::unhandled(&vcpu.summary(), code),
     }
 }

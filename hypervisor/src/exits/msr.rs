@@ -3,23 +3,28 @@
 //! does not implement (SDM Vol. 2B RDMSR).
 
 use crate::vm::{Action, VmState};
-use basalt_arch::virt::{Event, VirtualCpu};
+use basalt_arch::virt::bits::{CR0_PG, EFER_LMA, EFER_LME, EFER_NXE};
+use basalt_arch::virt::VirtualCpu;
 
 /// Basalt's scratch MSR: 64 bits a guest can write and read back (in the range reserved for
 /// hypervisors, like KVM's 0x4B56_4Dxx).
 pub const SCRATCH_MSR: u32 = 0x4B42_0000;
 const IA32_TSC: u32 = 0x10;
+const IA32_EFER: u32 = 0xC000_0080;
+const EFER_SCE: u64 = 1 << 0;
+/// The EFER bits a guest may write: SCE, LME, LMA (ignored, the CPU owns it), NXE. SVME and the
+/// rest are reserved for a guest whose CPUID offers no SVM (SDM Vol. 3A 2.2.1, APM 3.1.7).
+const EFER_WRITABLE: u64 = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
 
-fn gp<V: VirtualCpu + ?Sized>(vcpu: &mut V, vm: &mut VmState) -> Action {
-    vcpu.inject(Event::Exception { vector: 13, error_code: Some(0) });
-    vm.exception_queued = true;
-    Action::Continue
+fn gp<V: VirtualCpu + ?Sized>(_vcpu: &mut V, vm: &mut VmState) -> Action {
+    super::raise(vm, 13, Some(0))
 }
 
 pub fn read<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32) -> Action {
     let value = match msr {
         SCRATCH_MSR => vm.scratch_msr,
         IA32_TSC => basalt_arch::io::rdtsc(),
+        IA32_EFER => vcpu.efer(),
         _ => return gp(vcpu, vm),
     };
     let regs = vcpu.gprs();
@@ -32,6 +37,14 @@ pub fn read<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32) ->
 pub fn write<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32, value: u64) -> Action {
     match msr {
         SCRATCH_MSR => vm.scratch_msr = value,
+        IA32_EFER => {
+            let old = vcpu.efer();
+            let paging = vcpu.summary().cr0 & CR0_PG != 0;
+            if value & !EFER_WRITABLE != 0 || (paging && (value ^ old) & EFER_LME != 0) {
+                return gp(vcpu, vm);
+            }
+            vcpu.set_efer((value & !EFER_LMA) | (old & EFER_LMA));
+        }
         _ => return gp(vcpu, vm),
     }
     vcpu.skip_instruction();

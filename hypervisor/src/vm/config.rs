@@ -24,6 +24,9 @@ pub struct VmConfig {
     pub mode: StartMode,
     /// Most host memory the VM may be charged for (RAM plus every control structure).
     pub quota_bytes: u64,
+    /// `time_limit=<seconds>`: the VM is stopped with a report once it has run this long
+    /// (`0`: no limit). Without the word, the default the caller passes to `parse`.
+    pub time_limit_s: Option<u64>,
 }
 
 /// Default guest RAM.
@@ -32,6 +35,8 @@ pub const DEFAULT_MEM_MIB: u64 = 16;
 pub const MAX_MEM_MIB: u64 = 4096;
 /// Host memory a VM may use beyond its RAM, unless `quota=` says otherwise.
 pub const DEFAULT_OVERHEAD_KIB: u64 = 512;
+/// Longest time limit accepted (a day).
+pub const MAX_TIME_LIMIT_S: u64 = 86_400;
 
 /// Why a configuration was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,8 +57,10 @@ fn number(key: &str, value: Option<&str>) -> Result<u64, ConfigError> {
 impl VmConfig {
     /// Parse a module command line. Unknown words are errors: a typo must not silently give a
     /// VM other than the one asked for. A leading file path (QEMU and GRUB pass the module's
-    /// path as its first word) is skipped.
-    pub fn parse(text: &str) -> Result<VmConfig, ConfigError> {
+    /// path as its first word) is skipped. `default_time_limit_s` applies when the VM names no
+    /// `time_limit=` (the kernel gives test VMs one).
+    pub fn parse(text: &str, default_time_limit_s: Option<u64>) -> Result<VmConfig, ConfigError> {
+        let mut time_limit_s = default_time_limit_s;
         let mut name = None;
         let mut mem_mib = DEFAULT_MEM_MIB;
         let mut mode = StartMode::Long;
@@ -95,13 +102,22 @@ impl VmConfig {
                     }
                 }
                 "quota" => quota_kib = Some(number("quota", value)?),
+                "time_limit" => {
+                    let s = number("time_limit", value)?;
+                    if s > MAX_TIME_LIMIT_S {
+                        return Err(ConfigError(alloc::format!(
+                            "time_limit={s}: at most {MAX_TIME_LIMIT_S} seconds (0 for none)"
+                        )));
+                    }
+                    time_limit_s = (s > 0).then_some(s);
+                }
                 other => return Err(ConfigError(alloc::format!("unknown word {other:?}"))),
             }
         }
         let name = name.ok_or_else(|| ConfigError("every VM needs name=<name>".into()))?;
         let mem_bytes = mem_mib << 20;
         let quota_bytes = quota_kib.map_or(mem_bytes + (DEFAULT_OVERHEAD_KIB << 10), |k| k << 10);
-        Ok(VmConfig { name, mem_bytes, mode, quota_bytes })
+        Ok(VmConfig { name, mem_bytes, mode, quota_bytes, time_limit_s })
     }
 }
 
@@ -112,11 +128,16 @@ mod tests {
 
     #[test]
     fn defaults_and_all_words() {
-        let c = VmConfig::parse("name=cpuid").unwrap();
+        let c = VmConfig::parse("name=cpuid", None).unwrap();
         assert_eq!((c.name.as_str(), c.mem_bytes, c.mode), ("cpuid", 16 << 20, StartMode::Long));
         assert_eq!(c.quota_bytes, (16 << 20) + (512 << 10));
-        let c = VmConfig::parse("/boot/rm name=rm mem=4 mode=real quota=8192").unwrap();
+        assert_eq!(c.time_limit_s, None);
+        let c =
+            VmConfig::parse("/boot/rm name=rm mem=4 mode=real quota=8192 time_limit=3", Some(30)).unwrap();
         assert_eq!((c.mem_bytes, c.mode, c.quota_bytes), (4 << 20, StartMode::Real, 8 << 20));
+        assert_eq!(c.time_limit_s, Some(3));
+        assert_eq!(VmConfig::parse("name=a", Some(30)).unwrap().time_limit_s, Some(30), "the default");
+        assert_eq!(VmConfig::parse("name=a time_limit=0", Some(30)).unwrap().time_limit_s, None, "0: none");
     }
 
     #[test]
@@ -129,8 +150,10 @@ mod tests {
             ("name=a mode=protected", "mode= is long or real"),
             ("name=a colour=blue", "unknown word \"colour\""),
             ("name=a/b", "name= needs"),
+            ("name=a time_limit=soon", "time_limit= needs a whole number"),
+            ("name=a time_limit=100000", "at most 86400 seconds"),
         ] {
-            let e = VmConfig::parse(text).unwrap_err();
+            let e = VmConfig::parse(text, None).unwrap_err();
             assert!(e.to_string().contains(needle), "{text}: {e}");
         }
     }

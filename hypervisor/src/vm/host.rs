@@ -4,17 +4,18 @@
 
 use super::account::{Account, ChargeError};
 use super::config::VmConfig;
-use super::{setup, Console, VmOutcome, VmState};
+use super::{setup, Console, HostHooks, VmOutcome, VmState};
 use crate::frames::FrameAllocator;
 use crate::kernel::FRAMES;
 use alloc::format;
 use alloc::string::String;
 use basalt_arch::cpu::{CpuInfo, Virtualization};
+use basalt_arch::hoststate::{self, Snapshot, Switched};
 use basalt_arch::mtrr::{memtype, Mtrrs};
 use basalt_arch::nested::{self, LeafPolicy, NestedFormat};
 use basalt_arch::paging::PhysTables;
 use basalt_arch::virt::{FrameSource, VirtError};
-use basalt_arch::{svm, vmx};
+use basalt_arch::{apic, idt, svm, vmx};
 use basalt_boot::Module;
 use core::sync::atomic::{AtomicU32, Ordering};
 use spin::Once;
@@ -38,6 +39,18 @@ static BACKEND: Once<Result<Backend, &'static str>> = Once::new();
 static NESTED: Once<NestedPaging> = Once::new();
 static ENABLED_CPUS: AtomicU32 = AtomicU32::new(0);
 static NEXT_TAG: AtomicU32 = AtomicU32::new(1);
+/// The host time slice on SVM (the local APIC timer; VMX uses its preemption timer).
+const SLICE_MS: u32 = 10;
+static APIC_TICKS_PER_MS: Once<u32> = Once::new();
+
+/// What a VM run needs from the kernel: the TSC rate, the machine's services and the default
+/// time limit (test VMs get one).
+#[derive(Debug, Clone, Copy)]
+pub struct RunEnv {
+    pub tsc_khz: u64,
+    pub hooks: HostHooks,
+    pub default_time_limit_s: Option<u64>,
+}
 
 impl Backend {
     /// The backend for this CPU, or why there is none.
@@ -166,9 +179,9 @@ pub fn module_label(m: &Module) -> String {
 
 /// Build a VM from a boot module, run it on this CPU until it stops, free everything it used.
 /// Returns the VM's name, how it ended and its exit statistics.
-pub fn run_module(m: &Module, console: Console) -> (String, VmOutcome, String) {
+pub fn run_module(m: &Module, console: Console, env: &RunEnv) -> (String, VmOutcome, String) {
     let label = module_label(m);
-    let config = match VmConfig::parse(m.cmdline.as_str()) {
+    let config = match VmConfig::parse(m.cmdline.as_str(), env.default_time_limit_s) {
         Ok(c) => c,
         Err(e) => return (label, VmOutcome::Failed(format!("not started: {e}")), String::new()),
     };
@@ -180,7 +193,7 @@ pub fn run_module(m: &Module, console: Console) -> (String, VmOutcome, String) {
         );
     };
     let mut account = Account::new(config.quota_bytes);
-    let result = build_and_run(&config, backend, module_bytes(m), &mut account, console);
+    let result = build_and_run(&config, backend, module_bytes(m), &mut account, console, env);
     let charged = account.charged();
     if let Some(frames) = FRAMES.lock().as_mut() {
         account.release(frames);
@@ -201,6 +214,7 @@ fn build_and_run(
     image: &[u8],
     account: &mut Account,
     console: Console,
+    env: &RunEnv,
 ) -> Result<(VmOutcome, super::stats::ExitStats), String> {
     let pages = (config.mem_bytes / 4096) as usize;
     let tag = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
@@ -255,11 +269,35 @@ fn build_and_run(
         (memory, vcpu.map_err(|e| source.explain("vCPU", e))?)
     };
     let mut state = VmState::new(config.name.clone(), memory, console);
+    state.on_host(env.hooks, config.time_limit_s, env.tsc_khz);
+    // Basalt's registers that no guest may change, and those it switches itself: the guest
+    // starts from their reset values and Basalt gets its own back when the VM ends.
+    let before = Snapshot::take();
+    let switched = Switched::save();
+    hoststate::reset_guest_visible();
+    if matches!(vcpu, Vcpu::Svm(_)) {
+        let per_ms = *APIC_TICKS_PER_MS.call_once(|| apic::timer_ticks_per_ms(env.tsc_khz));
+        apic::timer_periodic(idt::SLICE_VECTOR, per_ms.saturating_mul(SLICE_MS));
+    }
     // One run loop per backend, so the exit path makes no indirect calls.
     let outcome = match &mut vcpu {
         Vcpu::Vmx(v) => super::run(&mut state, v),
         Vcpu::Svm(v) => super::run(&mut state, v),
     };
+    apic::timer_stop();
+    basalt_arch::io::take_pending_interrupts();
     drop(vcpu);
+    switched.restore();
+    let changed = before.differences(&Snapshot::take());
+    let outcome = match (outcome, changed.is_empty()) {
+        (outcome, true) => outcome,
+        (VmOutcome::Passed, false) => {
+            VmOutcome::Failed(format!("the guest changed Basalt's own registers: {}", changed.join(", ")))
+        }
+        (VmOutcome::Failed(why), false) => VmOutcome::Failed(format!(
+            "{why}; and the guest changed Basalt's own registers: {}",
+            changed.join(", ")
+        )),
+    };
     Ok((outcome, state.stats))
 }

@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod config;
+pub mod events;
 #[cfg(target_os = "none")]
 pub mod host;
 pub mod memory;
@@ -13,8 +14,9 @@ pub mod stats;
 use crate::exits;
 use alloc::boxed::Box;
 use alloc::string::String;
-use basalt_arch::virt::{Event, VirtualCpu};
+use basalt_arch::virt::VirtualCpu;
 use basalt_guests::ExitCounter;
+use events::EventQueue;
 use memory::GuestMemory;
 use stats::{ExitKind, ExitStats};
 
@@ -37,6 +39,48 @@ pub enum Action {
 /// Where a VM's console lines go (the serial console in the kernel, a buffer in tests).
 pub type Console = Box<dyn FnMut(core::fmt::Arguments<'_>) + Send>;
 
+/// What the VM core asks of the machine it runs on (the kernel fills these in; host tests use
+/// [`HostHooks::none`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HostHooks {
+    /// Have another CPU send an NMI to this CPU after this many microseconds.
+    pub request_nmi: fn(u64) -> Result<(), &'static str>,
+    /// How many NMIs Basalt's handler has taken on this CPU.
+    pub nmis_taken: fn() -> u64,
+    /// The time-stamp counter.
+    pub now: fn() -> u64,
+}
+
+impl HostHooks {
+    /// No other CPU, no NMIs, the real TSC.
+    pub fn none() -> Self {
+        HostHooks {
+            request_nmi: |_| Err("no other CPU to send it"),
+            nmis_taken: || 0,
+            now: basalt_arch::io::rdtsc,
+        }
+    }
+}
+
+/// The time limit of a running VM, in TSC ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeLimit {
+    pub seconds: u64,
+    /// The TSC value past which the VM is stopped.
+    pub deadline: u64,
+}
+
+/// An exception Basalt reflected into the guest, to see a guest that makes no progress.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reflected {
+    pub vector: u8,
+    pub rip: u64,
+    /// The exit count when it was last reflected.
+    pub at_exit: u64,
+    /// How many times in a row, at this RIP, with no other exit in between.
+    pub times: u32,
+}
+
 /// A VM's software state: everything the exit handlers read and change except the vCPU.
 pub struct VmState {
     pub name: String,
@@ -46,12 +90,17 @@ pub struct VmState {
     pub scratch_port: u32,
     /// Basalt's scratch MSR (see `exits::SCRATCH_MSR`).
     pub scratch_msr: u64,
-    /// An external interrupt waiting to be delivered to the vCPU.
-    pub pending_interrupt: Option<u8>,
-    /// An exception was queued for the next entry; interrupts wait one more entry.
-    pub exception_queued: bool,
+    /// Interrupts, exceptions and interrupted events waiting for an entry.
+    pub events: EventQueue,
     /// The VM's CPUID answers, computed when the VM is made.
     pub cpuid: exits::CpuidTable,
+    /// Stop the VM once the TSC passes this (checked when a time slice ends).
+    pub time_limit: Option<TimeLimit>,
+    /// The last exception reflected into the guest (exception-loop detection).
+    pub reflected: Reflected,
+    pub host: HostHooks,
+    /// `host.nmis_taken()` when the VM started.
+    pub nmis_at_start: u64,
     console: Console,
 }
 
@@ -63,11 +112,24 @@ impl VmState {
             stats: ExitStats::default(),
             scratch_port: 0,
             scratch_msr: 0,
-            pending_interrupt: None,
-            exception_queued: false,
+            events: EventQueue::default(),
             cpuid: exits::CpuidTable::new(),
+            time_limit: None,
+            reflected: Reflected::default(),
+            host: HostHooks::none(),
+            nmis_at_start: 0,
             console,
         }
+    }
+
+    /// Use the machine's services, and stop the VM after `seconds` of a TSC at `tsc_khz`.
+    pub fn on_host(&mut self, host: HostHooks, time_limit_s: Option<u64>, tsc_khz: u64) {
+        self.host = host;
+        self.nmis_at_start = (host.nmis_taken)();
+        self.time_limit = time_limit_s.map(|seconds| TimeLimit {
+            seconds,
+            deadline: (host.now)().saturating_add(seconds.saturating_mul(tsc_khz).saturating_mul(1000)),
+        });
     }
 
     /// Print a line on the VM's console.
@@ -83,27 +145,33 @@ impl VmState {
             c if c == ExitCounter::Io as u64 => ExitKind::Io,
             c if c == ExitCounter::Msr as u64 => ExitKind::Msr,
             c if c == ExitCounter::Hypercall as u64 => ExitKind::Hypercall,
+            c if c == ExitCounter::Nmi as u64 => ExitKind::Nmi,
+            c if c == ExitCounter::Instruction as u64 => ExitKind::Instruction,
+            c if c == ExitCounter::HostNmi as u64 => {
+                return (self.host.nmis_taken)().wrapping_sub(self.nmis_at_start)
+            }
             _ => return u64::MAX,
         };
         self.stats.get(kind)
     }
 }
 
-/// Run `vcpu` until its VM stops. Interrupts made pending by the guest (or, later, devices)
-/// are injected when the vCPU can take them, or an interrupt window is requested.
+/// Run `vcpu` until its VM stops. Before each entry the event queue picks the one event to
+/// inject (or asks for an interrupt window); after each exit the event it cut short, if any,
+/// goes back into the queue.
 pub fn run<V: VirtualCpu + ?Sized>(state: &mut VmState, vcpu: &mut V) -> VmOutcome {
     loop {
-        if let Some(vector) = state.pending_interrupt {
-            if !state.exception_queued && vcpu.interruptible() {
-                vcpu.inject(Event::Interrupt { vector });
-                state.pending_interrupt = None;
-                vcpu.request_interrupt_window(false);
-            } else {
-                vcpu.request_interrupt_window(true);
-            }
+        let entry = state.events.next(|| vcpu.interruptible());
+        if let Some(event) = entry.inject {
+            vcpu.inject(event);
         }
-        state.exception_queued = false;
+        if let Some(on) = entry.window {
+            vcpu.request_interrupt_window(on);
+        }
         let exit = vcpu.run();
+        if let Some(cut_short) = vcpu.interrupted_event() {
+            state.events.interrupted(cut_short);
+        }
         state.stats.count(&exit);
         if let Action::Stop(outcome) = exits::dispatch(state, vcpu, exit) {
             return outcome;
@@ -118,7 +186,7 @@ mod tests {
     use alloc::sync::Arc;
     use alloc::vec;
     use alloc::vec::Vec;
-    use basalt_arch::virt::{GuestGprs, IoAccess, StateSummary, VmExit};
+    use basalt_arch::virt::{Event, GuestGprs, InterruptedEvent, IoAccess, StateSummary, VmExit};
     use basalt_guests::{UcallKind, UcallRecord, UCALL_PORT, UCALL_RECORD_SIZE};
     use spin::Mutex;
 
@@ -172,6 +240,13 @@ mod tests {
         fn inject(&mut self, event: Event) {
             self.injected.push(event);
         }
+        fn interrupted_event(&self) -> Option<InterruptedEvent> {
+            None
+        }
+        fn efer(&self) -> u64 {
+            0
+        }
+        fn set_efer(&mut self, _: u64) {}
         fn interruptible(&self) -> bool {
             self.rflags_if
         }
@@ -285,7 +360,10 @@ mod tests {
         assert_eq!((cpu.gprs.rdx, cpu.gprs.rax), (0x1122_3344, 0x5566_7788));
         let rip = cpu.rip;
         let _ = exits::dispatch(&mut vm, &mut cpu, VmExit::RdMsr { msr: 0xDEAD_0000 });
-        assert_eq!(cpu.injected, vec![Event::Exception { vector: 13, error_code: Some(0) }]);
+        assert_eq!(
+            vm.events.next(|| true).inject,
+            Some(Event::Exception { vector: 13, error_code: Some(0) })
+        );
         assert_eq!(cpu.rip, rip, "a faulting RDMSR is not skipped");
     }
 
@@ -297,7 +375,7 @@ mod tests {
         let mut cpu = Scripted::new(vec![(ucall_regs, out(UCALL_PORT, 4))]);
         let exit = cpu.run();
         assert_eq!(exits::dispatch(&mut vm, &mut cpu, exit), Action::Continue);
-        assert_eq!(vm.pending_interrupt, Some(0x40));
+        assert!(vm.events.has_interrupt());
         // The guest has IF=0 until its `sti; hlt`: the first entry only asks for a window, HLT
         // with the interrupt pending resumes, and the next entry injects it, once.
         cpu.rflags_if = false;
@@ -309,7 +387,7 @@ mod tests {
         put_record_at(&vm, DONE_GPA, UcallRecord::new(UcallKind::Done, "g.rs", 1, "", [0; 4]));
         assert_eq!(run(&mut vm, &mut cpu), VmOutcome::Passed);
         assert_eq!(cpu.injected, vec![Event::Interrupt { vector: 0x40 }]);
-        assert_eq!((vm.pending_interrupt, cpu.window), (None, false));
+        assert_eq!((vm.events.has_interrupt(), cpu.window), (false, false));
         assert_eq!(lines.lock().as_slice(), ["woke"]);
         assert_eq!(vm.exit_count(ExitCounter::Hlt as u64), 1);
     }

@@ -17,10 +17,13 @@ pub enum ExitKind {
     ExternalInterrupt,
     Preempted,
     InterruptWindow,
+    Nmi,
+    Instruction,
+    CrWrite,
     Other,
 }
 
-const NAMES: [&str; 11] = [
+const NAMES: [&str; 14] = [
     "cpuid",
     "hlt",
     "io",
@@ -31,6 +34,9 @@ const NAMES: [&str; 11] = [
     "extint",
     "preempted",
     "intwindow",
+    "nmi",
+    "insn",
+    "cr",
     "other",
 ];
 
@@ -47,6 +53,9 @@ impl ExitKind {
             VmExit::ExternalInterrupt => ExitKind::ExternalInterrupt,
             VmExit::Preempted => ExitKind::Preempted,
             VmExit::InterruptWindow => ExitKind::InterruptWindow,
+            VmExit::Nmi => ExitKind::Nmi,
+            VmExit::Instruction(_) => ExitKind::Instruction,
+            VmExit::CrWrite { .. } => ExitKind::CrWrite,
             VmExit::Shutdown | VmExit::EntryFailed(_) | VmExit::Unhandled { .. } => ExitKind::Other,
         }
     }
