@@ -1,8 +1,11 @@
-//! Links every guest bin with `guest.ld` (64-bit guests at 1 MiB), except `realmode`, which
-//! links at 0x8000 with `realmode.ld`. Only for the guest target: on the host the bins are
+//! Links every guest bin with `guest.ld` (64-bit guests at 1 MiB), except the real-mode ones
+//! (`realmode`, `acloop`), which link at 0x8000 with `realmode.ld`. Only for the guest target: on the host the bins are
 //! ordinary stubs.
 
 use std::path::Path;
+
+/// The bins that start in real mode (`mode=real`).
+const REAL_MODE: &[&str] = &["realmode", "acloop"];
 
 fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
@@ -20,7 +23,7 @@ fn main() {
         let path = entry.expect("readable tests/src/bin").path();
         let Some(name) = path.file_stem().and_then(|s| s.to_str()) else { continue };
         if path.extension().is_some_and(|e| e == "rs") {
-            let script = if name == "realmode" { "realmode.ld" } else { "guest.ld" };
+            let script = if REAL_MODE.contains(&name) { "realmode.ld" } else { "guest.ld" };
             println!("cargo:rustc-link-arg-bin={name}=-T{dir}/{script}");
         }
     }

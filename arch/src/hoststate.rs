@@ -31,6 +31,8 @@ pub const DR6_RESET: u64 = 0xFFFF_0FF0;
 const CR0_MP: u64 = 1 << 1;
 const CR0_EM: u64 = 1 << 2;
 const CR0_TS: u64 = 1 << 3;
+const CR0_NW: u64 = 1 << 29;
+const CR0_CD: u64 = 1 << 30;
 const CR4_OSFXSR: u64 = 1 << 9;
 const CR4_OSXMMEXCPT: u64 = 1 << 10;
 const CR4_OSXSAVE: u64 = 1 << 18;
@@ -132,12 +134,14 @@ fn fxrstor(area: &FxArea) {
     unsafe { core::arch::asm!("fxrstor64 [{}]", in(reg) area, options(nostack, preserves_flags)) };
 }
 
-/// Make x87/SSE usable for the save and restore of guest state, on the calling CPU: CR0.MP set,
-/// EM and TS clear; CR4.OSFXSR and OSXMMEXCPT set; where the CPU has XSAVE, CR4.OSXSAVE set with
+/// Caches on and x87/SSE usable for the save and restore of guest state, on the calling CPU:
+/// CR0.CD and NW clear (firmware that never enabled caches, like Bochs's BIOS, leaves them set,
+/// and VMX entry hands the host's CD/NW to every guest, SDM 27.3.2.1); CR0.MP set, EM and TS
+/// clear; CR4.OSFXSR and OSXMMEXCPT set; where the CPU has XSAVE, CR4.OSXSAVE set with
 /// XCR0 at its reset value (whatever the firmware left). Then the reset x87/SSE state.
 /// Basalt itself stays soft-float: the compiler never emits these instructions.
 pub fn init_this_cpu() {
-    let cr0 = (read_cr(0) | CR0_MP) & !(CR0_EM | CR0_TS);
+    let cr0 = (read_cr(0) | CR0_MP) & !(CR0_EM | CR0_TS | CR0_CD | CR0_NW);
     let mut cr4 = read_cr(4) | CR4_OSFXSR | CR4_OSXMMEXCPT;
     if has_xsave() {
         cr4 |= CR4_OSXSAVE;

@@ -57,6 +57,10 @@ static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
 static HELPER_CPU: AtomicU32 = AtomicU32::new(u32::MAX);
 /// A request to the helper CPU: (target APIC ID + 1) << 32 | delay in microseconds; 0 = none.
 static NMI_REQUEST: AtomicU64 = AtomicU64::new(0);
+/// The CPU the helper's NMI watchdog watches (APIC ID + 1; 0 = none).
+static WATCHED: AtomicU32 = AtomicU32::new(0);
+/// The watchdog's period: how often the helper CPU sends an NMI to a CPU that runs a guest.
+const WATCHDOG_MS: u32 = 50;
 /// Seconds a VM may run in test mode when its configuration names no `time_limit=`.
 const TEST_TIME_LIMIT_S: u64 = 60;
 
@@ -252,7 +256,12 @@ fn run_modules(boot: &BootInfo) -> (usize, usize) {
     let mut passed = 0;
     let env = host::RunEnv {
         tsc_khz: TSC_KHZ.load(Ordering::Relaxed),
-        hooks: crate::vm::HostHooks { request_nmi, nmis_taken: idt::nmis_taken, now: io::rdtsc },
+        hooks: crate::vm::HostHooks {
+            request_nmi,
+            nmis_taken: idt::nmis_taken,
+            now: io::rdtsc,
+            watchdog: watch_this_cpu,
+        },
         default_time_limit_s: OPTIONS.get().and_then(|o| o.test).map(|_| TEST_TIME_LIMIT_S),
     };
     for m in boot.modules.iter() {
@@ -300,12 +309,43 @@ fn request_nmi(delay_us: u64) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Start or stop the helper CPU's NMI watchdog over this CPU (see `ap_idle`). Returns whether
+/// a helper CPU exists to watch it.
+fn watch_this_cpu(on: bool) -> bool {
+    let helper = HELPER_CPU.load(Ordering::Acquire);
+    if helper == u32::MAX {
+        return false;
+    }
+    WATCHED.store(if on { apic::id() + 1 } else { 0 }, Ordering::Release);
+    apic::send_ipi(helper, apic::icr::FIXED | apic::icr::ASSERT | idt::WAKE_VECTOR as u32);
+    true
+}
+
 /// What an application processor does once it is up: sleep until woken, then serve the NMI
-/// mailbox (the tests' source of host NMIs while a guest runs elsewhere).
+/// mailbox (the tests' source of host NMIs while a guest runs elsewhere) and, while a CPU is
+/// watched, send it an NMI every `WATCHDOG_MS`: NMIs always exit a guest (both backends
+/// intercept them), so even a guest that blocks maskable interrupts where the CPU honours its
+/// RFLAGS.IF over the host's (Bochs 2.7's SVM ignores V_INTR_MASKING) gives its CPU back and
+/// meets its time limit.
 fn ap_idle() -> ! {
+    let mut watching = false;
     loop {
+        let watched = WATCHED.load(Ordering::Acquire);
+        if (watched != 0) != watching {
+            watching = watched != 0;
+            if watching {
+                let per_ms = apic::timer_ticks_per_ms(TSC_KHZ.load(Ordering::Relaxed));
+                apic::timer_periodic(idt::SLICE_VECTOR, per_ms.saturating_mul(WATCHDOG_MS));
+            } else {
+                apic::timer_stop();
+            }
+        }
         x86_64::instructions::interrupts::enable_and_hlt();
         x86_64::instructions::interrupts::disable();
+        let watched = WATCHED.load(Ordering::Acquire);
+        if watching && watched != 0 {
+            apic::send_ipi(watched - 1, apic::icr::NMI | apic::icr::ASSERT);
+        }
         let request = NMI_REQUEST.swap(0, Ordering::AcqRel);
         if request != 0 {
             let target = (request >> 32) as u32 - 1;

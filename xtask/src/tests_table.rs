@@ -152,6 +152,7 @@ pub fn guest_tests(platform: Platform, fail_line: usize) -> Vec<IntegrationTest>
                 "2 of 3 VMs failed",
             ]),
     );
+    tests.extend(isolation_tests(platform));
     tests.push(
         IntegrationTest::new(platform, "unmapped", GUESTS_CMDLINE)
             .guest("unmapped")
@@ -160,6 +161,77 @@ pub fn guest_tests(platform: Platform, fail_line: usize) -> Vec<IntegrationTest>
             .must_contain(&["VM unmapped: FAIL", "0x30000000", "VM cpuid: PASS"]),
     );
     tests
+}
+
+/// A short time limit for the guests that must be stopped by it (seconds of the emulated TSC).
+const SPIN_LIMIT: &str = "time_limit=2";
+
+/// The `isolation-*` tests on `platform`: each hostile guest is followed in the same boot by a
+/// benign `cpuid` VM that must pass (the hypervisor survived, the next VM is unharmed).
+pub fn isolation_tests(platform: Platform) -> Vec<IntegrationTest> {
+    let with = |args: &str, extra: &str| format!("{args} {extra}");
+    vec![
+        // Every SVM/VMX instruction #UD (VMLOAD/VMSAVE aimed at Basalt's image), RDPMC #GP,
+        // INVD/WBINVD harmless, MOV CR8 the guest's own; Basalt's registers checked after.
+        IntegrationTest::new(platform, "isolation-insns", GUESTS_CMDLINE)
+            .guest("isolation-insns")
+            .guest("cpuid")
+            .must_contain(&["VM isolation-insns: PASS", "VM cpuid: PASS"]),
+        // A second VM sees reset x87/SSE, debug registers, CR2, CR8, XCR0 and MSRs after the
+        // first filled them with markers.
+        IntegrationTest::new(platform, "isolation-state", GUESTS_CMDLINE)
+            .guest("isolation-fill")
+            .guest("isolation-check")
+            .guest("cpuid")
+            .must_contain(&["VM isolation-fill: PASS", "VM isolation-check: PASS", "VM cpuid: PASS"]),
+        // `cli; jmp .` and MONITOR/MWAIT with IF = 0 hold no CPU: the time limit stops both.
+        // Two CPUs: Bochs's SVM takes no INTR exit while the guest's IF is 0 (it ignores
+        // V_INTR_MASKING), so there the other CPU's NMI watchdog ends the slices.
+        IntegrationTest::new(platform, "isolation-spin", GUESTS_CMDLINE)
+            .smp(2)
+            .module(guests::path("spin"), &with("name=spin", SPIN_LIMIT))
+            .module(guests::path("mwait"), &with("name=mwait", SPIN_LIMIT))
+            .guest("cpuid")
+            .expect(Expect::Fail)
+            .must_contain(&[
+                "VM spin: FAIL: stopped: time limit of 2 s reached",
+                "VM mwait: FAIL: stopped: time limit of 2 s reached",
+                "VM cpuid: PASS",
+                "2 of 3 VMs failed",
+            ]),
+        // A #DB loop with no progress (CVE-2015-8104) is stopped.
+        IntegrationTest::new(platform, "isolation-dbloop", GUESTS_CMDLINE)
+            .module(guests::path("dbloop"), &with("name=dbloop", SPIN_LIMIT))
+            .guest("cpuid")
+            .expect(Expect::Fail)
+            .must_contain(&[
+                "VM dbloop: FAIL: stopped: exception loop: #DB delivered 1000 times in a row",
+                "VM cpuid: PASS",
+                "1 of 2 VMs failed",
+            ]),
+        // A host NMI sent to the CPU that runs a guest reaches Basalt (two CPUs: the other
+        // one sends it).
+        IntegrationTest::new(platform, "isolation-nmi", GUESTS_CMDLINE)
+            .smp(2)
+            .guest("nmi")
+            .guest("cpuid")
+            .must_contain(&["VM nmi: PASS", "VM cpuid: PASS"]),
+    ]
+    .into_iter()
+    .chain(platform.is_bochs().then(|| {
+        // An #AC delivery loop (CVE-2015-5307) is stopped. Bochs only: QEMU 7.2 TCG does not
+        // emulate alignment checking, so there a ring-3 misaligned push never raises #AC.
+        IntegrationTest::new(platform, "isolation-acloop", GUESTS_CMDLINE)
+            .module(guests::path("acloop"), &with(&guests::module_args("acloop"), SPIN_LIMIT))
+            .guest("cpuid")
+            .expect(Expect::Fail)
+            .must_contain(&[
+                "VM acloop: FAIL: stopped: exception delivery loop: #AC raised while delivering #AC",
+                "VM cpuid: PASS",
+                "1 of 2 VMs failed",
+            ])
+    }))
+    .collect()
 }
 
 pub fn all() -> Vec<IntegrationTest> {

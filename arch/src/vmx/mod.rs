@@ -49,7 +49,8 @@ const EXCEPTION_BITMAP: u64 = (1 << 1) | (1 << 17) | (1 << 18);
 /// VMXE 13, SMXE 14, OSXSAVE 18, PKE 22, CET 23, PKS 24.
 pub const CR4_HIDDEN: u64 = (1 << 11) | (1 << 12) | (1 << 13) | (1 << 14) | (1 << 18) | (0x7 << 22);
 /// CR0.NW and CR0.CD: never forced on a guest, whatever a capability MSR's fixed-0 bits say
-/// (the boot ABI promises caches enabled).
+/// (the boot ABI promises caches enabled). VM entry leaves them as the host has them (SDM
+/// 27.3.2.1), so `hoststate::init_this_cpu` turns the host's caches on.
 const CR0_CD_NW: u64 = (1 << 29) | (1 << 30);
 /// DR6 bits a #DB exit qualification reports (B0-B3, BD, BS; SDM Table 28-1).
 const DR6_EXIT_BITS: u64 = 0x600F;

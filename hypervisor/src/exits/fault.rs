@@ -2,6 +2,7 @@
 //! entries, exits this version does not handle. Each becomes a report naming what happened and
 //! where; the hypervisor and every other VM carry on.
 
+use crate::vm::stats::ExitKind;
 use crate::vm::{Action, Reflected, VmOutcome, VmState};
 use alloc::format;
 use alloc::string::String;
@@ -85,7 +86,11 @@ pub fn intercepted_exception<V: VirtualCpu + ?Sized>(
             )));
         }
     }
-    let exits = vm.stats.total();
+    // Exits the guest caused: time-slice ends (host timer, preemption timer, host NMIs) do not
+    // count as progress.
+    let s = &vm.stats;
+    let exits =
+        s.total() - s.get(ExitKind::ExternalInterrupt) - s.get(ExitKind::Preempted) - s.get(ExitKind::Nmi);
     let r = &mut vm.reflected;
     if r.vector == vector && r.rip == at.rip && r.at_exit + 1 == exits {
         r.times += 1;

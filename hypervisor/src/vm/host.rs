@@ -275,16 +275,23 @@ fn build_and_run(
     let before = Snapshot::take();
     let switched = Switched::save();
     hoststate::reset_guest_visible();
-    if matches!(vcpu, Vcpu::Svm(_)) {
+    let svm = matches!(vcpu, Vcpu::Svm(_));
+    if svm {
+        // Time slices: the local APIC timer with the INTR intercept, and where another CPU is
+        // online its NMI watchdog as a backstop (NMIs exit whatever the guest's RFLAGS.IF).
         let per_ms = *APIC_TICKS_PER_MS.call_once(|| apic::timer_ticks_per_ms(env.tsc_khz));
         apic::timer_periodic(idt::SLICE_VECTOR, per_ms.saturating_mul(SLICE_MS));
+        (env.hooks.watchdog)(true);
     }
     // One run loop per backend, so the exit path makes no indirect calls.
     let outcome = match &mut vcpu {
         Vcpu::Vmx(v) => super::run(&mut state, v),
         Vcpu::Svm(v) => super::run(&mut state, v),
     };
-    apic::timer_stop();
+    if svm {
+        (env.hooks.watchdog)(false);
+        apic::timer_stop();
+    }
     basalt_arch::io::take_pending_interrupts();
     drop(vcpu);
     switched.restore();

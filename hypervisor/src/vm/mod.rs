@@ -49,6 +49,9 @@ pub struct HostHooks {
     pub nmis_taken: fn() -> u64,
     /// The time-stamp counter.
     pub now: fn() -> u64,
+    /// Have another CPU send this CPU an NMI at regular intervals while on (a backstop time
+    /// slice); false if no CPU can.
+    pub watchdog: fn(bool) -> bool,
 }
 
 impl HostHooks {
@@ -58,6 +61,7 @@ impl HostHooks {
             request_nmi: |_| Err("no other CPU to send it"),
             nmis_taken: || 0,
             now: basalt_arch::io::rdtsc,
+            watchdog: |_| false,
         }
     }
 }
