@@ -201,7 +201,7 @@ pub fn guest_tests(platform: Platform, lines: AssertionLines) -> Vec<Integration
 /// `guest forge| ` line, and no raw control byte may reach the serial log.
 pub fn isolation_console(platform: Platform, forge_line: usize) -> IntegrationTest {
     let forge_at = format!(
-        r"VM forge: FAIL: guest assertion failed at {}:{forge_line}: a newline\nand an escape \x1b[0m in the message",
+        r#"VM forge: FAIL: guest assertion failed at {}:{forge_line}: verdict == "PASS": a newline\nand an escape \x1b[0m in the message"#,
         guests::FORGE_SOURCE
     );
     IntegrationTest::new(platform, "isolation-console", GUESTS_CMDLINE)
