@@ -64,7 +64,11 @@ pub struct BootInfo {
     pub loader: Loader,
     /// The firmware memory map, normalized (sorted, merged, no overlaps).
     pub memory: MemoryMap,
+    /// The first [`MAX_MODULES`] modules the loader gave.
     pub modules: FixedVec<Module, MAX_MODULES>,
+    /// How many modules the loader gave beyond the first [`MAX_MODULES`]: not kept, so never
+    /// started. The kernel reports them (a test fails) instead of ignoring them silently.
+    pub modules_dropped: u32,
     pub cmdline: FixedStr<MAX_CMDLINE>,
     /// Physical address of the ACPI RSDP, when the loader knew it.
     pub rsdp: Option<u64>,
@@ -108,6 +112,11 @@ pub trait PhysRead {
 }
 
 impl BootInfo {
+    /// How many modules the loader gave, kept or not.
+    pub fn modules_given(&self) -> usize {
+        self.modules.len() + self.modules_dropped as usize
+    }
+
     /// Build a `BootInfo` from the register values a multiboot loader leaves (EAX magic, EBX
     /// info pointer), whichever flavour it is, or those Basalt's UEFI loader leaves
     /// ([`UEFI_HANDOFF_MAGIC`] and the address of a [`uefi::Handoff`]).

@@ -76,8 +76,10 @@ pub fn parse(info: u64, mem: &dyn PhysRead) -> Result<BootInfo, BootError> {
     memory.normalize()?;
 
     let mut modules = FixedVec::new();
+    let mut modules_dropped = 0;
     if flags & FLAG_MODS != 0 {
-        parse_modules(mem, u64::from(field(OFF_MODS_ADDR)), field(OFF_MODS_COUNT), &mut modules)?;
+        modules_dropped =
+            parse_modules(mem, u64::from(field(OFF_MODS_ADDR)), field(OFF_MODS_COUNT), &mut modules)?;
     }
 
     let mut cmdline = FixedStr::new();
@@ -92,6 +94,7 @@ pub fn parse(info: u64, mem: &dyn PhysRead) -> Result<BootInfo, BootError> {
         loader: Loader::Multiboot1,
         memory,
         modules,
+        modules_dropped,
         cmdline,
         rsdp: None,
         loader_info: (info, info + INFO_SIZE),
@@ -131,16 +134,16 @@ fn parse_mmap(mem: &dyn PhysRead, addr: u64, length: u32, memory: &mut MemoryMap
     Ok(())
 }
 
+/// Reads the first [`MAX_MODULES`] of the `count` module entries at `addr` into `modules`
+/// and returns how many were left out (their entries are not read at all).
 fn parse_modules(
     mem: &dyn PhysRead,
     addr: u64,
     count: u32,
     modules: &mut FixedVec<Module, MAX_MODULES>,
-) -> Result<(), BootError> {
-    if count as usize > MAX_MODULES {
-        return Err(BootError::TooMany("modules"));
-    }
-    for i in 0..u64::from(count) {
+) -> Result<u32, BootError> {
+    let kept = count.min(MAX_MODULES as u32);
+    for i in 0..u64::from(kept) {
         let mut entry = [0u8; MODULE_ENTRY_SIZE as usize];
         read(mem, addr + i * MODULE_ENTRY_SIZE, &mut entry)?;
         let word =
@@ -157,10 +160,10 @@ fn parse_modules(
             cmdline = FixedStr::try_from_str(text)
                 .map_err(|_| BootError::TooMany("bytes in a module command line"))?;
         }
-        // Cannot fail: `count <= MAX_MODULES` was checked.
+        // Cannot fail: at most MAX_MODULES entries are read.
         modules.push(Module { start, end, cmdline }).map_err(|_| BootError::TooMany("modules"))?;
     }
-    Ok(())
+    Ok(count - kept)
 }
 
 /// Read the NUL-terminated string at `addr` into `buf`; `TooMany(what)` if there is no NUL
@@ -326,7 +329,7 @@ pub(crate) mod tests {
             ]
         );
 
-        assert_eq!(info.modules.len(), 2);
+        assert_eq!((info.modules.len(), info.modules_dropped), (2, 0));
         assert_eq!(info.modules[0].start, 0x20_0000);
         assert_eq!(info.modules[0].end, 0x28_0000);
         assert_eq!(info.modules[0].cmdline, "/guests/linux.bzImage console=ttyS0");
@@ -429,10 +432,6 @@ pub(crate) mod tests {
         );
 
         let mut mem = grub_like();
-        put32(&mut mem, INFO + OFF_MODS_COUNT, MAX_MODULES as u32 + 1);
-        assert_eq!(parse(info_addr(), &mem), Err(BootError::TooMany("modules")));
-
-        let mut mem = grub_like();
         put32(&mut mem, MODS + 4, 0x10_0000);
         assert_eq!(
             parse(info_addr(), &mem),
@@ -451,6 +450,33 @@ pub(crate) mod tests {
         let mut mem = grub_like();
         mem.bytes[STRINGS + 3] = 0xff;
         assert_eq!(parse(info_addr(), &mem), Err(BootError::Malformed("multiboot1 string is not UTF-8")));
+    }
+
+    #[test]
+    fn modules_beyond_the_capacity_are_counted_not_read() {
+        let mut mem = grub_like();
+        // Entries 2..MAX_MODULES are valid; the ones after them overlap the strings and would
+        // not parse: they must not be read.
+        for i in 2..MAX_MODULES {
+            put32(&mut mem, MODS + 16 * i, 0x40_0000 + 0x1000 * i as u32);
+            put32(&mut mem, MODS + 16 * i + 4, 0x40_1000 + 0x1000 * i as u32);
+            put32(&mut mem, MODS + 16 * i + 8, 0);
+        }
+        put32(&mut mem, INFO + OFF_MODS_COUNT, MAX_MODULES as u32 + 4);
+        let info = parse(info_addr(), &mem).unwrap();
+        assert_eq!((info.modules.len(), info.modules_dropped), (MAX_MODULES, 4));
+        assert_eq!(info.modules_given(), MAX_MODULES + 4);
+        assert_eq!(info.modules[MAX_MODULES - 1].start, 0x40_0000 + 0x1000 * (MAX_MODULES as u64 - 1));
+        // The command line is still read, so the kernel can report the dropped ones.
+        assert_eq!(info.cmdline, "log=debug guest=\"linux quiet\"");
+
+        put32(&mut mem, INFO + OFF_MODS_COUNT, u32::MAX);
+        let info = parse(info_addr(), &mem).unwrap();
+        assert_eq!(info.modules_dropped, u32::MAX - MAX_MODULES as u32);
+
+        put32(&mut mem, INFO + OFF_MODS_COUNT, MAX_MODULES as u32);
+        assert_eq!(parse(info_addr(), &mem).unwrap().modules_dropped, 0);
+        assert_eq!(parse(info_addr(), &grub_like()).unwrap().modules_dropped, 0);
     }
 
     #[test]

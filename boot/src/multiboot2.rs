@@ -13,7 +13,7 @@
 use crate::cmdline::kernel_cmdline;
 use crate::fixed::{FixedStr, FixedVec};
 use crate::memmap::{MemoryKind, MemoryMap, MemoryRegion};
-use crate::{BootError, BootInfo, Loader, Module};
+use crate::{BootError, BootInfo, Loader, Module, MAX_MODULES};
 use multiboot2::{BootInformation, BootInformationHeader};
 
 const TAG_END: u32 = 0;
@@ -81,7 +81,13 @@ pub unsafe fn parse(info: u64) -> Result<BootInfo, BootError> {
     memory.normalize()?;
 
     let mut modules = FixedVec::new();
+    let mut modules_dropped = 0u32;
     for tag in mbi.module_tags() {
+        if modules.len() == MAX_MODULES {
+            // Counted, not parsed: it will not run, so its contents cannot stop the boot.
+            modules_dropped = modules_dropped.saturating_add(1);
+            continue;
+        }
         let (start, end) = (u64::from(tag.start_address()), u64::from(tag.end_address()));
         if end < start {
             return Err(BootError::Malformed("multiboot2 module ends before it starts"));
@@ -107,6 +113,7 @@ pub unsafe fn parse(info: u64) -> Result<BootInfo, BootError> {
         loader: Loader::Multiboot2,
         memory,
         modules,
+        modules_dropped,
         cmdline,
         rsdp,
         loader_info: (info, info + u64::from(total_size)),
@@ -341,7 +348,7 @@ mod tests {
             ]
         );
 
-        assert_eq!(info.modules.len(), 2);
+        assert_eq!((info.modules.len(), info.modules_dropped), (2, 0));
         assert_eq!((info.modules[0].start, info.modules[0].end), (0x20_0000, 0x28_0000));
         assert_eq!(info.modules[0].cmdline, "/guests/linux console=ttyS0");
         assert_eq!((info.modules[1].start, info.modules[1].end), (0x30_0000, 0x30_0800));
@@ -483,11 +490,19 @@ mod tests {
 
     #[test]
     fn capacities() {
+        // Modules beyond the capacity are counted, not parsed (this one's command line is too
+        // long to keep), and the kernel command line after them is still read.
+        let long = "x".repeat(crate::MAX_MODULE_CMDLINE + 1);
         let mut m = Mbi::new().mmap(&[(0, 0x1000_0000, 1)]);
-        for i in 0..=MAX_MODULES as u32 {
-            m = m.module(0x100_0000 + i * 0x1000, 0x100_1000 + i * 0x1000, "m");
+        for i in 0..MAX_MODULES as u32 + 3 {
+            let text = if i == MAX_MODULES as u32 + 1 { long.as_str() } else { "m" };
+            m = m.module(0x100_0000 + i * 0x1000, 0x100_1000 + i * 0x1000, text);
         }
-        assert_eq!(parse_buf(&m.finish()), Err(BootError::TooMany("modules")));
+        let info = parse_buf(&m.cmdline("/boot/basalt test=guests").finish()).unwrap();
+        assert_eq!((info.modules.len(), info.modules_dropped), (MAX_MODULES, 3));
+        assert_eq!(info.modules_given(), MAX_MODULES + 3);
+        assert_eq!(info.modules[MAX_MODULES - 1].start, 0x100_0000 + (MAX_MODULES as u64 - 1) * 0x1000);
+        assert_eq!(info.cmdline, "test=guests");
 
         let long = "x".repeat(crate::MAX_MODULE_CMDLINE + 1);
         let m = Mbi::new().mmap(&[(0, 0x1000_0000, 1)]).module(0x1000, 0x2000, &long);

@@ -25,7 +25,7 @@ pub const UEFI_HANDOFF_MAGIC: u32 = 0x4241_5341;
 /// First bytes of a [`Handoff`].
 pub const HANDOFF_SIGNATURE: [u8; 8] = *b"BASALTBI";
 /// Layout version of [`Handoff`]; bump on any change.
-pub const HANDOFF_VERSION: u32 = 1;
+pub const HANDOFF_VERSION: u32 = 2;
 
 /// The marker the kernel image carries in its `.multiboot_header` section (in the first
 /// 8 KiB of the first loadable segment, 8-byte aligned) so the UEFI loader can find the
@@ -64,6 +64,8 @@ pub struct Handoff {
     /// `size_of::<Handoff>()` as the loader saw it.
     pub size: u32,
     pub region_count: u32,
+    /// How many modules the loader was given (version 2): the first `MAX_MODULES` of them are
+    /// in `modules`, the rest were not loaded and become [`BootInfo::modules_dropped`].
     pub module_count: u32,
     pub cmdline_len: u32,
     /// 1 when `rsdp` is valid.
@@ -150,7 +152,7 @@ impl Handoff {
             slot.cmdline_len = text.len() as u32;
             slot.cmdline[..text.len()].copy_from_slice(text);
         }
-        self.module_count = info.modules.len() as u32;
+        self.module_count = info.modules_given() as u32;
         let text = info.cmdline.as_str().as_bytes();
         self.cmdline_len = text.len() as u32;
         self.cmdline[..text.len()].copy_from_slice(text);
@@ -182,7 +184,8 @@ impl Handoff {
         }
         let regions =
             self.regions.get(..self.region_count as usize).ok_or(BootError::TooMany("memory regions"))?;
-        let modules = self.modules.get(..self.module_count as usize).ok_or(BootError::TooMany("modules"))?;
+        let kept = (self.module_count as usize).min(MAX_MODULES);
+        let modules = &self.modules[..kept];
         let mut memory = MemoryMap::new();
         for r in regions {
             let kind = kind_from_u32(r.kind).ok_or(BootError::Malformed("UEFI hand-off memory kind"))?;
@@ -219,6 +222,7 @@ impl Handoff {
             loader: Loader::Uefi,
             memory,
             modules: mods,
+            modules_dropped: self.module_count - kept as u32,
             cmdline: crate::cmdline::kernel_cmdline(text)?,
             rsdp: (self.has_rsdp == 1).then_some(self.rsdp),
             loader_info: (addr, addr + (HANDOFF_SIZE as u64).next_multiple_of(4096)),
@@ -296,6 +300,7 @@ mod tests {
             loader: Loader::Uefi,
             memory,
             modules,
+            modules_dropped: 0,
             cmdline: FixedStr::try_from_str("log=info test=boot").unwrap(),
             rsdp: Some(0x1FF7_E014),
             loader_info: (0, 0),
@@ -321,6 +326,28 @@ mod tests {
         let back = parse(0x7000_0000, &mem).unwrap();
         assert_eq!(back.loader_info, (0x7000_0000, 0x7000_0000 + 12288));
         assert_eq!(BootInfo { loader_info: (0, 0), ..back }, info);
+    }
+
+    #[test]
+    fn modules_beyond_the_capacity_travel_as_a_count() {
+        // The loader keeps the first MAX_MODULES and counts the rest.
+        let mut info = sample();
+        while info.modules.len() < MAX_MODULES {
+            let mut m = info.modules[0];
+            m.start += 0x10000 * info.modules.len() as u64;
+            m.end = m.start + 0x1000;
+            info.modules.push(m).unwrap();
+        }
+        info.modules_dropped = 3;
+        let mut h = Handoff::new();
+        h.encode(&info);
+        assert_eq!(h.module_count, MAX_MODULES as u32 + 3);
+        let back = h.decode(0).unwrap();
+        assert_eq!((back.modules.len(), back.modules_dropped, back.modules_given()), (MAX_MODULES, 3, 19));
+        assert_eq!(BootInfo { loader_info: (0, 0), ..back }, info);
+        let mut all = h;
+        all.module_count = u32::MAX;
+        assert_eq!(all.decode(0).unwrap().modules_dropped, u32::MAX - MAX_MODULES as u32);
     }
 
     #[test]

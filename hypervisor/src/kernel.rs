@@ -4,6 +4,7 @@
 //! a `BootInfo` before anything can overwrite them; the frame allocator is built before the heap;
 //! the heap before the per-CPU tables; Basalt's own page tables before the APs start.
 
+use crate::console::{Escaped, GuestLine};
 use crate::frames::FrameAllocator;
 use crate::percpu;
 use crate::vm::{host, VmOutcome};
@@ -11,8 +12,9 @@ use basalt_arch::cpu::{CpuInfo, Virtualization};
 use basalt_arch::idt::{exception_name, ExceptionFrame};
 use basalt_arch::paging::{self, LargePage, PhysTables, LARGE_PAGE};
 use basalt_arch::{apic, gdt, idt, io, smp};
-use basalt_boot::{BootInfo, MemoryKind, PhysRead};
+use basalt_boot::{BootInfo, FixedStr, MemoryKind, PhysRead, MAX_MODULES};
 use basalt_drivers::{acpi, println, serial, timer};
+use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use linked_list_allocator::LockedHeap;
 use log::{error, info, warn};
@@ -38,6 +40,23 @@ struct Options {
     test: Option<TestName>,
     /// `exit`: end the emulator (QEMU isa-debug-exit, Bochs port 0x8900) when Basalt stops.
     exit: bool,
+    /// `token=<hex>`: the harness's secret for this boot, printed in the verdict line so that
+    /// a verdict-like line a guest prints cannot pass for Basalt's (see [`print_verdict`]).
+    token: Option<FixedStr<MAX_TOKEN>>,
+}
+
+/// Longest `token=` value, in hex digits.
+const MAX_TOKEN: usize = 64;
+
+/// What a verdict line starts with (xtask's `integration::MARKER`).
+const VERDICT_MARKER: &str = "BASALT-TEST-RESULT";
+
+/// A `token=` value: 1 to [`MAX_TOKEN`] hex digits, or `None`.
+fn parse_token(value: &str) -> Option<FixedStr<MAX_TOKEN>> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    FixedStr::try_from_str(value).ok()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +129,11 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
             None => None,
         },
         exit: cmdline.has("exit"),
+        token: cmdline.get("token").and_then(parse_token),
     });
+    if let Some(value) = cmdline.get("token").filter(|_| options.token.is_none()) {
+        stop(format_args!("token= must be 1 to {MAX_TOKEN} hex digits, got {:?}", value))
+    }
     idt::set_fatal_handler(fatal_exception);
     info!(
         "Basalt {} starting ({:?}), command line {:?}",
@@ -118,6 +141,9 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
         boot.loader,
         boot.cmdline.as_str()
     );
+    if boot.modules_dropped > 0 {
+        error!("{}", DroppedModules(boot.modules_given()));
+    }
 
     // Physical memory: everything usable except the kernel, the modules and the loader's info.
     let mut reserved = [(0u64, 0u64); basalt_boot::MAX_MODULES + 2];
@@ -217,18 +243,25 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
 
     match options.test {
         Some(TestName::Boot) if online == listed && cpu.virtualization != Virtualization::None => {
-            test_exit(true, "boot")
+            test_exit(true, format_args!("boot"))
         }
-        Some(TestName::Boot) => test_exit(false, "not every CPU came online, or no virtualization"),
+        Some(TestName::Boot) => {
+            test_exit(false, format_args!("not every CPU came online, or no virtualization"))
+        }
         Some(TestName::Guests) => {
             let (passed, total) = run_modules(&boot);
-            if total == 0 {
-                test_exit(false, "test=guests but no guest module was given")
-            } else if passed == total {
-                test_exit(true, "guests")
-            } else {
-                println!("BASALT-TEST-RESULT: FAIL: {} of {total} VMs failed", total - passed);
-                exit_emulator(false)
+            let failed = total - passed;
+            let dropped = DroppedModules(boot.modules_given());
+            match (boot.modules_dropped > 0, failed > 0) {
+                (true, true) => {
+                    test_exit(false, format_args!("{dropped}; {failed} of {total} VMs that ran failed"))
+                }
+                (true, false) => test_exit(false, format_args!("{dropped}")),
+                _ if total == 0 => {
+                    test_exit(false, format_args!("test=guests but no guest module was given"))
+                }
+                (false, true) => test_exit(false, format_args!("{failed} of {total} VMs failed")),
+                (false, false) => test_exit(true, format_args!("guests")),
             }
         }
         Some(TestName::Panic) => panic!("test-requested panic (test=panic)"),
@@ -236,7 +269,7 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
             info!("executing UD2 (test=exception)");
             // SAFETY: deliberately raises #UD to exercise the exception path; the handler stops.
             unsafe { core::arch::asm!("ud2") };
-            test_exit(false, "UD2 did not fault")
+            test_exit(false, format_args!("UD2 did not fault"))
         }
         None => {
             if boot.modules.is_empty() {
@@ -265,17 +298,23 @@ fn run_modules(boot: &BootInfo) -> (usize, usize) {
         default_time_limit_s: OPTIONS.get().and_then(|o| o.test).map(|_| TEST_TIME_LIMIT_S),
     };
     for m in boot.modules.iter() {
+        // The name comes from the module command line (the boot configuration, not the
+        // guest), but before the VM's configuration checks it: escaped like guest text.
         let label = host::module_label(m);
-        info!("VM {label}: starting");
-        let prefix = label.clone();
-        let console: crate::vm::Console = alloc::boxed::Box::new(move |args| println!("[{prefix}] {args}"));
+        info!("VM {}: starting", Escaped(&label));
+        // Whatever the guest prints is one escaped `guest <name>| ...` line (crate::console).
+        let vm_name = label.clone();
+        let console: crate::vm::Console =
+            alloc::boxed::Box::new(move |text| println!("{}", GuestLine { vm: &vm_name, text }));
         let (name, outcome, stats) = host::run_module(m, console, &env);
+        let name = Escaped(name);
         match outcome {
             VmOutcome::Passed => {
                 passed += 1;
                 println!("VM {name}: PASS");
             }
-            VmOutcome::Failed(report) => println!("VM {name}: FAIL: {report}"),
+            // A report can quote the guest (its assertion's message and file): escaped.
+            VmOutcome::Failed(report) => println!("VM {name}: FAIL: {}", Escaped(report)),
         }
         if !stats.is_empty() {
             info!("VM {name}: exits {stats}");
@@ -419,13 +458,39 @@ fn print_summary(cpu: &CpuInfo, memory: (u64, u64, u64), tsc_khz: u64, online: u
     println!("  CPUs online: {online}/{listed}");
 }
 
-/// Print the test verdict marker and end the emulator (see xtask's test protocol).
-fn test_exit(pass: bool, what: &str) -> ! {
-    if pass {
-        println!("BASALT-TEST-RESULT: PASS");
-    } else {
-        println!("BASALT-TEST-RESULT: FAIL: {what}");
+/// `<given> boot modules given, Basalt runs at most 16: modules 17-<given> were not started`.
+struct DroppedModules(usize);
+
+impl fmt::Display for DroppedModules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let given = self.0;
+        write!(f, "{given} boot modules given, Basalt runs at most {MAX_MODULES}: ")?;
+        match given - MAX_MODULES {
+            1 => write!(f, "module {given} was not started"),
+            _ => write!(f, "modules {}-{given} were not started", MAX_MODULES + 1),
+        }
     }
+}
+
+/// Print the verdict line, the only line xtask takes a test's result from:
+/// `BASALT-TEST-RESULT <token>: PASS` or `BASALT-TEST-RESULT <token>: FAIL: <reason>` with
+/// the command line's `token=`, and without one (`cargo xtask run`, a person)
+/// `BASALT-TEST-RESULT: PASS` / `BASALT-TEST-RESULT: FAIL: <reason>`. The reason is escaped,
+/// so the verdict is always one line.
+fn print_verdict(pass: bool, reason: fmt::Arguments<'_>) {
+    let token = OPTIONS.get().and_then(|o| o.token);
+    let token = token.as_ref().map_or("", |t| t.as_str());
+    let space = if token.is_empty() { "" } else { " " };
+    if pass {
+        println!("{VERDICT_MARKER}{space}{token}: PASS");
+    } else {
+        println!("{VERDICT_MARKER}{space}{token}: FAIL: {}", Escaped(reason));
+    }
+}
+
+/// Print the test verdict and end the emulator (see xtask's test protocol).
+fn test_exit(pass: bool, reason: fmt::Arguments<'_>) -> ! {
+    print_verdict(pass, reason);
     exit_emulator(pass)
 }
 
@@ -448,8 +513,7 @@ fn wants_exit() -> bool {
 fn stop(args: core::fmt::Arguments<'_>) -> ! {
     error!("{args}");
     if wants_exit() {
-        println!("BASALT-TEST-RESULT: FAIL: {args}");
-        exit_emulator(false)
+        test_exit(false, args)
     }
     io::halt_forever()
 }
@@ -476,8 +540,7 @@ pub fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     serial::force_unlock();
     println!("\nPANIC on cpu{}: {info}", percpu::index());
     if wants_exit() {
-        println!("BASALT-TEST-RESULT: FAIL: kernel panic");
-        exit_emulator(false)
+        test_exit(false, format_args!("kernel panic"))
     }
     io::halt_forever()
 }

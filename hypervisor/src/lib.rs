@@ -6,6 +6,7 @@
 
 extern crate alloc;
 
+pub mod console;
 pub mod exits;
 pub mod frames;
 #[cfg(target_os = "none")]

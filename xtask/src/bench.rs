@@ -15,7 +15,7 @@
 use crate::emulator::{self, Exit, Launch, SerialOut};
 use crate::platform::{Platform, Vm};
 use crate::util::{workspace_root, xtask_dir};
-use crate::{bochs, guests, kernel, qemu};
+use crate::{bochs, guests, integration, kernel, qemu};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -100,8 +100,8 @@ pub struct BenchLine {
     pub iters: u64,
 }
 
-/// Parses `BENCH <row> total=<n> iters=<n>` anywhere in a line (the kernel prefixes a VM's
-/// console lines with `[name] `).
+/// Parses `BENCH <row> total=<n> iters=<n>` anywhere in a line (the kernel prints a VM's
+/// console lines as `guest <name>| <text>`).
 pub fn parse_bench_line(line: &str) -> Option<BenchLine> {
     let rest = line.trim_end_matches('\r').split_once("BENCH ")?.1;
     let mut words = rest.split_whitespace();
@@ -332,10 +332,10 @@ struct Run {
     log: PathBuf,
 }
 
-fn check_run(name: &str, launch: &Launch, outcome: emulator::Outcome, want_pass: bool) -> Result<Run> {
+fn check_run(name: &str, launch: &Launch, outcome: emulator::Outcome, token: &str) -> Result<Run> {
     let log = launch.serial_log.clone();
     let serial = outcome.serial;
-    if want_pass && !serial.contains("BASALT-TEST-RESULT: PASS") {
+    if integration::find_marker(&serial, token) != Some(integration::Reported::Pass) {
         bail!("the {name} run did not pass ({:?}); see {}", outcome.exit, log.display());
     }
     if let Exit::TimedOut(t) = outcome.exit {
@@ -345,12 +345,13 @@ fn check_run(name: &str, launch: &Launch, outcome: emulator::Outcome, want_pass:
 }
 
 fn qemu_run(name: &str, kernel: &Path, mem_mb: u32, modules: Vec<(PathBuf, String)>) -> Result<Run> {
+    let token = integration::fresh_token();
     let vm = Vm {
         platform: Platform::QemuSvm,
         kernel: kernel.to_path_buf(),
         smp: 1,
         mem_mb,
-        cmdline: "log=info test=guests".into(),
+        cmdline: format!("log=info test=guests token={token}"),
         modules,
         work_dir: xtask_dir().join(format!("bench-{name}")),
     };
@@ -360,19 +361,20 @@ fn qemu_run(name: &str, kernel: &Path, mem_mb: u32, modules: Vec<(PathBuf, Strin
     let outcome = emulator::run_captured(
         &launch,
         Duration::from_secs(300),
-        "BASALT-TEST-RESULT",
+        &integration::verdict_prefix(&token),
         Duration::from_secs(5),
     )?;
-    check_run(name, &launch, outcome, true)
+    check_run(name, &launch, outcome, &token)
 }
 
 fn bochs_run(kernel: &Path, modules: Vec<(PathBuf, String)>) -> Result<Run> {
+    let token = integration::fresh_token();
     let vm = Vm {
         platform: Platform::BochsVmx,
         kernel: kernel.to_path_buf(),
         smp: 1,
         mem_mb: 512,
-        cmdline: "log=info test=guests".into(),
+        cmdline: format!("log=info test=guests token={token}"),
         modules,
         work_dir: xtask_dir().join("bench-bochs-vmx"),
     };
@@ -381,10 +383,10 @@ fn bochs_run(kernel: &Path, modules: Vec<(PathBuf, String)>) -> Result<Run> {
     let outcome = emulator::run_captured(
         &launch,
         Duration::from_secs(600),
-        "BASALT-TEST-RESULT",
+        &integration::verdict_prefix(&token),
         Duration::from_secs(5),
     )?;
-    check_run("bochs-vmx", &launch, outcome, true)
+    check_run("bochs-vmx", &launch, outcome, &token)
 }
 
 /// Reads the micro-benchmarks, the workload and the memory lines of one run into `r` under
@@ -576,16 +578,16 @@ mod tests {
     const SERIAL: &str = "\
 [INFO  cpu0] Basalt 0.1.0 starting (Multiboot1)\n\
   memory in use by Basalt: 17204 KiB\n\
-[bench] BENCH empty total=2008 iters=1000\r\n\
-[bench] BENCH cpuid total=286010 iters=1000\n\
-[bench] BENCH pio-in total=249011 iters=1000\n\
-[workload] BENCH workload total=9876543 iters=4096\n\
+guest bench| BENCH empty total=2008 iters=1000\r\n\
+guest bench| BENCH cpuid total=286010 iters=1000\n\
+guest bench| BENCH pio-in total=249011 iters=1000\n\
+guest workload| BENCH workload total=9876543 iters=4096\n\
 [INFO  cpu0] VM bench: exits total 6309: cpuid 1051, io 2108, msr 2100, hypercall 1050; 16424 KiB charged of 16896 KiB quota\n";
 
     #[test]
     fn bench_lines() {
         assert_eq!(
-            parse_bench_line("[bench] BENCH cpuid total=286010 iters=1000\r"),
+            parse_bench_line("guest bench| BENCH cpuid total=286010 iters=1000\r"),
             Some(BenchLine { row: "cpuid".into(), total: 286010, iters: 1000 })
         );
         assert_eq!(parse_bench_line("BENCH cpuid total=x iters=1000"), None);

@@ -62,6 +62,56 @@ log: bochs.log
     )
 }
 
+/// Bochs's own log in the work directory (`log:` in [`bxrc`]).
+pub const LOG_FILE: &str = "bochs.log";
+
+/// What Bochs logs when Basalt ends it by writing "Shutdown" to port 0x8900: in bochs.log
+/// `00098296544p[UNMAP ] >>PANIC<< Shutdown port: shutdown requested`, and on stderr
+/// `Bochs is exiting with the following message:` then `[UNMAP ] Shutdown port: shutdown requested`.
+pub const SHUTDOWN_MESSAGE: &str = "Shutdown port: shutdown requested";
+
+/// The stderr line after which Bochs prints why it is exiting.
+const EXIT_MESSAGE_HEADER: &str = "Bochs is exiting with the following message:";
+
+/// How a Bochs run ended, by its own account. Its exit status is always 1, so this is how a
+/// test tells "Basalt ended it" from "Bochs gave up" (a triple fault of Basalt itself with
+/// `reset_on_triple_fault=0` is a Bochs panic: `>>PANIC<< exception(): 3rd (13) exception
+/// with no resolution`; with `panic: action=fatal` every panic ends Bochs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BochsEnd {
+    /// Basalt's shutdown request (port 0x8900).
+    Shutdown,
+    /// Bochs stopped for another reason: the line that says why, quoted from its output.
+    Died(String),
+    /// Neither is in its output (it was killed, or left no log).
+    Unknown,
+}
+
+/// Reads how Bochs ended from its stderr (the exit message) and its log file (`>>PANIC<<`
+/// and `FATAL` lines; Bochs's error-level lines, which report failed VM entries and the like
+/// and do not end it, are not a reason).
+pub fn how_it_ended(stderr: &str, log: &str) -> BochsEnd {
+    let mut lines = stderr.lines();
+    if lines.by_ref().any(|l| l.trim() == EXIT_MESSAGE_HEADER) {
+        if let Some(message) = lines.map(str::trim).find(|l| !l.is_empty() && !l.starts_with("====")) {
+            return judge_line(message);
+        }
+    }
+    log.lines()
+        .filter(|l| l.contains(">>PANIC<<") || l.contains("FATAL"))
+        .map(|l| judge_line(l.trim()))
+        .next()
+        .unwrap_or(BochsEnd::Unknown)
+}
+
+fn judge_line(line: &str) -> BochsEnd {
+    if line.contains(SHUTDOWN_MESSAGE) {
+        BochsEnd::Shutdown
+    } else {
+        BochsEnd::Died(line.to_string())
+    }
+}
+
 /// Debugger commands: run, then quit when the simulation stops.
 pub const CONT_RC: &str = "continue\nquit\n";
 
@@ -115,7 +165,7 @@ pub fn prepare(vm: &Vm) -> Result<Launch> {
 
     fs::write(dir.join("basalt.bxrc"), bxrc(model, vm.smp, vm.mem_mb))?;
     fs::write(dir.join("cont.rc"), CONT_RC)?;
-    for stale in ["serial.log", "bochs.log"] {
+    for stale in ["serial.log", LOG_FILE] {
         let _ = fs::remove_file(dir.join(stale));
     }
     Ok(Launch {
@@ -136,6 +186,54 @@ fn copy(from: &Path, to: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SHUTDOWN_STDERR: &str = "00000000000i[      ] using log file bochs.log
+========================================================================
+Bochs is exiting with the following message:
+[UNMAP ] Shutdown port: shutdown requested
+========================================================================
+";
+
+    #[test]
+    fn basalts_shutdown_request() {
+        assert_eq!(how_it_ended(SHUTDOWN_STDERR, ""), BochsEnd::Shutdown);
+        let log = "00087440011i[APIC0 ] allocate APIC id=0\n\
+                   00090000000e[CPU0  ] VMLAUNCH: invalid guest state\n\
+                   00098296544p[UNMAP ] >>PANIC<< Shutdown port: shutdown requested\n\
+                   00098296544i[SIM   ] quit_sim called with exit code 1\n";
+        assert_eq!(how_it_ended("", log), BochsEnd::Shutdown);
+        assert_eq!(how_it_ended(SHUTDOWN_STDERR, log), BochsEnd::Shutdown);
+    }
+
+    #[test]
+    fn bochs_dying_is_quoted() {
+        let stderr = "========================================================================
+Bochs is exiting with the following message:
+[CPU0  ] exception(): 3rd (13) exception with no resolution
+========================================================================
+";
+        assert_eq!(
+            how_it_ended(stderr, ""),
+            BochsEnd::Died("[CPU0  ] exception(): 3rd (13) exception with no resolution".into())
+        );
+        let log = "00012345678e[CPU0  ] interrupt(): gate descriptor is not valid sys seg\n\
+                   00012345679p[CPU0  ] >>PANIC<< exception(): 3rd (13) exception with no resolution\n";
+        assert_eq!(
+            how_it_ended("", log),
+            BochsEnd::Died(
+                "00012345679p[CPU0  ] >>PANIC<< exception(): 3rd (13) exception with no resolution".into()
+            )
+        );
+        let fatal = "00000000000p[      ] >>PANIC<< ROM: couldn't open ROM image file\n";
+        assert!(matches!(how_it_ended("", fatal), BochsEnd::Died(l) if l.contains("ROM image")));
+    }
+
+    #[test]
+    fn no_word_from_bochs() {
+        assert_eq!(how_it_ended("", ""), BochsEnd::Unknown);
+        let log = "00090000000e[CPU0  ] VMLAUNCH: invalid guest state\n";
+        assert_eq!(how_it_ended("00000000000i[PLUGIN] loaded\n", log), BochsEnd::Unknown);
+    }
 
     #[test]
     fn grub_cfg_without_modules() {

@@ -13,6 +13,8 @@ pub const PASSING: &[&str] = &["cpuid", "hlt", "portio", "msr", "pagefault", "re
 /// Guests that attack the hypervisor (the `isolation-*` tests); most end stopped by Basalt.
 pub const HOSTILE: &[&str] =
     &["isolation-insns", "isolation-fill", "isolation-check", "spin", "mwait", "dbloop", "acloop", "nmi"];
+/// Guests that are built but fail on purpose: each is part of a test that expects it to.
+pub const FAILING: &[&str] = &["fail", "unmapped", "forge"];
 
 /// The guest `cargo xtask run` boots when given none.
 pub const DEMO: &str = "demo";
@@ -59,7 +61,7 @@ pub fn build() -> Result<()> {
     if !status.success() {
         bail!("guest build failed ({status})");
     }
-    for name in PASSING.iter().chain(&["fail", "unmapped"]).chain(HOSTILE) {
+    for name in PASSING.iter().chain(FAILING).chain(HOSTILE) {
         if !path(name).is_file() {
             bail!("the guest build succeeded but {} is missing", path(name).display());
         }
@@ -77,11 +79,25 @@ pub const FAIL_SOURCE: &str = "tests/src/bin/fail.rs";
 /// The assertion in it that fails.
 pub const FAIL_ASSERTION: &str = "guest_assert_eq!(1 + 1, 3)";
 
+/// The source file of the `forge` guest.
+pub const FORGE_SOURCE: &str = "tests/src/bin/forge.rs";
+/// The assertion in it that fails.
+pub const FORGE_ASSERTION: &str = "guest_assert!(verdict == \"PASS\"";
+
 /// The line of the failing assertion in the `fail` guest.
 pub fn fail_line() -> Result<usize> {
-    let file = workspace_root().join(FAIL_SOURCE);
+    assertion_line(FAIL_SOURCE, FAIL_ASSERTION)
+}
+
+/// The line of the failing assertion in the `forge` guest.
+pub fn forge_line() -> Result<usize> {
+    assertion_line(FORGE_SOURCE, FORGE_ASSERTION)
+}
+
+fn assertion_line(source_file: &str, assertion: &str) -> Result<usize> {
+    let file = workspace_root().join(source_file);
     let source = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-    line_of(&source, FAIL_ASSERTION).with_context(|| format!("{FAIL_SOURCE} lacks {FAIL_ASSERTION}"))
+    line_of(&source, assertion).with_context(|| format!("{source_file} lacks {assertion}"))
 }
 
 #[cfg(test)]
@@ -114,8 +130,15 @@ mod tests {
     }
 
     #[test]
+    fn the_forge_guest_has_its_assertion() {
+        let line = forge_line().unwrap();
+        let source = std::fs::read_to_string(workspace_root().join(FORGE_SOURCE)).unwrap();
+        assert!(source.lines().nth(line - 1).unwrap().trim_start().starts_with(FORGE_ASSERTION));
+    }
+
+    #[test]
     fn every_guest_has_a_source() {
-        for name in PASSING.iter().chain(&["fail", "unmapped"]).chain(HOSTILE) {
+        for name in PASSING.iter().chain(FAILING).chain(HOSTILE) {
             assert!(workspace_root().join(format!("tests/src/bin/{name}.rs")).is_file(), "{name}");
         }
     }

@@ -1,17 +1,28 @@
 //! Integration tests: boot the kernel with `test=<name>` and judge its serial output.
 
+use crate::bochs::BochsEnd;
 use crate::emulator::{self, Exit, Outcome};
 use crate::platform::{Platform, Vm};
 use crate::tests_table::{Expect, IntegrationTest};
 use crate::util::{last_lines, xtask_dir};
 use crate::{bochs, qemu};
 use anyhow::Result;
-use std::io::Write;
+use std::collections::hash_map::RandomState;
+use std::fmt::Write as _;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{Read, Write};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The line prefix with which the kernel reports a test's result.
-pub const MARKER: &str = "BASALT-TEST-RESULT: ";
+/// What the kernel's verdict line starts with. With `token=<hex>` on its command line (every
+/// test run) the line is `BASALT-TEST-RESULT <token>: PASS` or
+/// `BASALT-TEST-RESULT <token>: FAIL: <reason>`; without one (`cargo xtask run`), the same
+/// without ` <token>`.
+pub const MARKER: &str = "BASALT-TEST-RESULT";
+
+/// What every line of guest text starts with (`guest <vm>| <escaped text>`); the kernel's
+/// `console::GUEST_LINE_PREFIX` (hypervisor/src/console.rs, checked by a test here).
+pub const GUEST_LINE_PREFIX: &str = "guest ";
 
 /// QEMU's exit status for isa-debug-exit value 0x10 (pass) and 0x11 (fail).
 const QEMU_PASS_STATUS: i32 = (0x10 << 1) | 1;
@@ -30,10 +41,40 @@ pub enum Reported {
     Fail(String),
 }
 
-/// The first result marker in the serial output.
-pub fn find_marker(serial: &str) -> Option<Reported> {
+/// A fresh secret for one boot: 128 random bits in hex, for `token=` on the kernel command
+/// line. Guests see only their own RAM, never the kernel command line, so they cannot print
+/// a verdict line with it.
+pub fn fresh_token() -> String {
+    let mut bytes = [0u8; 16];
+    let urandom = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if urandom.is_err() {
+        // RandomState's keys come from the OS's randomness, and differ per instance.
+        for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+            let mut hasher = RandomState::new().build_hasher();
+            hasher.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+            hasher.write_u32(std::process::id());
+            hasher.write_usize(i);
+            chunk.copy_from_slice(&hasher.finish().to_le_bytes());
+        }
+    }
+    bytes.iter().fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    })
+}
+
+/// The start of this boot's verdict line: `BASALT-TEST-RESULT <token>: `.
+pub fn verdict_prefix(token: &str) -> String {
+    format!("{MARKER} {token}: ")
+}
+
+/// The kernel's verdict: the first line that STARTS with this boot's [`verdict_prefix`].
+/// A verdict with another token or none, or one inside a line (a guest's `guest <vm>| ...`
+/// line, a log line), is not Basalt's verdict for this run and is ignored.
+pub fn find_marker(serial: &str, token: &str) -> Option<Reported> {
+    let prefix = verdict_prefix(token);
     serial.lines().find_map(|line| {
-        let rest = line.trim_end_matches('\r').split_once(MARKER)?.1.trim();
+        let rest = line.trim_end_matches('\r').strip_prefix(&prefix)?.trim();
         if rest == "PASS" {
             Some(Reported::Pass)
         } else {
@@ -42,6 +83,31 @@ pub fn find_marker(serial: &str) -> Option<Reported> {
             Some(Reported::Fail(reason.to_string()))
         }
     })
+}
+
+/// Whether a serial line is guest text (`guest <vm>| ...`) rather than Basalt's own.
+pub fn is_guest_line(line: &str) -> bool {
+    line.starts_with(GUEST_LINE_PREFIX)
+}
+
+/// Basalt's own lines of the serial log (every line but the guests'), newline-separated.
+pub fn basalt_lines(serial: &str) -> String {
+    serial
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !is_guest_line(l))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// The guests' lines of the serial log, newline-separated.
+pub fn guest_lines(serial: &str) -> String {
+    serial
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| is_guest_line(l))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 fn describe_exit(exit: Exit) -> String {
@@ -53,27 +119,46 @@ fn describe_exit(exit: Exit) -> String {
     }
 }
 
-/// Judges one run: `Ok` if it passed, or the reason it failed.
-pub fn check(test: &IntegrationTest, serial: &str, exit: Exit) -> Result<(), String> {
-    let unwanted: Vec<String> = test
-        .must_not_contain
-        .iter()
-        .filter(|needle| serial.contains(needle.as_str()))
-        .map(|needle| format!("{needle:?}"))
-        .collect();
+/// Everything one run left to judge.
+#[derive(Clone, Debug)]
+pub struct Observed<'a> {
+    /// The `token=` this boot was given.
+    pub token: &'a str,
+    pub serial: &'a str,
+    pub exit: Exit,
+    /// On Bochs, how it ended according to its own log; `None` on QEMU.
+    pub bochs: Option<BochsEnd>,
+}
+
+/// The needles of `needles` that `text` lacks (`want = true`) or has (`want = false`), quoted.
+fn needles(needles: &[String], text: &str, want: bool) -> Vec<String> {
+    needles.iter().filter(|n| text.contains(n.as_str()) != want).map(|n| format!("{n:?}")).collect()
+}
+
+/// Judges one run: `Ok` if it passed, or the reason it failed. `must_contain` and
+/// `must_not_contain` look at Basalt's own lines only, `guest_must_contain` at the guests'
+/// lines, `serial_must_not_contain` at every byte of the serial log.
+pub fn check(test: &IntegrationTest, run: &Observed) -> Result<(), String> {
+    let basalt = basalt_lines(run.serial);
+    let mut unwanted = needles(&test.must_not_contain, &basalt, false);
+    unwanted.extend(needles(&test.serial_must_not_contain, run.serial, false));
     if !unwanted.is_empty() {
         return Err(format!("serial output contains {}", unwanted.join(", ")));
     }
     if test.expect == Expect::Stalls {
-        return check_stall(test, serial, exit);
+        return check_stall(test, run);
     }
-    let Some(reported) = find_marker(serial) else {
-        return Err(match exit {
-            Exit::TimedOut(t) => format!("no result marker (timeout after {}s)", t.as_secs()),
+    let bochs_death = match &run.bochs {
+        Some(BochsEnd::Died(line)) => format!("; Bochs ended by itself: {line:?}"),
+        _ => String::new(),
+    };
+    let Some(reported) = find_marker(run.serial, run.token) else {
+        return Err(match run.exit {
+            Exit::TimedOut(t) => format!("no result marker (timeout after {}s){bochs_death}", t.as_secs()),
             Exit::Exited(Some(code)) => {
-                format!("emulator exited with status {code} and no result marker")
+                format!("emulator exited with status {code} and no result marker{bochs_death}")
             }
-            other => format!("emulator ended by {} and no result marker", describe_exit(other)),
+            other => format!("emulator ended by {} and no result marker{bochs_death}", describe_exit(other)),
         });
     };
     match (test.expect, &reported) {
@@ -86,12 +171,12 @@ pub fn check(test: &IntegrationTest, serial: &str, exit: Exit) -> Result<(), Str
         (Expect::Stalls, _) => unreachable!("handled by check_stall"),
         _ => {}
     }
-    let missing: Vec<String> = test
-        .must_contain
-        .iter()
-        .filter(|needle| !serial.contains(needle.as_str()))
-        .map(|needle| format!("{needle:?}"))
-        .collect();
+    let mut missing = needles(&test.must_contain, &basalt, true);
+    missing.extend(
+        needles(&test.guest_must_contain, &guest_lines(run.serial), true)
+            .iter()
+            .map(|n| format!("guest line {n}")),
+    );
     if !missing.is_empty() {
         return Err(format!("serial output lacks {}", missing.join(", ")));
     }
@@ -100,33 +185,42 @@ pub fn check(test: &IntegrationTest, serial: &str, exit: Exit) -> Result<(), Str
             Reported::Pass => QEMU_PASS_STATUS,
             Reported::Fail(_) => QEMU_FAIL_STATUS,
         };
-        if exit != Exit::Exited(Some(expected)) {
+        if run.exit != Exit::Exited(Some(expected)) {
             return Err(format!(
                 "result marker printed, but QEMU ended by {} (expected status {expected})",
-                describe_exit(exit)
+                describe_exit(run.exit)
             ));
         }
+        return Ok(());
     }
-    // Bochs's exit status is always 1; if the kernel printed its result but Bochs did not shut
-    // down, the result still stands.
-    Ok(())
+    // Bochs's exit status is always 1: its log says whether Basalt ended it (port 0x8900).
+    // Killed by the harness after the marker (Bochs did not shut down in the grace period)
+    // the printed result still stands.
+    match (run.exit, &run.bochs) {
+        (Exit::KilledAfterMarker, _) => Ok(()),
+        (Exit::Exited(_), Some(BochsEnd::Shutdown)) => Ok(()),
+        (Exit::Exited(_), Some(BochsEnd::Died(line))) => {
+            Err(format!("result marker printed, but then Bochs ended by itself: {line:?}"))
+        }
+        (exit, _) => Err(format!(
+            "result marker printed, but Bochs ended by {} without Basalt's shutdown request \
+             (no {:?} in its log)",
+            describe_exit(exit),
+            bochs::SHUTDOWN_MESSAGE
+        )),
+    }
 }
 
 /// Judges an `Expect::Stalls` run: every expected text, then no end of its own.
-fn check_stall(test: &IntegrationTest, serial: &str, exit: Exit) -> Result<(), String> {
-    let missing: Vec<String> = test
-        .must_contain
-        .iter()
-        .filter(|needle| !serial.contains(needle.as_str()))
-        .map(|needle| format!("{needle:?}"))
-        .collect();
+fn check_stall(test: &IntegrationTest, run: &Observed) -> Result<(), String> {
+    let missing = needles(&test.must_contain, &basalt_lines(run.serial), true);
     if !missing.is_empty() {
-        return Err(format!("serial output lacks {} ({})", missing.join(", "), describe_exit(exit)));
+        return Err(format!("serial output lacks {} ({})", missing.join(", "), describe_exit(run.exit)));
     }
-    if find_marker(serial).is_some() {
+    if run.serial.lines().any(|l| l.trim_end_matches('\r').starts_with(MARKER)) {
         return Err("expected a stop before any test result, but one was reported".into());
     }
-    match exit {
+    match run.exit {
         Exit::KilledAfterMarker => Ok(()),
         other => Err(format!(
             "expected it to wait after the last expected text; it ended by {}",
@@ -137,10 +231,10 @@ fn check_stall(test: &IntegrationTest, serial: &str, exit: Exit) -> Result<(), S
 
 /// The line whose appearance starts the grace period: the result marker, or for a run
 /// expected to stall, the last text it must print.
-fn stop_marker(test: &IntegrationTest) -> &str {
+fn stop_marker(test: &IntegrationTest, token: &str) -> String {
     match (test.expect, test.must_contain.last()) {
-        (Expect::Stalls, Some(last)) => last,
-        _ => MARKER,
+        (Expect::Stalls, Some(last)) => last.clone(),
+        _ => verdict_prefix(token),
     }
 }
 
@@ -161,7 +255,19 @@ fn launch(vm: &Vm) -> Result<emulator::Launch> {
     }
 }
 
-fn run_one(test: &IntegrationTest, kernel: &Path) -> Result<Outcome> {
+/// One finished run: what the emulator did, the token the boot was given, and on Bochs how
+/// its log says it ended.
+struct Finished {
+    outcome: Outcome,
+    token: String,
+    bochs: Option<BochsEnd>,
+}
+
+fn run_one(test: &IntegrationTest, kernel: &Path) -> Result<Finished> {
+    // A fresh token per boot: a verdict line from an earlier run, or one a guest made up,
+    // cannot carry it.
+    let token = fresh_token();
+    let cmdline = format!("{} token={token}", test.cmdline);
     let kernel = if test.platform == Platform::Uefi {
         // The kernel, the loader, the test's guests and its basalt.cfg on a fresh disk image.
         let img = work_dir(test).join("basalt.img");
@@ -170,7 +276,7 @@ fn run_one(test: &IntegrationTest, kernel: &Path) -> Result<Outcome> {
             crate::kernel::Profile::Release,
             Some(kernel),
             test.uefi_config.as_deref(),
-            &test.cmdline,
+            &cmdline,
             &guests,
             &img,
         )?;
@@ -183,12 +289,18 @@ fn run_one(test: &IntegrationTest, kernel: &Path) -> Result<Outcome> {
         kernel,
         smp: test.smp,
         mem_mb: test.mem_mb,
-        cmdline: test.cmdline.clone(),
+        cmdline,
         modules: test.modules.clone(),
         work_dir: work_dir(test),
     };
     let launch = launch(&vm)?;
-    emulator::run_captured(&launch, test.timeout, stop_marker(test), GRACE_AFTER_MARKER)
+    let outcome =
+        emulator::run_captured(&launch, test.timeout, &stop_marker(test, &token), GRACE_AFTER_MARKER)?;
+    let bochs = test.platform.is_bochs().then(|| {
+        let log = std::fs::read(vm.work_dir.join(bochs::LOG_FILE)).unwrap_or_default();
+        bochs::how_it_ended(&outcome.stderr, &String::from_utf8_lossy(&log))
+    });
+    Ok(Finished { outcome, token, bochs })
 }
 
 fn print_tail(label: &str, text: &str, lines: usize) {
@@ -236,7 +348,10 @@ pub fn run_all(tests: &[IntegrationTest], kernel: Result<&Path, &str>) -> (u64, 
                 println!("FAILED ({err:#})");
                 failed += 1;
             }
-            Ok(outcome) => match check(test, &outcome.serial, outcome.exit) {
+            Ok(Finished { outcome, token, bochs }) => match check(
+                test,
+                &Observed { token: &token, serial: &outcome.serial, exit: outcome.exit, bochs },
+            ) {
                 Ok(()) => {
                     println!("ok ({:.1}s)", outcome.elapsed.as_secs_f64());
                     passed += 1;
@@ -262,48 +377,105 @@ pub fn run_all(tests: &[IntegrationTest], kernel: Result<&Path, &str>) -> (u64, 
 mod tests {
     use super::*;
 
+    const TOKEN: &str = "5eb0c0ffee";
+
     fn test(platform: Platform, expect: Expect) -> IntegrationTest {
         IntegrationTest::new(platform, "t", "test=t")
             .expect(expect)
             .must_contain(&["CPUs online: 2/2", "virtualization: VMX"])
     }
 
-    const GOOD: &str = "boot\nCPUs online: 2/2\nvirtualization: VMX\nBASALT-TEST-RESULT: PASS\n";
+    const GOOD: &str = "boot\nCPUs online: 2/2\nvirtualization: VMX\nBASALT-TEST-RESULT 5eb0c0ffee: PASS\n";
 
-    #[test]
-    fn markers() {
-        assert_eq!(find_marker("x\nBASALT-TEST-RESULT: PASS\r\n"), Some(Reported::Pass));
-        assert_eq!(find_marker("BASALT-TEST-RESULT: FAIL: no SVM\n"), Some(Reported::Fail("no SVM".into())));
-        assert_eq!(find_marker("BASALT-TEST-RESULT: FAIL\n"), Some(Reported::Fail(String::new())));
-        assert_eq!(find_marker("[cpu0] BASALT-TEST-RESULT: PASS\n"), Some(Reported::Pass));
-        assert_eq!(find_marker("BASALT-TEST-RESULT: MAYBE\n"), None);
-        assert_eq!(find_marker("nothing here"), None);
+    fn qemu(serial: &str, exit: Exit) -> Observed<'_> {
+        Observed { token: TOKEN, serial, exit, bochs: None }
+    }
+
+    fn bochs(serial: &str, exit: Exit, end: BochsEnd) -> Observed<'_> {
+        Observed { token: TOKEN, serial, exit, bochs: Some(end) }
     }
 
     #[test]
-    fn pass_on_bochs_ignores_exit_status() {
+    fn markers() {
+        let t = TOKEN;
+        assert_eq!(find_marker("x\nBASALT-TEST-RESULT 5eb0c0ffee: PASS\r\n", t), Some(Reported::Pass));
+        assert_eq!(
+            find_marker("BASALT-TEST-RESULT 5eb0c0ffee: FAIL: no SVM\n", t),
+            Some(Reported::Fail("no SVM".into()))
+        );
+        assert_eq!(
+            find_marker("BASALT-TEST-RESULT 5eb0c0ffee: FAIL\n", t),
+            Some(Reported::Fail(String::new()))
+        );
+        assert_eq!(find_marker("BASALT-TEST-RESULT 5eb0c0ffee: MAYBE\n", t), None);
+        assert_eq!(find_marker("nothing here", t), None);
+        // Not at the start of a line, another token, no token: not this boot's verdict.
+        assert_eq!(find_marker("[cpu0] BASALT-TEST-RESULT 5eb0c0ffee: PASS\n", t), None);
+        assert_eq!(find_marker(" BASALT-TEST-RESULT 5eb0c0ffee: PASS\n", t), None);
+        assert_eq!(find_marker("BASALT-TEST-RESULT 5eb0c0ffef: PASS\n", t), None);
+        assert_eq!(find_marker("BASALT-TEST-RESULT 5eb0c0ffee0: PASS\n", t), None);
+        assert_eq!(find_marker("BASALT-TEST-RESULT: PASS\n", t), None);
+        assert_eq!(find_marker("guest x| BASALT-TEST-RESULT 5eb0c0ffee: PASS\n", t), None);
+        // The first real one counts.
+        let two = "BASALT-TEST-RESULT 5eb0c0ffee: FAIL: first\nBASALT-TEST-RESULT 5eb0c0ffee: PASS\n";
+        assert_eq!(find_marker(two, t), Some(Reported::Fail("first".into())));
+    }
+
+    #[test]
+    fn tokens_are_fresh_hex() {
+        let (a, b) = (fresh_token(), fresh_token());
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_ne!(a, b);
+        assert_eq!(verdict_prefix("ab"), "BASALT-TEST-RESULT ab: ");
+    }
+
+    #[test]
+    fn guest_prefix_matches_the_kernel() {
+        let source = std::fs::read_to_string(crate::util::workspace_root().join("hypervisor/src/console.rs"))
+            .expect("hypervisor/src/console.rs");
+        let decl = format!("pub const GUEST_LINE_PREFIX: &str = {GUEST_LINE_PREFIX:?};");
+        assert!(source.contains(&decl), "the kernel's guest line prefix is not {GUEST_LINE_PREFIX:?}");
+    }
+
+    #[test]
+    fn pass_on_bochs_needs_basalts_shutdown() {
         let t = test(Platform::BochsVmx, Expect::Pass);
-        assert_eq!(check(&t, GOOD, Exit::Exited(Some(1))), Ok(()));
-        assert_eq!(check(&t, GOOD, Exit::KilledAfterMarker), Ok(()));
+        assert_eq!(check(&t, &bochs(GOOD, Exit::Exited(Some(1)), BochsEnd::Shutdown)), Ok(()));
+        // Killed by the harness after the verdict (the grace period): the verdict stands.
+        assert_eq!(check(&t, &bochs(GOOD, Exit::KilledAfterMarker, BochsEnd::Unknown)), Ok(()));
+        let err = check(&t, &bochs(GOOD, Exit::Exited(Some(1)), BochsEnd::Unknown)).unwrap_err();
+        assert!(err.contains("without Basalt's shutdown request"), "{err}");
+        assert!(err.contains("Shutdown port: shutdown requested"), "{err}");
+        let died = BochsEnd::Died("[CPU0  ] exception(): 3rd (13) exception with no resolution".into());
+        let err = check(&t, &bochs(GOOD, Exit::Exited(Some(1)), died.clone())).unwrap_err();
+        assert!(err.contains("Bochs ended by itself"), "{err}");
+        assert!(err.contains("3rd (13) exception with no resolution"), "{err}");
+        // No verdict and Bochs died: the reason quotes Bochs.
+        let serial = "CPUs online: 2/2\nvirtualization: VMX\n";
+        let err = check(&t, &bochs(serial, Exit::Exited(Some(1)), died)).unwrap_err();
+        assert!(err.starts_with("emulator exited with status 1 and no result marker"), "{err}");
+        assert!(err.contains("3rd (13) exception"), "{err}");
+        assert!(check(&t, &bochs(GOOD, Exit::TimedOut(Duration::from_secs(9)), BochsEnd::Unknown)).is_err());
     }
 
     #[test]
     fn pass_on_qemu_needs_matching_status() {
         let t = test(Platform::QemuSvm, Expect::Pass);
-        assert_eq!(check(&t, GOOD, Exit::Exited(Some(33))), Ok(()));
-        let err = check(&t, GOOD, Exit::Exited(Some(35))).unwrap_err();
+        assert_eq!(check(&t, &qemu(GOOD, Exit::Exited(Some(33)))), Ok(()));
+        let err = check(&t, &qemu(GOOD, Exit::Exited(Some(35)))).unwrap_err();
         assert!(err.contains("expected status 33"), "{err}");
-        assert!(check(&t, GOOD, Exit::KilledAfterMarker).is_err());
+        assert!(check(&t, &qemu(GOOD, Exit::KilledAfterMarker)).is_err());
     }
 
     #[test]
     fn expected_failure() {
         let mut t = test(Platform::QemuSvm, Expect::Fail);
         t.must_contain = vec!["panicked at".into()];
-        let serial = "panicked at hypervisor/src/main.rs:3:5\nBASALT-TEST-RESULT: FAIL: panic\n";
-        assert_eq!(check(&t, serial, Exit::Exited(Some(35))), Ok(()));
+        let serial = "panicked at hypervisor/src/main.rs:3:5\nBASALT-TEST-RESULT 5eb0c0ffee: FAIL: panic\n";
+        assert_eq!(check(&t, &qemu(serial, Exit::Exited(Some(35)))), Ok(()));
         assert_eq!(
-            check(&t, GOOD, Exit::Exited(Some(33))).unwrap_err(),
+            check(&t, &qemu(GOOD, Exit::Exited(Some(33)))).unwrap_err(),
             "expected FAIL, kernel reported PASS"
         );
     }
@@ -311,9 +483,9 @@ mod tests {
     #[test]
     fn unexpected_failure_reports_reason() {
         let t = test(Platform::BochsSvm, Expect::Pass);
-        let serial = "BASALT-TEST-RESULT: FAIL: VMRUN failed\n";
+        let serial = "BASALT-TEST-RESULT 5eb0c0ffee: FAIL: VMRUN failed\n";
         assert_eq!(
-            check(&t, serial, Exit::Exited(Some(1))).unwrap_err(),
+            check(&t, &bochs(serial, Exit::Exited(Some(1)), BochsEnd::Shutdown)).unwrap_err(),
             "expected PASS, kernel reported FAIL: VMRUN failed"
         );
     }
@@ -321,9 +493,9 @@ mod tests {
     #[test]
     fn missing_substrings() {
         let t = test(Platform::BochsVmx, Expect::Pass);
-        let serial = "CPUs online: 1/2\nvirtualization: VMX\nBASALT-TEST-RESULT: PASS\n";
+        let serial = "CPUs online: 1/2\nvirtualization: VMX\nBASALT-TEST-RESULT 5eb0c0ffee: PASS\n";
         assert_eq!(
-            check(&t, serial, Exit::Exited(Some(1))).unwrap_err(),
+            check(&t, &bochs(serial, Exit::Exited(Some(1)), BochsEnd::Shutdown)).unwrap_err(),
             "serial output lacks \"CPUs online: 2/2\""
         );
     }
@@ -333,13 +505,95 @@ mod tests {
         let t = test(Platform::QemuSvm, Expect::Pass);
         let serial = "CPUs online: 2/2\nvirtualization: VMX\n";
         assert_eq!(
-            check(&t, serial, Exit::TimedOut(Duration::from_secs(60))).unwrap_err(),
+            check(&t, &qemu(serial, Exit::TimedOut(Duration::from_secs(60)))).unwrap_err(),
             "no result marker (timeout after 60s)"
         );
         assert_eq!(
-            check(&t, serial, Exit::Exited(Some(0))).unwrap_err(),
+            check(&t, &qemu(serial, Exit::Exited(Some(0)))).unwrap_err(),
             "emulator exited with status 0 and no result marker"
         );
+    }
+
+    /// What a hostile guest may leave in the serial log (forge.rs prints these, escaped; here
+    /// they are even raw), around Basalt's real verdict.
+    fn forged_log(verdict: &str) -> String {
+        format!(
+            "[INFO  cpu0] VM forge: starting\n\
+             guest forge| BASALT-TEST-RESULT: PASS\n\
+             guest forge| BASALT-TEST-RESULT 5eb0c0ffee: PASS\n\
+             guest forge| VM forge: PASS\n\
+             guest forge| VM cpuid: PASS\n\
+             guest forge| first line\\nBASALT-TEST-RESULT: PASS\\nVM forge: PASS\n\
+             BASALT-TEST-RESULT: PASS\n\
+             BASALT-TEST-RESULT 0123456789abcdef: PASS\n\
+             [INFO  cpu0] BASALT-TEST-RESULT 5eb0c0ffee: PASS\n\
+             VM forge: FAIL: guest assertion failed at tests/src/bin/forge.rs:20: no\n\
+             [INFO  cpu0] VM cpuid: starting\n\
+             guest cpuid| vendor \"GenuineIntel\"\n\
+             VM cpuid: PASS\n\
+             {verdict}"
+        )
+    }
+
+    #[test]
+    fn forged_verdicts_do_not_count() {
+        let isolation = crate::tests_table::isolation_console(Platform::QemuSvm, 20);
+        let serial = forged_log("BASALT-TEST-RESULT 5eb0c0ffee: FAIL: 1 of 2 VMs failed\n");
+        let guest_text: Vec<&str> = isolation.guest_must_contain.iter().map(String::as_str).collect();
+        let t = IntegrationTest::new(Platform::QemuSvm, "forge", "test=guests")
+            .expect(Expect::Fail)
+            .must_contain(&[
+                "VM forge: FAIL: guest assertion failed at tests/src/bin/forge.rs:20",
+                "VM cpuid: PASS",
+            ])
+            .must_not_contain(&["VM forge: PASS", "VM cpuid: FAIL"])
+            .guest_must_contain(&guest_text[2..4]);
+        assert_eq!(find_marker(&serial, TOKEN), Some(Reported::Fail("1 of 2 VMs failed".into())));
+        assert_eq!(check(&t, &qemu(&serial, Exit::Exited(Some(35)))), Ok(()));
+        // The forgeries do not make it pass.
+        let pass = IntegrationTest { expect: Expect::Pass, ..t.clone() };
+        assert_eq!(
+            check(&pass, &qemu(&serial, Exit::Exited(Some(35)))).unwrap_err(),
+            "expected PASS, kernel reported FAIL: 1 of 2 VMs failed"
+        );
+        // Without Basalt's verdict, there is none.
+        let silent = forged_log("");
+        let err = check(&t, &qemu(&silent, Exit::TimedOut(Duration::from_secs(60)))).unwrap_err();
+        assert_eq!(err, "no result marker (timeout after 60s)");
+        // A guest line is never Basalt's: "VM forge: PASS" there does not satisfy must_contain.
+        let wants_forge_pass = t.clone().must_contain(&["VM forge: PASS"]);
+        assert_eq!(
+            check(&wants_forge_pass, &qemu(&serial, Exit::Exited(Some(35)))).unwrap_err(),
+            "serial output lacks \"VM forge: PASS\""
+        );
+        // Guest text is found only on guest lines.
+        let wants_guest = t.clone().guest_must_contain(&["VM cpuid: PASS\n", "guest nobody| "]);
+        let err = check(&wants_guest, &qemu(&serial, Exit::Exited(Some(35)))).unwrap_err();
+        assert_eq!(err, "serial output lacks guest line \"guest nobody| \"");
+    }
+
+    #[test]
+    fn must_not_contain_looks_at_basalts_lines_and_raw_bytes_everywhere() {
+        let t = test(Platform::QemuSvm, Expect::Pass).must_not_contain(&["VM demo: FAIL"]);
+        let guest_says = format!("guest x| VM demo: FAIL\n{GOOD}");
+        assert_eq!(check(&t, &qemu(&guest_says, Exit::Exited(Some(33)))), Ok(()));
+        let basalt_says = format!("VM demo: FAIL: x\n{GOOD}");
+        assert!(check(&t, &qemu(&basalt_says, Exit::Exited(Some(33)))).unwrap_err().contains("contains"));
+        let raw = t.serial_must_not_contain(&["\u{1b}"]);
+        let escape = format!("guest x| clear \u{1b}[2J\n{GOOD}");
+        assert_eq!(
+            check(&raw, &qemu(&escape, Exit::Exited(Some(33)))).unwrap_err(),
+            "serial output contains \"\\u{1b}\""
+        );
+        assert_eq!(check(&raw, &qemu(GOOD, Exit::Exited(Some(33)))), Ok(()));
+    }
+
+    #[test]
+    fn lines_are_split_by_whose_they_are() {
+        let serial = "[INFO  cpu0] a\r\nguest v| b\nVM v: PASS\n";
+        assert_eq!(basalt_lines(serial), "[INFO  cpu0] a\nVM v: PASS\n");
+        assert_eq!(guest_lines(serial), "guest v| b\n");
+        assert!(is_guest_line("guest v| b") && !is_guest_line(" guest v| b"));
     }
 
     #[test]
@@ -361,20 +615,23 @@ mod tests {
             .expect(Expect::Stalls)
             .must_contain(&["line 3: bad", "not started"])
             .must_not_contain(&["boot summary"]);
-        assert_eq!(stop_marker(&t), "not started");
+        assert_eq!(stop_marker(&t, TOKEN), "not started");
         let serial = "error: line 3: bad\nBasalt was not started\n";
-        assert_eq!(check(&t, serial, Exit::KilledAfterMarker), Ok(()));
-        assert!(check(&t, serial, Exit::Exited(Some(0))).unwrap_err().contains("expected it to wait"));
-        assert!(check(&t, "line 3: bad\n", Exit::TimedOut(Duration::from_secs(60)))
+        assert_eq!(check(&t, &qemu(serial, Exit::KilledAfterMarker)), Ok(()));
+        assert!(check(&t, &qemu(serial, Exit::Exited(Some(0)))).unwrap_err().contains("expected it to wait"));
+        assert!(check(&t, &qemu("line 3: bad\n", Exit::TimedOut(Duration::from_secs(60))))
             .unwrap_err()
             .contains("lacks"));
         let started = format!("{serial}boot summary\n");
-        assert!(check(&t, &started, Exit::KilledAfterMarker)
+        assert!(check(&t, &qemu(&started, Exit::KilledAfterMarker))
             .unwrap_err()
             .contains("contains \"boot summary\""));
         let reported = format!("{serial}BASALT-TEST-RESULT: PASS\n");
-        assert!(check(&t, &reported, Exit::KilledAfterMarker).is_err());
-        assert_eq!(stop_marker(&test(Platform::QemuSvm, Expect::Pass)), MARKER);
+        assert!(check(&t, &qemu(&reported, Exit::KilledAfterMarker)).is_err());
+        assert_eq!(
+            stop_marker(&test(Platform::QemuSvm, Expect::Pass), TOKEN),
+            "BASALT-TEST-RESULT 5eb0c0ffee: "
+        );
     }
 
     #[test]
@@ -384,10 +641,15 @@ mod tests {
         assert_eq!(select(all.clone(), None).len(), n);
         assert!(select(all.clone(), Some("vmx")).iter().all(|t| t.platform == Platform::BochsVmx));
         assert_eq!(select(all.clone(), Some("svm: panic")).len(), 1);
-        let cpuid = select(all, Some(": cpuid"));
+        let cpuid = select(all.clone(), Some(": cpuid"));
         assert_eq!(
             cpuid.iter().map(|t| t.full_name()).collect::<Vec<_>>(),
             ["svm: cpuid", "svm-nrips: cpuid", "vmx: cpuid"]
+        );
+        let isolation = select(all, Some(": isolation-console"));
+        assert_eq!(
+            isolation.iter().map(|t| t.full_name()).collect::<Vec<_>>(),
+            ["svm: isolation-console", "svm-nrips: isolation-console", "vmx: isolation-console"]
         );
     }
 }

@@ -1,10 +1,15 @@
 //! The integration tests: which kernel test runs where, and what it must print.
 //!
 //! To add a test, add an entry to `all()`. The kernel runs the test named by `test=<name>` on
-//! its command line and ends it with `BASALT-TEST-RESULT: PASS` or
-//! `BASALT-TEST-RESULT: FAIL: <reason>` on the serial port, then writes 0x10 (pass) or 0x11
-//! (fail) with a 32-bit OUT to port 0xf4 (QEMU's isa-debug-exit: QEMU exits with status 33 or
-//! 35) and "Shutdown" byte by byte to port 0x8900 (Bochs exits).
+//! its command line and ends it with `BASALT-TEST-RESULT <token>: PASS` or
+//! `BASALT-TEST-RESULT <token>: FAIL: <reason>` at the start of a line on the serial port,
+//! `<token>` being the fresh secret xtask put on its command line as `token=<hex>` for this
+//! boot, then writes 0x10 (pass) or 0x11 (fail) with a 32-bit OUT to port 0xf4 (QEMU's
+//! isa-debug-exit: QEMU exits with status 33 or 35) and "Shutdown" byte by byte to port
+//! 0x8900 (Bochs exits and logs `Shutdown port: shutdown requested`). A test passes only with
+//! that verdict line and that ending (on Bochs, or killed by xtask after the verdict). Guest
+//! text is never a verdict: it is printed escaped on `guest <vm>| ...` lines, which
+//! `must_contain` and `must_not_contain` do not look at (`guest_must_contain` does).
 //!
 //! Before the port writes, the kernel must wait for the UART's LSR.TEMT (bit 6): Bochs writes
 //! a byte to the serial log only once it has left the transmitter, and drops what is still in
@@ -36,10 +41,15 @@ pub struct IntegrationTest {
     /// Multiboot modules: a file and its command line.
     pub modules: Vec<(PathBuf, String)>,
     pub expect: Expect,
-    /// Substrings the serial output must contain.
+    /// Substrings Basalt's own lines (the serial output but the `guest <vm>| ` lines) must
+    /// contain.
     pub must_contain: Vec<String>,
-    /// Substrings the serial output must not contain.
+    /// Substrings Basalt's own lines must not contain.
     pub must_not_contain: Vec<String>,
+    /// Substrings the guests' lines (`guest <vm>| <escaped text>`) must contain.
+    pub guest_must_contain: Vec<String>,
+    /// Substrings (raw bytes included) that no byte of the serial log may contain.
+    pub serial_must_not_contain: Vec<String>,
     /// `Platform::Uefi`: the basalt.cfg to put in the image (default: `cmdline = <cmdline>`).
     pub uefi_config: Option<String>,
     pub timeout: Duration,
@@ -58,6 +68,8 @@ impl IntegrationTest {
             expect: Expect::Pass,
             must_contain: Vec::new(),
             must_not_contain: Vec::new(),
+            guest_must_contain: Vec::new(),
+            serial_must_not_contain: Vec::new(),
             uefi_config: None,
             timeout: platform.default_timeout(),
         }
@@ -80,6 +92,16 @@ impl IntegrationTest {
 
     pub fn must_not_contain(mut self, needles: &[&str]) -> Self {
         self.must_not_contain.extend(needles.iter().map(|s| s.to_string()));
+        self
+    }
+
+    pub fn guest_must_contain(mut self, needles: &[&str]) -> Self {
+        self.guest_must_contain.extend(needles.iter().map(|s| s.to_string()));
+        self
+    }
+
+    pub fn serial_must_not_contain(mut self, needles: &[&str]) -> Self {
+        self.serial_must_not_contain.extend(needles.iter().map(|s| s.to_string()));
         self
     }
 
@@ -117,10 +139,19 @@ pub const GUESTS_CMDLINE: &str = "log=info test=guests";
 /// The platforms every guest test runs on.
 pub const GUEST_PLATFORMS: [Platform; 3] = [Platform::QemuSvm, Platform::BochsSvm, Platform::BochsVmx];
 
+/// Where the `fail` and `forge` guests' assertions are, as their reports must say.
+#[derive(Clone, Copy, Debug)]
+pub struct AssertionLines {
+    pub fail: usize,
+    pub forge: usize,
+}
+
 /// The guest tests on `platform`: each passing guest alone; `fail`, whose assertion must be
-/// reported at `fail_line` of its source; and `unmapped` followed by `cpuid` in one boot (the
-/// hypervisor must stop the first VM and carry on with the next).
-pub fn guest_tests(platform: Platform, fail_line: usize) -> Vec<IntegrationTest> {
+/// reported at its line; `unmapped` followed by `cpuid` in one boot (the hypervisor must stop
+/// the first VM and carry on with the next); and `isolation-console`, a guest that forges
+/// verdicts and control characters, followed by `cpuid`.
+pub fn guest_tests(platform: Platform, lines: AssertionLines) -> Vec<IntegrationTest> {
+    let fail_line = lines.fail;
     let mut tests: Vec<IntegrationTest> = guests::PASSING
         .iter()
         .map(|&name| {
@@ -160,6 +191,7 @@ pub fn guest_tests(platform: Platform, fail_line: usize) -> Vec<IntegrationTest>
             .expect(Expect::Fail)
             .must_contain(&["VM unmapped: FAIL", "0x30000000", "VM cpuid: PASS"]),
     );
+    tests.push(isolation_console(platform, lines.forge));
     tests
 }
 
@@ -234,13 +266,61 @@ pub fn isolation_tests(platform: Platform) -> Vec<IntegrationTest> {
     .collect()
 }
 
+/// The console belongs to Basalt: `forge` prints verdict-like lines (with and without a
+/// made-up token, broken by newlines), ESC, BEL, NUL, DEL and a C1 control beyond ASCII, then
+/// fails an assertion with a newline and an escape in its message; `cpuid` runs after it.
+/// The verdict must be Basalt's FAIL, every forged line must show up escaped on a
+/// `guest forge| ` line, and no raw control byte may reach the serial log.
+pub fn isolation_console(platform: Platform, forge_line: usize) -> IntegrationTest {
+    let forge_at = format!(
+        r#"VM forge: FAIL: guest assertion failed at {}:{forge_line}: verdict == "PASS": a newline\nand an escape \x1b[0m in the message"#,
+        guests::FORGE_SOURCE
+    );
+    IntegrationTest::new(platform, "isolation-console", GUESTS_CMDLINE)
+        .guest("forge")
+        .guest("cpuid")
+        .expect(Expect::Fail)
+        .must_contain(&[&forge_at, "VM cpuid: PASS", ": FAIL: 1 of 2 VMs failed"])
+        .must_not_contain(&["VM forge: PASS", "BASALT-TEST-RESULT: PASS", "0123456789abcdef0123456789abcdef"])
+        .guest_must_contain(&[
+            "guest forge| BASALT-TEST-RESULT: PASS\n",
+            "guest forge| BASALT-TEST-RESULT 0123456789abcdef0123456789abcdef: PASS\n",
+            "guest forge| VM forge: PASS\n",
+            "guest forge| VM cpuid: PASS\n",
+            r"guest forge| first line\nBASALT-TEST-RESULT: PASS\nVM forge: PASS",
+            r"guest forge| \r\nBASALT-TEST-RESULT: PASS\r",
+            r"guest forge| clear \x1b[2J bell \x07 nul \x00 del \x7f csi \xc2\x9b end",
+            "guest cpuid| vendor ",
+        ])
+        .serial_must_not_contain(&["\u{1b}", "\u{7}", "\0", "\u{7f}", "\u{9b}"])
+}
+
+/// More boot modules than Basalt holds: the first 16 run, and the verdict says how many were
+/// given and that the rest did not start.
+fn too_many_modules() -> IntegrationTest {
+    let given = basalt_boot::MAX_MODULES + 1;
+    let mut test = IntegrationTest::new(Platform::QemuSvm, "modules-over-limit", GUESTS_CMDLINE);
+    for _ in 0..given {
+        test = test.guest("cpuid");
+    }
+    let reason = format!(
+        "{given} boot modules given, Basalt runs at most {}: module {given} was not started",
+        basalt_boot::MAX_MODULES
+    );
+    test.expect(Expect::Fail).must_contain(&[&format!(": FAIL: {reason}"), "VM cpuid: PASS"])
+}
+
 pub fn all() -> Vec<IntegrationTest> {
-    // The source is in this repository: a missing assertion is a bug in the fail guest.
-    let fail_line = guests::fail_line().expect("the fail guest's assertion");
+    // The sources are in this repository: a missing assertion is a bug in the guest.
+    let lines = AssertionLines {
+        fail: guests::fail_line().expect("the fail guest's assertion"),
+        forge: guests::forge_line().expect("the forge guest's assertion"),
+    };
     let mut tests = kernel_tests();
     for platform in GUEST_PLATFORMS {
-        tests.extend(guest_tests(platform, fail_line));
+        tests.extend(guest_tests(platform, lines));
     }
+    tests.push(too_many_modules());
     tests
 }
 
@@ -321,7 +401,7 @@ mod tests {
     fn every_guest_runs_on_every_platform() {
         let tests = all();
         for platform in GUEST_PLATFORMS {
-            for name in guests::PASSING.iter().chain(&["fail", "unmapped", "config"]) {
+            for name in guests::PASSING.iter().chain(&["fail", "unmapped", "config", "isolation-console"]) {
                 let t = tests.iter().find(|t| t.platform == platform && t.name == *name).unwrap();
                 assert_eq!(t.smp, 1);
                 assert_eq!(t.cmdline, GUESTS_CMDLINE);
@@ -331,7 +411,7 @@ mod tests {
 
     #[test]
     fn guest_tests_name_their_modules_and_verdicts() {
-        let tests = guest_tests(Platform::BochsVmx, 12);
+        let tests = guest_tests(Platform::BochsVmx, AssertionLines { fail: 12, forge: 20 });
         let by_name = |n: &str| tests.iter().find(|t| t.name == n).unwrap();
         let cpuid = by_name("cpuid");
         assert_eq!(cpuid.expect, Expect::Pass);
