@@ -14,7 +14,7 @@ pub const PASSING: &[&str] = &["cpuid", "hlt", "portio", "msr", "pagefault", "re
 pub const HOSTILE: &[&str] =
     &["isolation-insns", "isolation-fill", "isolation-check", "spin", "mwait", "dbloop", "acloop", "nmi"];
 /// Guests that are built but fail on purpose: each is part of a test that expects it to.
-pub const FAILING: &[&str] = &["fail", "unmapped", "forge"];
+pub const FAILING: &[&str] = &["fail", "unmapped", "forge", "triplefault"];
 
 /// The guest `cargo xtask run` boots when given none.
 pub const DEMO: &str = "demo";
