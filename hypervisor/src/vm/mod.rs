@@ -10,6 +10,7 @@ pub mod host;
 pub mod memory;
 pub mod setup;
 pub mod stats;
+pub mod walk;
 
 use crate::exits;
 use alloc::boxed::Box;
