@@ -327,10 +327,13 @@ impl core::fmt::Display for VirtError {
     }
 }
 
-/// A short picture of a vCPU for reports when a VM is stopped.
+/// A short picture of a vCPU for reports when a VM is stopped, and for fetching the
+/// instruction at RIP (CS base and the code size: 16, 32 or 64 bits).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StateSummary {
     pub rip: u64,
+    pub cs_base: u64,
+    pub code_bits: u8,
     pub rsp: u64,
     pub rflags: u64,
     pub cr0: u64,
@@ -348,9 +351,13 @@ pub trait VirtualCpu {
     /// The guest's general-purpose registers (valid between `run`s).
     fn gprs(&mut self) -> &mut GuestGprs;
     /// Move RIP past the instruction that caused the last exit (CPUID, HLT, IN/OUT, RDMSR,
-    /// WRMSR, VMCALL/VMMCALL), clearing any STI/MOV-SS interrupt shadow. On SVM without NRIPS
-    /// the length comes from the exit kind (IOIO gives the next RIP in EXITINFO2).
-    fn skip_instruction(&mut self);
+    /// WRMSR, VMCALL/VMMCALL, INVD, WBINVD, MOV CR), clearing any STI/MOV-SS interrupt shadow,
+    /// if the hardware said how long it was; `false` if it did not (SVM without NRIPS, but for
+    /// IOIO, whose EXITINFO2 is the next RIP): then the VM core decodes it and calls
+    /// [`VirtualCpu::advance_rip`].
+    fn skip_instruction(&mut self) -> bool;
+    /// Move RIP forward by `len` bytes, clearing any STI/MOV-SS interrupt shadow.
+    fn advance_rip(&mut self, len: u64);
     /// Queue an event for the next entry, replacing nothing: the VM core calls it at most once
     /// per entry, and the backend forgets it once the entry has delivered it.
     fn inject(&mut self, event: Event);
@@ -375,4 +382,16 @@ pub trait VirtualCpu {
     /// The guest's DR6 bits to set before a #DB is reflected (VMX reports them in the exit
     /// qualification and leaves DR6 alone; SVM has already updated the VMCB's DR6).
     fn reflect_debug_status(&mut self) {}
+}
+
+/// The code size (16, 32 or 64 bits) of a CPU with these CR0 and EFER values and a CS whose
+/// attributes are in the SVM packing ([`Segment::attrib`]: L in bit 9, D in bit 10).
+pub fn code_bits(cr0: u64, efer: u64, cs_attrib: u16) -> u8 {
+    if efer & bits::EFER_LMA != 0 && cs_attrib & (1 << 9) != 0 {
+        64
+    } else if cr0 & bits::CR0_PE == 0 || cs_attrib & (1 << 10) == 0 {
+        16
+    } else {
+        32
+    }
 }

@@ -328,7 +328,9 @@ fn describe(b: host::Backend) -> alloc::string::String {
         host::Backend::Vmx => "VMX with EPT".into(),
         host::Backend::Svm { nrips: true, asids } => alloc::format!("SVM with NPT and NRIPS, {asids} ASIDs"),
         host::Backend::Svm { nrips: false, asids } => {
-            alloc::format!("SVM with NPT, no NRIPS (instruction lengths from the exit kind), {asids} ASIDs")
+            alloc::format!(
+                "SVM with NPT, no NRIPS (intercepted instructions decoded to skip them), {asids} ASIDs"
+            )
         }
     }
 }

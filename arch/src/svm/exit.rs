@@ -144,30 +144,15 @@ pub fn encode_event(ev: Event) -> u64 {
     event::VALID | ty | ev_bit | vector as u64
 }
 
-/// The length of an intercepted instruction whose exit gives no next RIP (no NRIPS): CPUID,
-/// RDMSR/WRMSR (0F A2, 0F 32/30), INVD (0F 08) and WBINVD (0F 09) 2 bytes, HLT (F4) 1,
-/// VMMCALL (0F 01 D9) 3, without prefixes. `None` for other exits; IOIO has the next RIP in
-/// EXITINFO2 and needs no length.
-pub const fn instruction_length(code: u64) -> Option<u64> {
-    match code {
-        exit_code::CPUID | exit_code::MSR | exit_code::INVD | exit_code::WBINVD => Some(2),
-        exit_code::HLT => Some(1),
-        exit_code::VMMCALL => Some(3),
-        _ => None,
-    }
-}
-
-/// The RIP after the instruction that caused `exit`, for a guest at `rip`: NRIPS's `next_rip`
-/// where the CPU has it, EXITINFO2 for IOIO, otherwise `rip` + the known length. `None` when
-/// the exit is not an instruction intercept Basalt knows how to skip.
-pub fn next_rip(exit: ExitFields, rip: u64, nrips_next_rip: Option<u64>) -> Option<u64> {
+/// The RIP after the instruction that caused `exit`: NRIPS's `next_rip` where the CPU has it
+/// (QEMU TCG leaves it 0), EXITINFO2 for IOIO. `None` otherwise: without NRIPS the VM core
+/// decodes the instruction, since a fixed length per exit kind would be wrong for any
+/// instruction with prefixes.
+pub fn next_rip(exit: ExitFields, nrips_next_rip: Option<u64>) -> Option<u64> {
     if let Some(next) = nrips_next_rip.filter(|&n| n != 0) {
         return Some(next);
     }
-    if exit.exit_code == exit_code::IOIO {
-        return Some(exit.exit_info_2);
-    }
-    instruction_length(exit.exit_code).map(|len| rip.wrapping_add(len))
+    (exit.exit_code == exit_code::IOIO).then_some(exit.exit_info_2)
 }
 
 /// The VMCB fields the VMRUN consistency checks (APM Vol. 2 15.5.1) look at. The save-area
@@ -381,19 +366,17 @@ mod tests {
     }
 
     #[test]
-    fn skip_lengths_without_nrips() {
-        assert_eq!(next_rip(exit(0x72, 0, 0), 0x1000, None), Some(0x1002));
-        assert_eq!(next_rip(exit(0x7C, 0, 0), 0x1000, None), Some(0x1002));
-        assert_eq!(next_rip(exit(0x7C, 1, 0), 0x1000, None), Some(0x1002));
-        assert_eq!(next_rip(exit(0x78, 0, 0), 0x1000, None), Some(0x1001));
-        assert_eq!(next_rip(exit(0x81, 0, 0), 0x1000, None), Some(0x1003));
+    fn next_rip_only_where_the_hardware_says() {
         // IOIO: EXITINFO2 is the next RIP (e.g. a 1-byte OUT DX, AL or a 2-byte OUT imm8, AL).
-        assert_eq!(next_rip(exit(0x7B, 0, 0x1001), 0x1000, None), Some(0x1001));
-        assert_eq!(next_rip(exit(0x7B, 0, 0x1002), 0x1000, None), Some(0x1002));
-        assert_eq!(next_rip(exit(0x400, 0, 0), 0x1000, None), None);
+        assert_eq!(next_rip(exit(0x7B, 0, 0x1001), None), Some(0x1001));
+        assert_eq!(next_rip(exit(0x7B, 0, 0x1002), None), Some(0x1002));
+        // CPUID, MSR, HLT, VMMCALL without NRIPS: the VM core decodes.
+        for code in [0x72, 0x7C, 0x78, 0x81, 0x89] {
+            assert_eq!(next_rip(exit(code, 0, 0), None), None);
+        }
         // NRIPS wins where the CPU has it; a zero next_rip (QEMU TCG) is ignored.
-        assert_eq!(next_rip(exit(0x72, 0, 0), 0x1000, Some(0x1005)), Some(0x1005));
-        assert_eq!(next_rip(exit(0x72, 0, 0), 0x1000, Some(0)), Some(0x1002));
+        assert_eq!(next_rip(exit(0x72, 0, 0), Some(0x1005)), Some(0x1005));
+        assert_eq!(next_rip(exit(0x72, 0, 0), Some(0)), None);
     }
 
     #[test]

@@ -245,12 +245,21 @@ impl VirtualCpu for SvmVcpu {
         &mut self.gprs
     }
 
-    fn skip_instruction(&mut self) {
+    fn skip_instruction(&mut self) -> bool {
         let nrips = self.nrips.then_some(self.vmcb.control.next_rip);
-        if let Some(next) = exit::next_rip(self.exit_fields(), self.vmcb.save.rip, nrips) {
-            self.vmcb.save.rip = next;
-            self.vmcb.control.interrupt_shadow &= !INTERRUPT_SHADOW;
+        match exit::next_rip(self.exit_fields(), nrips) {
+            Some(next) => {
+                self.vmcb.save.rip = next;
+                self.vmcb.control.interrupt_shadow &= !INTERRUPT_SHADOW;
+                true
+            }
+            None => false,
         }
+    }
+
+    fn advance_rip(&mut self, len: u64) {
+        self.vmcb.save.rip = self.vmcb.save.rip.wrapping_add(len);
+        self.vmcb.control.interrupt_shadow &= !INTERRUPT_SHADOW;
     }
 
     fn inject(&mut self, ev: Event) {
@@ -289,6 +298,8 @@ impl VirtualCpu for SvmVcpu {
         let s = &self.vmcb.save;
         StateSummary {
             rip: s.rip,
+            cs_base: s.cs.base,
+            code_bits: crate::virt::code_bits(s.cr0, s.efer, s.cs.attrib),
             rsp: s.rsp,
             rflags: s.rflags,
             cr0: s.cr0,

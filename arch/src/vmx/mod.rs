@@ -542,9 +542,15 @@ impl VirtualCpu for VmxVcpu {
         &mut self.gprs
     }
 
-    fn skip_instruction(&mut self) {
+    fn skip_instruction(&mut self) -> bool {
+        let len = self.current().read(ro::VMEXIT_INSTRUCTION_LEN);
+        self.advance_rip(len);
+        true
+    }
+
+    fn advance_rip(&mut self, len: u64) {
         let v = self.current();
-        let rip = v.read(guest::RIP).wrapping_add(v.read(ro::VMEXIT_INSTRUCTION_LEN));
+        let rip = v.read(guest::RIP).wrapping_add(len);
         let _ = v.write(guest::RIP, rip);
         let blocking = v.read(guest::INTERRUPTIBILITY_STATE);
         if blocking & BLOCKING_STI_MOVSS != 0 {
@@ -622,8 +628,16 @@ impl VirtualCpu for VmxVcpu {
         let v = self.current();
         let cr0_mask = v.read(control::CR0_GUEST_HOST_MASK);
         let cr4_mask = v.read(control::CR4_GUEST_HOST_MASK);
+        let cs_ar = v.read(guest::CS_ACCESS_RIGHTS) as u32;
+        // VMX access rights: L in bit 13, D/B in bit 14 (SDM Table 25-2); code_bits takes the
+        // SVM packing (bits 9 and 10).
+        let cs_attrib = ((cs_ar >> 4) & 0x600) as u16;
+        let efer = v.read(guest::IA32_EFER_FULL);
+        let cr0 = v.read(guest::CR0);
         StateSummary {
             rip: v.read(guest::RIP),
+            cs_base: v.read(guest::CS_BASE),
+            code_bits: crate::virt::code_bits(cr0, efer, cs_attrib),
             rsp: v.read(guest::RSP),
             rflags: v.read(guest::RFLAGS),
             cr0: v.read(guest::CR0) & !cr0_mask | v.read(control::CR0_READ_SHADOW) & cr0_mask,

@@ -164,8 +164,7 @@ impl Default for CpuidTable {
 pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action {
     let regs = vcpu.gprs();
     [regs.rax, regs.rbx, regs.rcx, regs.rdx] = vm.cpuid.lookup(regs.rax as u32, regs.rcx as u32);
-    vcpu.skip_instruction();
-    Action::Continue
+    super::skip(vm, vcpu)
 }
 
 #[cfg(test)]

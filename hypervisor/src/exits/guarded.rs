@@ -28,10 +28,7 @@ pub fn instruction<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, insn:
         | Instruction::Mwait
         | Instruction::Xsetbv => raise(vm, UD, None),
         Instruction::Rdpmc => raise(vm, GP, Some(0)),
-        Instruction::Invd | Instruction::Wbinvd => {
-            vcpu.skip_instruction();
-            Action::Continue
-        }
+        Instruction::Invd | Instruction::Wbinvd => super::skip(vm, vcpu),
     }
 }
 
@@ -85,6 +82,5 @@ pub fn cr_write<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, cr: u8, 
         return raise(vm, GP, Some(0));
     }
     vcpu.set_cr(cr, value);
-    vcpu.skip_instruction();
-    Action::Continue
+    super::skip(vm, vcpu)
 }

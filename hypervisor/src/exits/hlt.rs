@@ -8,7 +8,9 @@ use basalt_arch::virt::VirtualCpu;
 
 pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action {
     let rip = vcpu.summary().rip;
-    vcpu.skip_instruction();
+    if let Action::Stop(outcome) = super::skip(vm, vcpu) {
+        return Action::Stop(outcome);
+    }
     if vm.events.has_interrupt() {
         // Delivered before the next entry if the guest can take it (see `Vm::run`).
         return Action::Continue;

@@ -8,12 +8,11 @@ use basalt_arch::virt::VirtualCpu;
 pub const HC_VERSION: u64 = 0;
 const ABI_VERSION: u64 = 1 << 16;
 
-pub fn handle<V: VirtualCpu + ?Sized>(_vm: &mut VmState, vcpu: &mut V) -> Action {
+pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action {
     let regs = vcpu.gprs();
     regs.rax = match regs.rax {
         HC_VERSION => ABI_VERSION,
         _ => u64::MAX,
     };
-    vcpu.skip_instruction();
-    Action::Continue
+    super::skip(vm, vcpu)
 }

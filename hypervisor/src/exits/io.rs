@@ -53,8 +53,7 @@ pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, io: IoAcce
             _ => (regs.rax & !(m as u64)) | value as u64,
         };
     }
-    vcpu.skip_instruction();
-    Action::Continue
+    super::skip(vm, vcpu)
 }
 
 /// A ucall: the guest wrote the guest-physical address of a record.
@@ -108,8 +107,8 @@ fn ucall<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, gpa: u64) -> Ac
         },
         None => Action::Stop(VmOutcome::Failed(format!("stopped: unknown ucall kind {}", record.kind))),
     };
-    if matches!(action, Action::Continue) {
-        vcpu.skip_instruction();
+    match action {
+        Action::Continue => super::skip(vm, vcpu),
+        stop => stop,
     }
-    action
 }

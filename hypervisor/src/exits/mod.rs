@@ -10,6 +10,7 @@ mod guarded;
 mod hlt;
 mod hypercall;
 mod io;
+mod length;
 mod msr;
 
 pub use cpuid::{virtual_cpuid, CpuidTable, HYPERVISOR_SIGNATURE};
@@ -17,6 +18,7 @@ pub use io::{SCRATCH_PORT, UNASSIGNED_READ};
 pub use msr::SCRATCH_MSR;
 
 pub use fault::REFLECT_LOOP_LIMIT;
+pub use length::{decode_length, skip};
 
 use crate::vm::{Action, VmOutcome, VmState};
 use alloc::format;

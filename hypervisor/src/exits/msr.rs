@@ -30,8 +30,7 @@ pub fn read<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32) ->
     let regs = vcpu.gprs();
     regs.rax = value & 0xFFFF_FFFF;
     regs.rdx = value >> 32;
-    vcpu.skip_instruction();
-    Action::Continue
+    super::skip(vm, vcpu)
 }
 
 pub fn write<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32, value: u64) -> Action {
@@ -47,6 +46,5 @@ pub fn write<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32, v
         }
         _ => return gp(vcpu, vm),
     }
-    vcpu.skip_instruction();
-    Action::Continue
+    super::skip(vm, vcpu)
 }

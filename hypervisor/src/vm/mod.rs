@@ -239,8 +239,12 @@ mod tests {
         fn gprs(&mut self) -> &mut GuestGprs {
             &mut self.gprs
         }
-        fn skip_instruction(&mut self) {
+        fn skip_instruction(&mut self) -> bool {
             self.rip += 2;
+            true
+        }
+        fn advance_rip(&mut self, len: u64) {
+            self.rip += len;
         }
         fn inject(&mut self, event: Event) {
             self.injected.push(event);

@@ -1,0 +1,91 @@
+//! Moving the guest past the instruction that exited. The hardware says how long it was
+//! (VMX's VM-exit instruction length, SVM's NRIPS `next_rip`, the IOIO exit's next RIP) on
+//! every exit but SVM's without NRIPS (QEMU TCG): there Basalt fetches the instruction through
+//! the guest's own page tables and decodes it with iced-x86, so a prefixed CPUID, RDMSR or
+//! VMMCALL is skipped by its real length, never by a fixed one.
+
+use crate::vm::walk::{read_linear, PagingMode};
+use crate::vm::{Action, VmOutcome, VmState};
+use alloc::format;
+use basalt_arch::virt::VirtualCpu;
+use iced_x86::{Decoder, DecoderOptions};
+
+/// The length of the first instruction in `bytes` for a CPU in `bitness`-bit mode (16, 32,
+/// 64), or `None` if they do not hold a whole valid instruction.
+pub fn decode_length(bytes: &[u8], bitness: u32) -> Option<u64> {
+    let mut decoder = Decoder::new(bitness, bytes, DecoderOptions::NONE);
+    let insn = decoder.decode();
+    (!insn.is_invalid()).then_some(insn.len() as u64)
+}
+
+/// Skip the instruction that caused the last exit. A guest whose instruction cannot be
+/// fetched or decoded (it changed its own code or page tables under the exit) is stopped.
+#[inline]
+pub fn skip<V: VirtualCpu + ?Sized>(vm: &VmState, vcpu: &mut V) -> Action {
+    if vcpu.skip_instruction() {
+        return Action::Continue;
+    }
+    skip_by_decoding(vm, vcpu)
+}
+
+#[cold]
+fn skip_by_decoding<V: VirtualCpu + ?Sized>(vm: &VmState, vcpu: &mut V) -> Action {
+    let s = vcpu.summary();
+    let mode = PagingMode { cr0: s.cr0, cr3: s.cr3, cr4: s.cr4, efer: s.efer };
+    let linear = s.cs_base.wrapping_add(s.rip);
+    let mut bytes = [0u8; 15];
+    let fetched = match read_linear(&vm.memory, &mode, linear, &mut bytes) {
+        Ok(n) => n,
+        Err(e) => {
+            return Action::Stop(VmOutcome::Failed(format!(
+                "stopped: cannot fetch the instruction at RIP {:#x} to skip it: {e}",
+                s.rip
+            )))
+        }
+    };
+    match decode_length(&bytes[..fetched], s.code_bits as u32) {
+        Some(len) => {
+            vcpu.advance_rip(len);
+            Action::Continue
+        }
+        None => Action::Stop(VmOutcome::Failed(format!(
+            "stopped: cannot decode the instruction at RIP {:#x} ({}-bit) to skip it: bytes {:02x?}",
+            s.rip,
+            s.code_bits,
+            &bytes[..fetched]
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixed_instructions_have_their_real_length() {
+        for (bytes, bits, len) in [
+            (&[0x0F, 0xA2][..], 64, 2),               // CPUID
+            (&[0x66, 0x0F, 0xA2], 64, 3),             // CPUID with an operand-size prefix
+            (&[0x2E, 0x3E, 0xF3, 0x0F, 0xA2], 64, 5), // segment and REP prefixes
+            (&[0x0F, 0x32], 64, 2),                   // RDMSR
+            (&[0x48, 0x0F, 0x32], 64, 3),             // REX.W RDMSR
+            (&[0x0F, 0x30], 32, 2),                   // WRMSR
+            (&[0x0F, 0x01, 0xD9], 64, 3),             // VMMCALL
+            (&[0x67, 0x0F, 0x01, 0xD9], 64, 4),       // VMMCALL with an address-size prefix
+            (&[0x0F, 0x01, 0xC1], 16, 3),             // VMCALL in real mode
+            (&[0xF4], 16, 1),                         // HLT
+            (&[0x2E, 0xF4], 32, 2),                   // HLT with a CS override
+            (&[0x0F, 0x09, 0x90], 64, 2),             // WBINVD, then a NOP
+        ] {
+            assert_eq!(decode_length(bytes, bits), Some(len), "{bytes:02x?} in {bits}-bit mode");
+        }
+    }
+
+    #[test]
+    fn garbage_and_cut_instructions_are_refused() {
+        assert_eq!(decode_length(&[], 64), None);
+        assert_eq!(decode_length(&[0x0F], 64), None, "cut short");
+        assert_eq!(decode_length(&[0x66; 15], 64), None, "prefixes only, longer than 15 bytes");
+        assert_eq!(decode_length(&[0x0F, 0x0B], 64), Some(2), "UD2 is a valid instruction");
+    }
+}
