@@ -18,10 +18,30 @@ pub fn decode_length(bytes: &[u8], bitness: u32) -> Option<u64> {
     (!insn.is_invalid()).then_some(insn.len() as u64)
 }
 
+/// The exiting instructions Basalt skips, in their plain encodings (no prefix): CPUID, RDMSR,
+/// WRMSR, HLT, VMCALL, VMMCALL, INVD, WBINVD. These bytes mean the same instruction in every
+/// mode, so a match gives the length without a full decode (the common case, kept cheap).
+const PLAIN: [(&[u8], u64); 8] = [
+    (&[0x0F, 0xA2], 2),
+    (&[0x0F, 0x32], 2),
+    (&[0x0F, 0x30], 2),
+    (&[0xF4], 1),
+    (&[0x0F, 0x01, 0xC1], 3),
+    (&[0x0F, 0x01, 0xD9], 3),
+    (&[0x0F, 0x08], 2),
+    (&[0x0F, 0x09], 2),
+];
+
+/// The length of the instruction in `bytes` if it starts with one of the plain encodings.
+#[inline]
+pub fn plain_length(bytes: &[u8]) -> Option<u64> {
+    PLAIN.iter().find(|(op, _)| bytes.starts_with(op)).map(|&(_, len)| len)
+}
+
 /// Skip the instruction that caused the last exit. A guest whose instruction cannot be
 /// fetched or decoded (it changed its own code or page tables under the exit) is stopped.
 #[inline]
-pub fn skip<V: VirtualCpu + ?Sized>(vm: &VmState, vcpu: &mut V) -> Action {
+pub fn skip<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action {
     if vcpu.skip_instruction() {
         return Action::Continue;
     }
@@ -29,10 +49,22 @@ pub fn skip<V: VirtualCpu + ?Sized>(vm: &VmState, vcpu: &mut V) -> Action {
 }
 
 #[cold]
-fn skip_by_decoding<V: VirtualCpu + ?Sized>(vm: &VmState, vcpu: &mut V) -> Action {
+fn skip_by_decoding<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action {
     let s = vcpu.summary();
     let mode = PagingMode { cr0: s.cr0, cr3: s.cr3, cr4: s.cr4, efer: s.efer };
     let linear = s.cs_base.wrapping_add(s.rip);
+    // The plain encodings first: a (usually cached) walk and a 4-byte read when they do not
+    // cross a page.
+    if linear & 0xFFF <= 0xFFC {
+        if let Ok(gpa) = vm.code_walk.translate(&vm.memory, &mode, linear) {
+            if let Ok(head) = vm.memory.read_u32(gpa) {
+                if let Some(len) = plain_length(&head.to_le_bytes()) {
+                    vcpu.advance_rip(len);
+                    return Action::Continue;
+                }
+            }
+        }
+    }
     let mut bytes = [0u8; 15];
     let fetched = match read_linear(&vm.memory, &mode, linear, &mut bytes) {
         Ok(n) => n,
@@ -79,6 +111,21 @@ mod tests {
         ] {
             assert_eq!(decode_length(bytes, bits), Some(len), "{bytes:02x?} in {bits}-bit mode");
         }
+    }
+
+    #[test]
+    fn plain_encodings_agree_with_the_decoder() {
+        for (op, len) in PLAIN {
+            let mut bytes = [0x90u8; 15];
+            bytes[..op.len()].copy_from_slice(op);
+            assert_eq!(plain_length(&bytes), Some(len));
+            for bits in [16, 32, 64] {
+                assert_eq!(decode_length(&bytes, bits), Some(len), "{op:02x?} in {bits}-bit mode");
+            }
+        }
+        // A prefix is not a plain encoding: the decoder decides.
+        assert_eq!(plain_length(&[0x66, 0x0F, 0xA2, 0x90]), None);
+        assert_eq!(plain_length(&[0x48, 0x0F, 0x32, 0x90]), None);
     }
 
     #[test]

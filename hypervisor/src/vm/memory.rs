@@ -57,8 +57,15 @@ impl GuestMemory {
     }
 
     /// The host address of `[gpa, gpa + len)` if it lies inside one region.
+    #[inline]
     fn host_range(&self, gpa: u64, len: u64) -> Result<u64, OutOfRange> {
         let end = gpa.checked_add(len).ok_or(OutOfRange { gpa, len })?;
+        // Most VMs have one region: check it without a loop.
+        if let Some(r) = self.regions.first() {
+            if gpa >= r.gpa && end <= r.gpa + r.size {
+                return Ok(r.host + (gpa - r.gpa));
+            }
+        }
         self.regions
             .iter()
             .find(|r| gpa >= r.gpa && end <= r.gpa + r.size)
@@ -95,10 +102,19 @@ impl GuestMemory {
         Ok(())
     }
 
+    #[inline]
     pub fn read_u64(&self, gpa: u64) -> Result<u64, OutOfRange> {
-        let mut b = [0u8; 8];
-        self.read(gpa, &mut b)?;
-        Ok(u64::from_le_bytes(b))
+        let host = self.host_range(gpa, 8)?;
+        // SAFETY: as in `read`; any 8 bytes are a valid u64, alignment is not required.
+        Ok(unsafe { (host as *const u64).read_unaligned() })
+    }
+
+    /// The 4 bytes at `gpa` (an instruction's first bytes).
+    #[inline]
+    pub fn read_u32(&self, gpa: u64) -> Result<u32, OutOfRange> {
+        let host = self.host_range(gpa, 4)?;
+        // SAFETY: as in `read_u64`.
+        Ok(unsafe { (host as *const u32).read_unaligned() })
     }
 
     pub fn write_u64(&self, gpa: u64, value: u64) -> Result<(), OutOfRange> {

@@ -106,6 +106,9 @@ pub struct VmState {
     pub host: HostHooks,
     /// `host.nmis_taken()` when the VM started.
     pub nmis_at_start: u64,
+    /// The guest-linear to guest-physical translation of the code at RIP, reused while it
+    /// holds (instruction fetches without NRIPS).
+    pub code_walk: walk::TranslationCache,
     console: Console,
 }
 
@@ -123,6 +126,7 @@ impl VmState {
             reflected: Reflected::default(),
             host: HostHooks::none(),
             nmis_at_start: 0,
+            code_walk: walk::TranslationCache::default(),
             console,
         }
     }

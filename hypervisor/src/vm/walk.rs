@@ -45,18 +45,41 @@ impl core::fmt::Display for WalkError {
     }
 }
 
-fn entry64(mem: &GuestMemory, gpa: u64) -> Result<u64, WalkError> {
-    mem.read_u64(gpa).map_err(|_| WalkError::TableOutsideRam { gpa })
+/// The paging-structure entries one walk read: where, how wide, and what they held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Path {
+    entries: [(u64, u64); 4],
+    len: usize,
+    wide: bool,
 }
 
-fn entry32(mem: &GuestMemory, gpa: u64) -> Result<u64, WalkError> {
-    let mut b = [0u8; 4];
-    mem.read(gpa, &mut b).map_err(|_| WalkError::TableOutsideRam { gpa })?;
-    Ok(u32::from_le_bytes(b) as u64)
+impl Path {
+    fn entry(&mut self, mem: &GuestMemory, gpa: u64, wide: bool) -> Result<u64, WalkError> {
+        let value = if wide { mem.read_u64(gpa) } else { mem.read_u32(gpa).map(u64::from) }
+            .map_err(|_| WalkError::TableOutsideRam { gpa })?;
+        self.entries[self.len] = (gpa, value);
+        self.len += 1;
+        self.wide = wide;
+        Ok(value)
+    }
+
+    /// Whether every entry still holds what the walk read (then the walk would give the same
+    /// result: it is a function of CR3, the mode and these entries alone).
+    fn unchanged(&self, mem: &GuestMemory) -> bool {
+        self.entries[..self.len].iter().all(|&(gpa, value)| {
+            let now = if self.wide { mem.read_u64(gpa) } else { mem.read_u32(gpa).map(u64::from) };
+            now == Ok(value)
+        })
+    }
 }
 
 /// The guest-physical address of guest-linear `la` under `mode`.
 pub fn translate(mem: &GuestMemory, mode: &PagingMode, la: u64) -> Result<u64, WalkError> {
+    walk(mem, mode, la, &mut Path::default())
+}
+
+fn walk(mem: &GuestMemory, mode: &PagingMode, la: u64, path: &mut Path) -> Result<u64, WalkError> {
+    let mut entry32 = |mem: &GuestMemory, gpa: u64| path.entry(mem, gpa, false);
     if mode.cr0 & CR0_PG == 0 || mode.cr0 & CR0_PE == 0 {
         return Ok(la & 0xFFFF_FFFF);
     }
@@ -82,7 +105,7 @@ pub fn translate(mem: &GuestMemory, mode: &PagingMode, la: u64) -> Result<u64, W
         (mode.cr3 & ADDRESS, 4u8)
     } else {
         // PAE: four PDPTEs at CR3[31:5].
-        let pdpte = entry64(mem, (mode.cr3 & 0xFFFF_FFE0) + (((la >> 30) & 3) << 3))?;
+        let pdpte = path.entry(mem, (mode.cr3 & 0xFFFF_FFE0) + (((la >> 30) & 3) << 3), true)?;
         if pdpte & PRESENT == 0 {
             return Err(WalkError::NotPresent { level: 3 });
         }
@@ -90,7 +113,7 @@ pub fn translate(mem: &GuestMemory, mode: &PagingMode, la: u64) -> Result<u64, W
     };
     for level in (1..=levels).rev() {
         let shift = 12 + 9 * (level as u32 - 1);
-        let entry = entry64(mem, table + (((la >> shift) & 0x1FF) << 3))?;
+        let entry = path.entry(mem, table + (((la >> shift) & 0x1FF) << 3), true)?;
         if entry & PRESENT == 0 {
             return Err(WalkError::NotPresent { level });
         }
@@ -102,6 +125,31 @@ pub fn translate(mem: &GuestMemory, mode: &PagingMode, la: u64) -> Result<u64, W
         table = entry & ADDRESS;
     }
     Ok(table | (la & 0xFFF))
+}
+
+/// The last translation and the entries it came from. A hit needs the same mode and CR3, the
+/// same linear page, and every entry of the walk unchanged in guest memory, so it is always
+/// the answer a new walk would give (the guest's TLB flushes do not matter: nothing stale is
+/// ever used). The exit path without NRIPS fetches the instruction at RIP through it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TranslationCache {
+    last: Option<(PagingMode, u64, Path, u64)>,
+}
+
+impl TranslationCache {
+    /// As [`translate`], reusing the last walk where it still holds.
+    #[inline]
+    pub fn translate(&mut self, mem: &GuestMemory, mode: &PagingMode, la: u64) -> Result<u64, WalkError> {
+        if let Some((m, page, path, gpa_page)) = &self.last {
+            if m == mode && *page == la >> 12 && path.unchanged(mem) {
+                return Ok(gpa_page | (la & 0xFFF));
+            }
+        }
+        let mut path = Path::default();
+        let gpa = walk(mem, mode, la, &mut path)?;
+        self.last = Some((*mode, la >> 12, path, gpa & !0xFFF));
+        Ok(gpa)
+    }
 }
 
 /// Read up to `buf.len()` bytes at guest-linear `la`, page by page. Returns how many bytes
@@ -191,6 +239,30 @@ mod tests {
         assert_eq!(translate(&m, &pae, 0x1ABC), Ok(0x8ABC));
         assert_eq!(translate(&m, &pae, 0x20_0010), Ok(0x20_0010));
         assert_eq!(translate(&m, &pae, 0x4000_0000), Err(WalkError::NotPresent { level: 3 }));
+    }
+
+    #[test]
+    fn the_cache_answers_like_a_walk_and_notices_changed_entries() {
+        let mut ram = vec![0u8; 0x10000];
+        let m = host_backed(&mut ram, 0);
+        m.write_u64(0x1000, 0x2000 | 3).unwrap();
+        m.write_u64(0x2000, 0x3000 | 3).unwrap();
+        m.write_u64(0x3000, 0x4000 | 3).unwrap();
+        m.write_u64(0x4000 + 8, 0x9000 | 3).unwrap();
+        let mut cache = TranslationCache::default();
+        assert_eq!(cache.translate(&m, &LONG, 0x1010), Ok(0x9010));
+        assert_eq!(cache.translate(&m, &LONG, 0x1020), Ok(0x9020), "a hit");
+        // The guest remaps the page (no TLB flush seen by Basalt): the cache must follow.
+        m.write_u64(0x4000 + 8, 0xA000 | 3).unwrap();
+        assert_eq!(cache.translate(&m, &LONG, 0x1020), Ok(0xA020));
+        // An upper-level entry changes: also noticed.
+        m.write_u64(0x3000, 0x5000 | 3).unwrap();
+        m.write_u64(0x5000 + 8, 0xB000 | 3).unwrap();
+        assert_eq!(cache.translate(&m, &LONG, 0x1020), Ok(0xB020));
+        // Another CR3 or mode is another walk.
+        let other = PagingMode { cr3: 0x6000, ..LONG };
+        assert_eq!(cache.translate(&m, &other, 0x1020), Err(WalkError::NotPresent { level: 4 }));
+        assert_eq!(cache.translate(&m, &PagingMode::default(), 0x1020), Ok(0x1020));
     }
 
     #[test]
