@@ -449,6 +449,16 @@ impl VmxVcpu {
     }
 }
 
+/// Move the guest's RIP forward by `len`, clearing blocking by STI and MOV SS.
+fn advance(v: &Vmcs, len: u64) {
+    let rip = v.read(guest::RIP).wrapping_add(len);
+    let _ = v.write(guest::RIP, rip);
+    let blocking = v.read(guest::INTERRUPTIBILITY_STATE);
+    if blocking & BLOCKING_STI_MOVSS != 0 {
+        let _ = v.write(guest::INTERRUPTIBILITY_STATE, blocking & !BLOCKING_STI_MOVSS);
+    }
+}
+
 impl Drop for VmxVcpu {
     /// VMCLEAR before the VMCS page goes back to the allocator: the CPU may cache a current or
     /// launched VMCS and write it back to memory at any time until it is cleared (SDM 25.11.1),
@@ -543,19 +553,14 @@ impl VirtualCpu for VmxVcpu {
     }
 
     fn skip_instruction(&mut self) -> bool {
-        let len = self.current().read(ro::VMEXIT_INSTRUCTION_LEN);
-        self.advance_rip(len);
+        let v = self.current();
+        let len = v.read(ro::VMEXIT_INSTRUCTION_LEN);
+        advance(&v, len);
         true
     }
 
     fn advance_rip(&mut self, len: u64) {
-        let v = self.current();
-        let rip = v.read(guest::RIP).wrapping_add(len);
-        let _ = v.write(guest::RIP, rip);
-        let blocking = v.read(guest::INTERRUPTIBILITY_STATE);
-        if blocking & BLOCKING_STI_MOVSS != 0 {
-            let _ = v.write(guest::INTERRUPTIBILITY_STATE, blocking & !BLOCKING_STI_MOVSS);
-        }
+        advance(&self.current(), len);
     }
 
     fn inject(&mut self, event: Event) {

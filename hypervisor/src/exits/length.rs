@@ -45,16 +45,16 @@ pub fn skip<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action {
     if vcpu.skip_instruction() {
         return Action::Continue;
     }
-    skip_by_decoding(vm, vcpu)
+    skip_plain(vm, vcpu)
 }
 
-#[cold]
-fn skip_by_decoding<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action {
+/// The common case without a hardware length: one of the plain encodings, found through the
+/// (usually cached) walk and a 4-byte read, when it does not cross a page.
+#[inline(never)]
+fn skip_plain<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action {
     let s = vcpu.summary();
     let mode = PagingMode { cr0: s.cr0, cr3: s.cr3, cr4: s.cr4, efer: s.efer };
     let linear = s.cs_base.wrapping_add(s.rip);
-    // The plain encodings first: a (usually cached) walk and a 4-byte read when they do not
-    // cross a page.
     if linear & 0xFFF <= 0xFFC {
         if let Ok(gpa) = vm.code_walk.translate(&vm.memory, &mode, linear) {
             if let Ok(head) = vm.memory.read_u32(gpa) {
@@ -65,6 +65,15 @@ fn skip_by_decoding<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> A
             }
         }
     }
+    skip_by_decoding(vm, vcpu)
+}
+
+#[cold]
+#[inline(never)]
+fn skip_by_decoding<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action {
+    let s = vcpu.summary();
+    let mode = PagingMode { cr0: s.cr0, cr3: s.cr3, cr4: s.cr4, efer: s.efer };
+    let linear = s.cs_base.wrapping_add(s.rip);
     let mut bytes = [0u8; 15];
     let fetched = match read_linear(&vm.memory, &mode, linear, &mut bytes) {
         Ok(n) => n,

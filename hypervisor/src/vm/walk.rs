@@ -65,11 +65,14 @@ impl Path {
 
     /// Whether every entry still holds what the walk read (then the walk would give the same
     /// result: it is a function of CR3, the mode and these entries alone).
+    #[inline]
     fn unchanged(&self, mem: &GuestMemory) -> bool {
-        self.entries[..self.len].iter().all(|&(gpa, value)| {
-            let now = if self.wide { mem.read_u64(gpa) } else { mem.read_u32(gpa).map(u64::from) };
-            now == Ok(value)
-        })
+        let entries = &self.entries[..self.len.min(4)];
+        if self.wide {
+            entries.iter().all(|&(gpa, value)| mem.read_u64(gpa) == Ok(value))
+        } else {
+            entries.iter().all(|&(gpa, value)| mem.read_u32(gpa).map(u64::from) == Ok(value))
+        }
     }
 }
 
