@@ -39,6 +39,68 @@ const CR4_OSXSAVE: u64 = 1 << 18;
 /// XCR0 at reset: x87 only. Basalt keeps it so (guests cannot write it: XSETBV exits).
 pub const XCR0_RESET: u64 = 1;
 
+/// The XSAVE state components Basalt offers guests and scrubs between them: x87, SSE, AVX and
+/// AVX-512 (opmask, ZMM_Hi256, Hi16_ZMM), where the CPU has them (SDM Vol. 1 13.1).
+pub const XCR0_OFFERED: u64 = 0xE7;
+
+/// An XSAVE image in the standard format (SDM Vol. 1 13.4): the legacy region with MXCSR at its
+/// reset value and an all-zero header, so XRSTOR puts every component in RFBM into its initial
+/// configuration. 4 KiB covers x87 to AVX-512 (2688 bytes); nothing else is ever enabled.
+#[repr(C, align(64))]
+struct XsaveArea([u8; 4096]);
+
+static INIT_XSAVE: XsaveArea = {
+    let mut a = [0u8; 4096];
+    a[24] = 0x80;
+    a[25] = 0x1F;
+    XsaveArea(a)
+};
+
+/// The state components this CPU supports that Basalt offers (0 without XSAVE).
+pub fn xsave_components() -> u64 {
+    if !has_xsave() {
+        return 0;
+    }
+    let d = core::arch::x86_64::__cpuid_count(0xD, 0);
+    ((d.edx as u64) << 32 | d.eax as u64) & XCR0_OFFERED
+}
+
+fn xsetbv(value: u64) {
+    // SAFETY: called only with CR4.OSXSAVE set (`init_this_cpu`) and a value made of
+    // supported components with x87 set, which XSETBV accepts; XCR0 changes which register
+    // state exists, and Basalt itself is soft-float.
+    unsafe {
+        core::arch::asm!("xsetbv", in("ecx") 0, in("eax") value as u32, in("edx") (value >> 32) as u32,
+                         options(nomem, nostack))
+    };
+}
+
+/// Make `value` the live XCR0 (a guest's, checked by the VM core against
+/// [`xsave_components`]: x87 set, AVX only with SSE, the AVX-512 components together and only
+/// with AVX). Basalt needs no XCR0 of its own, so the guest's stays live until the VM ends.
+pub fn set_guest_xcr0(value: u64) {
+    if read_cr(4) & CR4_OSXSAVE != 0 && value & 1 != 0 && value & !xsave_components() == 0 {
+        xsetbv(value);
+    }
+}
+
+/// Put every offered state component into its initial configuration and XCR0 back to reset.
+fn reset_extended_state() {
+    let all = xsave_components();
+    if all == 0 || read_cr(4) & CR4_OSXSAVE == 0 {
+        fxrstor(&RESET_FPU);
+        return;
+    }
+    xsetbv(all);
+    // SAFETY: a 64-byte aligned standard-format image whose header is zero (XSTATE_BV = 0,
+    // XCOMP_BV = 0) and MXCSR valid; RFBM = the enabled components.
+    unsafe {
+        core::arch::asm!("xrstor64 [{}]", in(reg) &INIT_XSAVE, in("eax") all as u32, in("edx") (all >> 32) as u32,
+                         options(nostack, preserves_flags))
+    };
+    xsetbv(XCR0_RESET);
+}
+
 /// An FXSAVE image (SDM Vol. 1 10.5.1): 512 bytes, 16-byte aligned.
 #[repr(C, align(16))]
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -151,13 +213,7 @@ pub fn init_this_cpu() {
         core::arch::asm!("mov cr0, {}", in(reg) cr0, options(nomem, nostack, preserves_flags));
         core::arch::asm!("mov cr4, {}", in(reg) cr4, options(nomem, nostack, preserves_flags));
     }
-    if cr4 & CR4_OSXSAVE != 0 {
-        // SAFETY: CR4.OSXSAVE is set and XCR0 = 1 (x87) is always valid.
-        unsafe {
-            core::arch::asm!("xsetbv", in("ecx") 0, in("eax") XCR0_RESET as u32, in("edx") 0, options(nomem, nostack))
-        };
-    }
-    fxrstor(&RESET_FPU);
+    reset_extended_state();
 }
 
 /// The state a guest reaches and Basalt switches itself (see the module doc).
@@ -202,10 +258,10 @@ impl Switched {
     }
 }
 
-/// Put everything a guest can reach natively to its reset value: x87/SSE (FXRSTOR of the reset
-/// image), DR0-DR3 = 0, DR6, CR2 = 0, KERNEL_GS_BASE, the SYSCALL MSRs and TSC_AUX = 0.
+/// Put everything a guest can reach natively to its reset value: x87, SSE, AVX and AVX-512
+/// (XRSTOR of the initial configuration, FXRSTOR without XSAVE), XCR0, DR0-DR3 = 0, DR6, CR2 = 0, KERNEL_GS_BASE, the SYSCALL MSRs and TSC_AUX = 0.
 pub fn reset_guest_visible() {
-    fxrstor(&RESET_FPU);
+    reset_extended_state();
     write_debug([0; 4], DR6_RESET);
     write_cr2(0);
     let rdtscp = has_rdtscp();

@@ -332,6 +332,8 @@ impl core::fmt::Display for VirtError {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StateSummary {
     pub rip: u64,
+    /// The current privilege level.
+    pub cpl: u8,
     pub cs_base: u64,
     pub code_bits: u8,
     pub rsp: u64,

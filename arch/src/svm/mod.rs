@@ -298,6 +298,7 @@ impl VirtualCpu for SvmVcpu {
         let s = &self.vmcb.save;
         StateSummary {
             rip: s.rip,
+            cpl: s.cpl,
             cs_base: s.cs.base,
             code_bits: crate::virt::code_bits(s.cr0, s.efer, s.cs.attrib),
             rsp: s.rsp,

@@ -46,8 +46,9 @@ const BLOCKING_STI_MOVSS: u64 = 3;
 const EXCEPTION_BITMAP: u64 = (1 << 1) | (1 << 17) | (1 << 18);
 /// CR4 bits of features the virtual CPU never offers (CPUID hides them), owned by Basalt
 /// through the guest/host mask so that setting one exits and gets #GP: UMIP 11, LA57 12,
-/// VMXE 13, SMXE 14, OSXSAVE 18, PKE 22, CET 23, PKS 24.
-pub const CR4_HIDDEN: u64 = (1 << 11) | (1 << 12) | (1 << 13) | (1 << 14) | (1 << 18) | (0x7 << 22);
+/// VMXE 13, SMXE 14, PKE 22, CET 23, PKS 24. (OSXSAVE is the guest's: XSAVE is offered where
+/// the CPU has it, and where it does not the fixed-1 bits already refuse OSXSAVE.)
+pub const CR4_HIDDEN: u64 = (1 << 11) | (1 << 12) | (1 << 13) | (1 << 14) | (0x7 << 22);
 /// CR0.NW and CR0.CD: never forced on a guest, whatever a capability MSR's fixed-0 bits say
 /// (the boot ABI promises caches enabled). VM entry leaves them as the host has them (SDM
 /// 27.3.2.1), so `hoststate::init_this_cpu` turns the host's caches on.
@@ -641,6 +642,8 @@ impl VirtualCpu for VmxVcpu {
         let cr0 = v.read(guest::CR0);
         StateSummary {
             rip: v.read(guest::RIP),
+            // SS.DPL is the CPL (SDM 25.4.1).
+            cpl: ((v.read(guest::SS_ACCESS_RIGHTS) >> 5) & 3) as u8,
             cs_base: v.read(guest::CS_BASE),
             code_bits: crate::virt::code_bits(cr0, efer, cs_attrib),
             rsp: v.read(guest::RSP),

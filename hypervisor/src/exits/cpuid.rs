@@ -4,6 +4,7 @@
 //! CPUID; the 0x4000_0000 range is reserved for hypervisors).
 
 use crate::vm::{Action, VmState};
+use basalt_arch::hoststate::XCR0_OFFERED;
 use basalt_arch::virt::VirtualCpu;
 
 /// The hypervisor vendor signature in leaf 0x4000_0000 EBX, ECX, EDX.
@@ -19,6 +20,8 @@ mod bit {
     pub const PDCM: u32 = 1 << 15;
     pub const X2APIC: u32 = 1 << 21;
     pub const TSC_DEADLINE: u32 = 1 << 24;
+    pub const FMA: u32 = 1 << 12;
+    pub const F16C: u32 = 1 << 29;
     pub const XSAVE: u32 = 1 << 26;
     pub const OSXSAVE: u32 = 1 << 27;
     pub const AVX: u32 = 1 << 28;
@@ -27,15 +30,11 @@ mod bit {
     pub const APIC: u32 = 1 << 9;
     pub const HTT: u32 = 1 << 28;
     // Leaf 7.0 EBX: AVX2 and the AVX-512 family need XSAVE state Basalt does not expose yet.
-    pub const LEAF7_EBX_XSAVE_DEPENDENT: u32 = (1 << 5)
-        | (1 << 16)
-        | (1 << 17)
-        | (1 << 21)
-        | (1 << 26)
-        | (1 << 27)
-        | (1 << 28)
-        | (1 << 30)
-        | (1 << 31);
+    /// Leaf 7 EBX: AVX2 (needs AVX state), and the AVX-512 family (needs its three XSAVE
+    /// components): F, DQ, IFMA, PF, ER, CD, BW, VL.
+    pub const AVX2: u32 = 1 << 5;
+    pub const LEAF7_EBX_AVX512: u32 =
+        (1 << 16) | (1 << 17) | (1 << 21) | (1 << 26) | (1 << 27) | (1 << 28) | (1 << 30) | (1 << 31);
     // Leaf 0x8000_0001 ECX
     pub const SVM: u32 = 1 << 2;
     pub const EXTAPIC: u32 = 1 << 3;
@@ -59,6 +58,7 @@ pub fn virtual_cpuid(leaf: u32, subleaf: u32, host: &dyn Fn(u32, u32) -> [u32; 4
             if !in_range {
                 return [0; 4];
             }
+            let xcr0 = offered_xcr0(host);
             let [mut a, mut b, mut c, mut d] = host(leaf, subleaf);
             match leaf {
                 1 => {
@@ -68,9 +68,13 @@ pub fn virtual_cpuid(leaf: u32, subleaf: u32, host: &dyn Fn(u32, u32) -> [u32; 4
                         | bit::PDCM
                         | bit::X2APIC
                         | bit::TSC_DEADLINE
-                        | bit::XSAVE
-                        | bit::OSXSAVE
-                        | bit::AVX);
+                        | bit::OSXSAVE);
+                    if xcr0 == 0 {
+                        c &= !bit::XSAVE;
+                    }
+                    if xcr0 & XCR0_AVX == 0 {
+                        c &= !(bit::AVX | bit::FMA | bit::F16C);
+                    }
                     c |= bit::HYPERVISOR;
                     d &= !(bit::APIC | bit::HTT);
                     // One logical processor, initial APIC ID 0.
@@ -78,11 +82,17 @@ pub fn virtual_cpuid(leaf: u32, subleaf: u32, host: &dyn Fn(u32, u32) -> [u32; 4
                 }
                 // MONITOR/MWAIT, thermal/power, performance monitoring, XSAVE, cache/topology
                 // enumeration of the host, SVM features: nothing a VM here can use.
-                4 | 5 | 6 | 0xA | 0xB | 0xD | 0x1F | 0x8000_000A | 0x8000_001E => {
+                4 | 5 | 6 | 0xA | 0xB | 0x1F | 0x8000_000A | 0x8000_001E => {
                     [a, b, c, d] = [0; 4];
                 }
+                0xD => [a, b, c, d] = xsave_leaf(subleaf, xcr0, host),
                 7 if subleaf == 0 => {
-                    b &= !bit::LEAF7_EBX_XSAVE_DEPENDENT;
+                    if xcr0 & XCR0_AVX == 0 {
+                        b &= !bit::AVX2;
+                    }
+                    if xcr0 & XCR0_AVX512 != XCR0_AVX512 {
+                        b &= !bit::LEAF7_EBX_AVX512;
+                    }
                     c = 0;
                     d = 0;
                 }
@@ -94,6 +104,75 @@ pub fn virtual_cpuid(leaf: u32, subleaf: u32, host: &dyn Fn(u32, u32) -> [u32; 4
         }
     }
 }
+
+/// XCR0's AVX bit and its three AVX-512 components (SDM Vol. 1 13.1).
+const XCR0_AVX: u64 = 1 << 2;
+const XCR0_AVX512: u64 = 0x7 << 5;
+
+/// The XSAVE state components the virtual CPU offers: those of x87, SSE, AVX and AVX-512 the
+/// host has, as a consistent set (SSE with x87, AVX with SSE, AVX-512 whole and with AVX);
+/// 0 without XSAVE.
+pub fn offered_xcr0(host: &dyn Fn(u32, u32) -> [u32; 4]) -> u64 {
+    if host(0, 0)[0] < 0xD || host(1, 0)[2] & bit::XSAVE == 0 {
+        return 0;
+    }
+    let [eax, _, _, edx] = host(0xD, 0);
+    let mut xcr0 = ((edx as u64) << 32 | eax as u64) & XCR0_OFFERED;
+    if xcr0 & 3 != 3 {
+        return 0;
+    }
+    if xcr0 & XCR0_AVX == 0 || xcr0 & XCR0_AVX512 != XCR0_AVX512 {
+        xcr0 &= !XCR0_AVX512;
+    }
+    xcr0
+}
+
+/// Leaf 0xD for the offered components (SDM Vol. 1 13.2): subleaf 0 the supported XCR0 bits,
+/// the size of the enabled ones (EBX, live: see `dynamic`) and of all offered (ECX); subleaf 1
+/// XSAVEOPT, XSAVEC and XGETBV with ECX = 1 where the host has them (no XSAVES: no IA32_XSS);
+/// subleaf i the size and offset of each offered component i.
+fn xsave_leaf(subleaf: u32, xcr0: u64, host: &dyn Fn(u32, u32) -> [u32; 4]) -> [u32; 4] {
+    if xcr0 == 0 {
+        return [0; 4];
+    }
+    match subleaf {
+        0 => {
+            let all = (2..64)
+                .filter(|i| xcr0 & (1 << i) != 0)
+                .map(|i| {
+                    let [size, offset, _, _] = host(0xD, i);
+                    offset + size
+                })
+                .fold(512 + 64, u32::max);
+            [xcr0 as u32, host(0xD, 0)[1], all, (xcr0 >> 32) as u32]
+        }
+        1 => {
+            let [eax, ebx, _, _] = host(0xD, 1);
+            [eax & 0x7, ebx, 0, 0]
+        }
+        i if i < 64 && xcr0 & (1 << i) != 0 && i >= 2 => {
+            let [eax, ebx, ecx, _] = host(0xD, i);
+            [eax, ebx, ecx & 0x2, 0]
+        }
+        _ => [0; 4],
+    }
+}
+
+/// The parts of an answer that follow the guest's own state, patched in at the exit: the
+/// OSXSAVE bit mirrors the guest's CR4.OSXSAVE (leaf 1 ECX[27]), and the XSAVE area sizes of
+/// leaf 0xD follow its XCR0, which is the live one while it runs.
+#[cold]
+fn dynamic<V: VirtualCpu + ?Sized>(answer: &mut [u64; 4], leaf: u32, subleaf: u32, vcpu: &V) {
+    match leaf {
+        1 if vcpu.summary().cr4 & CR4_OSXSAVE != 0 && answer[2] & bit::XSAVE as u64 != 0 => {
+            answer[2] |= bit::OSXSAVE as u64;
+        }
+        0xD if subleaf <= 1 && answer[0] != 0 => answer[1] = host_cpuid(0xD, subleaf)[1] as u64,
+        _ => {}
+    }
+}
+
+const CR4_OSXSAVE: u64 = 1 << 18;
 
 fn host_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
@@ -163,7 +242,13 @@ impl Default for CpuidTable {
 
 pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action {
     let regs = vcpu.gprs();
-    [regs.rax, regs.rbx, regs.rcx, regs.rdx] = vm.cpuid.lookup(regs.rax as u32, regs.rcx as u32);
+    let (leaf, subleaf) = (regs.rax as u32, regs.rcx as u32);
+    let mut answer = vm.cpuid.lookup(leaf, subleaf);
+    if leaf == 1 || leaf == 0xD {
+        dynamic(&mut answer, leaf, subleaf, vcpu);
+    }
+    let regs = vcpu.gprs();
+    [regs.rax, regs.rbx, regs.rcx, regs.rdx] = answer;
     super::skip(vm, vcpu)
 }
 
@@ -224,6 +309,56 @@ mod tests {
         }
         // Subleaf 1 of leaf 7 is not the table's subleaf 0 answer.
         assert_eq!(t.lookup(7, 1), virtual_cpuid(7, 1, &host_cpuid).map(u64::from));
+    }
+
+    /// A Skylake-X-like host: XSAVE with x87, SSE, AVX, AVX-512 and PKRU (SDM Table 13-1 sizes
+    /// and offsets).
+    fn xsave_host(leaf: u32, sub: u32) -> [u32; 4] {
+        match (leaf, sub) {
+            (0, _) => [0xD, 0x756E_6547, 0x6C65_746E, 0x4965_6E69],
+            (1, _) => [0x50654, 0, bit::XSAVE | bit::OSXSAVE | bit::AVX | bit::FMA, 0],
+            (7, 0) => [0, bit::AVX2 | bit::LEAF7_EBX_AVX512 | 1, 0, 0],
+            (0xD, 0) => [0x2E7, 0xA88, 0xA88, 0],
+            (0xD, 1) => [0xF, 0x988, 0, 0],
+            (0xD, 2) => [256, 576, 0, 0],
+            (0xD, 5) => [64, 1088, 0, 0],
+            (0xD, 6) => [512, 1152, 0, 0],
+            (0xD, 7) => [1024, 1664, 0, 0],
+            (0xD, 9) => [8, 2688, 0, 0],
+            (0x8000_0000, _) => [0x8000_0008, 0, 0, 0],
+            _ => [0; 4],
+        }
+    }
+
+    #[test]
+    fn xsave_is_offered_for_x87_sse_avx_and_avx512_only() {
+        assert_eq!(offered_xcr0(&xsave_host), 0xE7);
+        let [_, _, c, _] = virtual_cpuid(1, 0, &xsave_host);
+        assert_ne!(c & bit::XSAVE, 0);
+        assert_ne!(c & bit::AVX, 0);
+        assert_eq!(c & bit::OSXSAVE, 0, "OSXSAVE follows the guest's CR4, not the host's");
+        assert_eq!(virtual_cpuid(7, 0, &xsave_host)[1] & bit::LEAF7_EBX_AVX512, bit::LEAF7_EBX_AVX512);
+        let [a, _, c, d] = virtual_cpuid(0xD, 0, &xsave_host);
+        assert_eq!((a, c, d), (0xE7, 2688, 0), "PKRU not offered; the area ends after Hi16_ZMM");
+        assert_eq!(virtual_cpuid(0xD, 1, &xsave_host)[0], 0x7, "no XSAVES");
+        assert_eq!(virtual_cpuid(0xD, 2, &xsave_host), [256, 576, 0, 0]);
+        assert_eq!(virtual_cpuid(0xD, 9, &xsave_host), [0; 4], "PKRU hidden");
+        // Only part of AVX-512: none of it, and no AVX-512 CPUID bits.
+        let partial = |leaf, sub| match (leaf, sub) {
+            (0xD, 0) => [0x27, 0x340, 0x380, 0],
+            other => xsave_host(other.0, other.1),
+        };
+        assert_eq!(offered_xcr0(&partial), 0x7);
+        assert_eq!(virtual_cpuid(7, 0, &partial)[1] & bit::LEAF7_EBX_AVX512, 0);
+        assert_eq!(virtual_cpuid(0xD, 0, &partial)[2], 832);
+        // No XSAVE at all: no AVX either.
+        let none = |leaf, sub| match leaf {
+            1 => [0x50654, 0, bit::AVX, 0],
+            _ => xsave_host(leaf, sub),
+        };
+        assert_eq!(offered_xcr0(&none), 0);
+        assert_eq!(virtual_cpuid(1, 0, &none)[2] & (bit::AVX | bit::XSAVE), 0);
+        assert_eq!(virtual_cpuid(0xD, 0, &none), [0; 4]);
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! backend's intercept policy): the guest gets what a CPU without the feature gives it, and
 //! nothing outside the guest changes.
 //!
-//! - SVM and VMX instructions, GETSEC, MONITOR/MWAIT, XSETBV: #UD. The virtual CPUID offers
-//!   none of SVM, VMX, SMX, MONITOR or XSAVE, and a CPU without them raises #UD (SDM Vol. 2
-//!   and APM Vol. 3 for each instruction).
+//! - SVM and VMX instructions, GETSEC, MONITOR/MWAIT: #UD. The virtual CPUID offers none of
+//!   SVM, VMX, SMX or MONITOR, and a CPU without them raises #UD (SDM Vol. 2 and APM Vol. 3
+//!   for each instruction).
+//! - XSETBV: checked as the SDM says, then the guest's XCR0 is live while the VM runs.
 //! - RDPMC: #GP(0). The virtual CPU has no performance counters (CPUID leaf 0xA is zero), so
 //!   every counter index is invalid.
 //! - INVD and WBINVD: done, as nothing: guest memory is ordinary write-back RAM that Basalt
@@ -22,15 +23,46 @@ const GP: u8 = 13;
 
 pub fn instruction<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, insn: Instruction) -> Action {
     match insn {
-        Instruction::Virtualization
-        | Instruction::Getsec
-        | Instruction::Monitor
-        | Instruction::Mwait
-        | Instruction::Xsetbv => raise(vm, UD, None),
+        Instruction::Virtualization | Instruction::Getsec | Instruction::Monitor | Instruction::Mwait => {
+            raise(vm, UD, None)
+        }
+        Instruction::Xsetbv => xsetbv(vm, vcpu),
         Instruction::Rdpmc => raise(vm, GP, Some(0)),
         Instruction::Invd | Instruction::Wbinvd => super::skip(vm, vcpu),
     }
 }
+
+/// XSETBV (SDM Vol. 2D XSETBV): #UD without CR4.OSXSAVE; #GP(0) outside ring 0, for an XCR
+/// other than XCR0, or for an XCR0 the virtual CPU does not allow (x87 clear, a component it
+/// does not offer, AVX without SSE, AVX-512 partly or without AVX). A valid value becomes the
+/// live XCR0 while the VM runs.
+fn xsetbv<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action {
+    let s = vcpu.summary();
+    if s.cr4 & CR4_OSXSAVE == 0 {
+        return raise(vm, UD, None);
+    }
+    let g = vcpu.gprs();
+    let (index, value) = (g.rcx as u32, (g.rdx & 0xFFFF_FFFF) << 32 | (g.rax & 0xFFFF_FFFF));
+    let [eax, _, _, edx] = vm.cpuid.lookup(0xD, 0);
+    let offered = edx << 32 | eax;
+    let avx512 = value & XCR0_AVX512;
+    let valid = s.cpl == 0
+        && index == 0
+        && value & 1 != 0
+        && value & !offered == 0
+        && !(value & XCR0_AVX != 0 && value & XCR0_SSE == 0)
+        && (avx512 == 0 || (avx512 == XCR0_AVX512 && value & XCR0_AVX != 0));
+    if !valid {
+        return raise(vm, GP, Some(0));
+    }
+    basalt_arch::hoststate::set_guest_xcr0(value);
+    super::skip(vm, vcpu)
+}
+
+const XCR0_SSE: u64 = 1 << 1;
+const XCR0_AVX: u64 = 1 << 2;
+const XCR0_AVX512: u64 = 0x7 << 5;
+const CR4_OSXSAVE: u64 = 1 << 18;
 
 /// CR4 bits a guest may set whatever CPUID says: VME, PVI, TSD, DE, PSE, PAE, MCE, PGE, PCE,
 /// OSFXSR, OSXMMEXCPT (bits 0-10).
@@ -50,6 +82,7 @@ pub fn cr4_allowed(vm: &VmState) -> u64 {
     for (present, bit) in [
         (leaf7[1] & 1 != 0, CR4_FSGSBASE),
         (leaf1[2] & (1 << 17) != 0, CR4_PCIDE),
+        (leaf1[2] & (1 << 26) != 0, CR4_OSXSAVE),
         (leaf7[1] & (1 << 7) != 0, CR4_SMEP),
         (leaf7[1] & (1 << 20) != 0, CR4_SMAP),
     ] {

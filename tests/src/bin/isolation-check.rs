@@ -1,6 +1,6 @@
 //! Isolation, second half: after `isolation-fill` ran on the same CPU, every register a guest
 //! can write natively is at its architectural reset value: x87 (FCW 0x037F, empty tags),
-//! XMM0-15 zero, MXCSR 0x1F80, DR0-DR3 zero, DR6 0xFFFF0FF0, CR2 and CR8 zero,
+//! XMM0-15 zero (and YMM0-15 where AVX is offered), MXCSR 0x1F80, DR0-DR3 zero, DR6 0xFFFF0FF0, CR2 and CR8 zero,
 //! KERNEL_GS_BASE and TSC_AUX zero, XCR0 = 1 where the guest can read it, the scratch MSR
 //! zero. Also what the boot ABI promises: CR0, CR4 and EFER as documented, EFER.SVME hidden.
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -89,8 +89,8 @@ fn run() {
     }
     guest_assert_eq!(rdmsr(SCRATCH_MSR), 0);
 
-    // XCR0: CPUID hides XSAVE; on VMX setting CR4.OSXSAVE faults (#GP), on SVM it sticks and
-    // XGETBV must then show the reset XCR0.
+    // XCR0: where CPUID offers XSAVE, CR4.OSXSAVE sticks and XGETBV must show the reset XCR0;
+    // where it does not, setting it faults (#GP).
     idt::set_handler(GENERAL_PROTECTION, skip_mov_cr4);
     let gp = idt::count(GENERAL_PROTECTION);
     let cr4: u64;
@@ -104,6 +104,27 @@ fn run() {
         unsafe { asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack)) };
         guest_assert_eq!((u64::from(hi) << 32) | u64::from(lo), 1);
         guest_println!("XCR0 is at reset");
+        if core::arch::x86_64::__cpuid(1).ecx & (1 << 28) != 0 {
+            let mut ymm = [[0xAAu8; 32]; 16];
+            let y = ymm.as_mut_ptr();
+            // SAFETY: XCR0 = 7 as CPUID offers it, then stores of YMM0-15 into our buffer.
+            unsafe {
+                asm!(
+                    "xor ecx, ecx", "xor edx, edx", "mov eax, 7", "xsetbv",
+                    "vmovdqu [{y}], ymm0", "vmovdqu [{y} + 32], ymm1", "vmovdqu [{y} + 64], ymm2",
+                    "vmovdqu [{y} + 96], ymm3", "vmovdqu [{y} + 128], ymm4", "vmovdqu [{y} + 160], ymm5",
+                    "vmovdqu [{y} + 192], ymm6", "vmovdqu [{y} + 224], ymm7", "vmovdqu [{y} + 256], ymm8",
+                    "vmovdqu [{y} + 288], ymm9", "vmovdqu [{y} + 320], ymm10", "vmovdqu [{y} + 352], ymm11",
+                    "vmovdqu [{y} + 384], ymm12", "vmovdqu [{y} + 416], ymm13", "vmovdqu [{y} + 448], ymm14",
+                    "vmovdqu [{y} + 480], ymm15",
+                    y = in(reg) y, out("eax") _, out("ecx") _, out("edx") _, options(nostack)
+                );
+            }
+            for (i, reg) in ymm.iter().enumerate() {
+                guest_assert!(reg.iter().all(|&b| b == 0), "YMM{} is zero", i);
+            }
+            guest_println!("YMM0-15 are at reset");
+        }
     } else {
         guest_assert_eq!(idt::count(GENERAL_PROTECTION), gp + 1);
         guest_println!("CR4.OSXSAVE refused with #GP");

@@ -1,5 +1,5 @@
 //! Isolation, first half: fill every register a guest can write natively with markers (x87
-//! stack and control word, XMM0-15, MXCSR, DR0-DR3, DR6, CR2, CR8, KERNEL_GS_BASE through
+//! stack and control word, XMM0-15 (YMM0-15 and XCR0 where AVX is offered), MXCSR, DR0-DR3, DR6, CR2, CR8, KERNEL_GS_BASE through
 //! SWAPGS, Basalt's scratch MSR) and end without cleaning up. `isolation-check`, run next on
 //! the same CPU, must see every one at its reset value.
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -58,6 +58,27 @@ fn run() {
         );
     }
     guest_println!("x87, XMM0-15 and MXCSR filled");
+
+    // Where AVX is offered: XCR0 = x87 | SSE | AVX and the upper halves of YMM0-15 too.
+    if core::arch::x86_64::__cpuid(1).ecx & (1 << 28) != 0 {
+        // SAFETY: CR4.OSXSAVE and XCR0 = 7 as CPUID offers them, then loads of the static
+        // pattern into YMM0-15 (this guest's own state).
+        unsafe {
+            asm!(
+                "mov {t}, cr4", "bts {t}, 18", "mov cr4, {t}",
+                "xor ecx, ecx", "xor edx, edx", "mov eax, 7", "xsetbv",
+                "vmovdqu ymm0, [{p}]", "vmovdqu ymm1, [{p} + 32]", "vmovdqu ymm2, [{p} + 64]",
+                "vmovdqu ymm3, [{p} + 96]", "vmovdqu ymm4, [{p} + 128]", "vmovdqu ymm5, [{p} + 160]",
+                "vmovdqu ymm6, [{p} + 192]", "vmovdqu ymm7, [{p} + 224]", "vmovdqu ymm8, [{p} + 0]",
+                "vmovdqu ymm9, [{p} + 32]", "vmovdqu ymm10, [{p} + 64]", "vmovdqu ymm11, [{p} + 96]",
+                "vmovdqu ymm12, [{p} + 128]", "vmovdqu ymm13, [{p} + 160]", "vmovdqu ymm14, [{p} + 192]",
+                "vmovdqu ymm15, [{p} + 224]",
+                t = out(reg) _, p = in(reg) p, out("eax") _, out("ecx") _, out("edx") _,
+                options(nostack)
+            );
+        }
+        guest_println!("XCR0 = 7 and YMM0-15 filled");
+    }
 
     // SAFETY: DR7 stays clear, so the debug addresses arm nothing; CR2 is only a report; CR8
     // is this guest's own TPR (it keeps interrupts off anyway).
