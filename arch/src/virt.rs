@@ -372,6 +372,9 @@ pub trait VirtualCpu {
     fn request_interrupt_window(&mut self, on: bool);
     /// Registers for a report.
     fn summary(&self) -> StateSummary;
+    /// Add `offset` (wrapping) to the TSC the guest reads with RDTSC and RDTSCP (VMX TSC
+    /// offsetting, SVM TSC_OFFSET).
+    fn set_tsc_offset(&mut self, offset: u64);
     /// The guest's EFER as the guest sees it (SVM hides the SVME bit VMRUN needs).
     fn efer(&self) -> u64;
     /// Set the guest's EFER after the VM core checked the WRMSR.

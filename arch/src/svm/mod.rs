@@ -274,6 +274,10 @@ impl VirtualCpu for SvmVcpu {
         self.vmcb.save.rflags & RFLAGS_IF != 0 && self.vmcb.control.interrupt_shadow & INTERRUPT_SHADOW == 0
     }
 
+    fn set_tsc_offset(&mut self, offset: u64) {
+        self.vmcb.control.tsc_offset = offset;
+    }
+
     fn efer(&self) -> u64 {
         // SVME must stay set for VMRUN; the guest's view never has it (CPUID hides SVM).
         self.vmcb.save.efer & !EFER_SVME

@@ -41,6 +41,7 @@ pub mod pin {
 /// Primary processor-based VM-execution controls (SDM Table 25-6).
 pub mod proc1 {
     pub const INTERRUPT_WINDOW_EXITING: u32 = 1 << 2;
+    pub const USE_TSC_OFFSETTING: u32 = 1 << 3;
     pub const HLT_EXITING: u32 = 1 << 7;
     pub const MWAIT_EXITING: u32 = 1 << 10;
     pub const RDPMC_EXITING: u32 = 1 << 11;
@@ -215,7 +216,8 @@ impl Controls {
 /// Compute every control word for a guest whose initial EFER.LMA is `long_mode`.
 ///
 /// Required (isolation: whatever reaches host state exits, or the guest has its own copy):
-/// external-interrupt and NMI exiting (host interrupts and NMIs always reach Basalt); HLT,
+/// external-interrupt and NMI exiting (host interrupts and NMIs always reach Basalt); TSC
+/// offsetting (each VM's TSC starts near zero); HLT,
 /// RDPMC, MONITOR and MWAIT exiting; a TPR shadow (the guest's CR8 is its own, never the
 /// host's TPR); I/O bitmaps (or unconditional I/O exiting); secondary controls with EPT, VPID,
 /// unrestricted guest and WBINVD exiting; on exit: host address-space size, save/load EFER,
@@ -242,6 +244,7 @@ pub fn compute_controls(caps: &VmxCaps, long_mode: bool) -> Result<Controls, Vir
         proc1::USE_MSR_BITMAPS,
         proc1::HLT_EXITING
             | io
+            | proc1::USE_TSC_OFFSETTING
             | proc1::ACTIVATE_SECONDARY
             | proc1::RDPMC_EXITING
             | proc1::MWAIT_EXITING
@@ -249,6 +252,7 @@ pub fn compute_controls(caps: &VmxCaps, long_mode: bool) -> Result<Controls, Vir
             | proc1::USE_TPR_SHADOW,
         &[
             (proc1::HLT_EXITING, "HLT exiting"),
+            (proc1::USE_TSC_OFFSETTING, "TSC offsetting"),
             (proc1::UNCONDITIONAL_IO_EXITING, "I/O exiting"),
             (proc1::ACTIVATE_SECONDARY, "secondary processor-based controls"),
             (proc1::RDPMC_EXITING, "RDPMC exiting"),

@@ -602,6 +602,10 @@ impl VirtualCpu for VmxVcpu {
         let _ = v.write(field, (value | forced) & allowed);
     }
 
+    fn set_tsc_offset(&mut self, offset: u64) {
+        let _ = self.current().write(control::TSC_OFFSET_FULL, offset);
+    }
+
     fn reflect_debug_status(&mut self) {
         // A #DB that exits leaves DR6 as it was (SDM 27.1); the guest's DR6 is the live one.
         let bits = self.qualification & DR6_EXIT_BITS;

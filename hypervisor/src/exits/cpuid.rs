@@ -188,7 +188,10 @@ const EXT_LEAVES: usize = 0x22;
 /// subleaf 0 answers it. Leaves 4, 7, 0xB, 0xD, 0x1F, 0x8000_001D and others enumerate
 /// subleaves: those come from the table only for subleaf 0.
 const fn subleaf_independent(leaf: u32) -> bool {
-    matches!(leaf, 0..=3 | 5 | 6 | 0xA | 0x8000_0000..=0x8000_0008 | 0x8000_000A | 0x8000_001E | 0x8000_001F)
+    matches!(
+        leaf,
+        0..=3 | 5 | 6 | 0xA | 0x15 | 0x16 | 0x8000_0000..=0x8000_0008 | 0x8000_000A | 0x8000_001E | 0x8000_001F
+    )
 }
 
 /// A VM's CPUID answers, computed once when the VM is made (DESIGN.md: no decoding or host
@@ -221,6 +224,20 @@ impl CpuidTable {
     }
 
     /// The answer for `leaf`/`subleaf`, from the table where it holds it.
+    /// Report a TSC of `khz` (invariant where the host's is): CPUID 0x15 (crystal 1 kHz, ratio
+    /// `khz`/1, so TSC = 1000 * khz Hz, SDM Vol. 2A CPUID) and 0x16 (base and maximum MHz, a
+    /// 100 MHz bus), raising the maximum basic leaf to 0x16 where the host's is lower. A guest
+    /// then needs no calibration against a timer.
+    pub fn set_tsc_khz(&mut self, khz: u64) {
+        if khz == 0 || khz > u32::MAX as u64 {
+            return;
+        }
+        let mhz = khz / 1000;
+        self.basic[0x15] = [1, khz, 1000, 0];
+        self.basic[0x16] = [mhz, mhz, 100, 0];
+        self.basic[0][0] = self.basic[0][0].max(0x16);
+    }
+
     #[inline]
     pub fn lookup(&self, leaf: u32, subleaf: u32) -> [u64; 4] {
         let answer = match self.basic.get(leaf as usize) {
@@ -359,6 +376,17 @@ mod tests {
         assert_eq!(offered_xcr0(&none), 0);
         assert_eq!(virtual_cpuid(1, 0, &none)[2] & (bit::AVX | bit::XSAVE), 0);
         assert_eq!(virtual_cpuid(0xD, 0, &none), [0; 4]);
+    }
+
+    #[test]
+    fn the_tsc_rate_is_reported_in_leaves_0x15_and_0x16() {
+        let mut t = CpuidTable::with_host(&fake_host);
+        t.set_tsc_khz(2_116_269);
+        assert_eq!(t.lookup(0, 0)[0], 0x16, "the maximum basic leaf covers 0x16");
+        let [den, num, crystal, _] = t.lookup(0x15, 0);
+        assert_eq!(crystal * num / den, 2_116_269_000, "TSC Hz = crystal * numerator / denominator");
+        assert_eq!(t.lookup(0x16, 0)[..3], [2116, 2116, 100]);
+        assert_eq!(t.lookup(0x15, 3), t.lookup(0x15, 0), "no subleaves");
     }
 
     #[test]

@@ -23,7 +23,7 @@ fn gp<V: VirtualCpu + ?Sized>(_vcpu: &mut V, vm: &mut VmState) -> Action {
 pub fn read<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32) -> Action {
     let value = match msr {
         SCRATCH_MSR => vm.scratch_msr,
-        IA32_TSC => basalt_arch::io::rdtsc(),
+        IA32_TSC => (vm.host.now)().wrapping_add(vm.tsc_offset),
         IA32_EFER => vcpu.efer(),
         _ => return gp(vcpu, vm),
     };

@@ -269,7 +269,10 @@ fn build_and_run(
         (memory, vcpu.map_err(|e| source.explain("vCPU", e))?)
     };
     let mut state = VmState::new(config.name.clone(), memory, console);
-    state.on_host(env.hooks, config.time_limit_s, env.tsc_khz);
+    match &mut vcpu {
+        Vcpu::Vmx(v) => state.on_host(v, env.hooks, config.time_limit_s, env.tsc_khz),
+        Vcpu::Svm(v) => state.on_host(v, env.hooks, config.time_limit_s, env.tsc_khz),
+    }
     // Basalt's registers that no guest may change, and those it switches itself: the guest
     // starts from their reset values and Basalt gets its own back when the VM ends.
     let before = Snapshot::take();

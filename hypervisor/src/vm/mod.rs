@@ -106,6 +106,8 @@ pub struct VmState {
     pub host: HostHooks,
     /// `host.nmis_taken()` when the VM started.
     pub nmis_at_start: u64,
+    /// Added to the host TSC to give the guest's (wrapping): the VM's TSC starts near zero.
+    pub tsc_offset: u64,
     /// The guest-linear to guest-physical translation of the code at RIP, reused while it
     /// holds (instruction fetches without NRIPS).
     pub code_walk: walk::TranslationCache,
@@ -126,14 +128,25 @@ impl VmState {
             reflected: Reflected::default(),
             host: HostHooks::none(),
             nmis_at_start: 0,
+            tsc_offset: 0,
             code_walk: walk::TranslationCache::default(),
             console,
         }
     }
 
-    /// Use the machine's services, and stop the VM after `seconds` of a TSC at `tsc_khz`.
-    pub fn on_host(&mut self, host: HostHooks, time_limit_s: Option<u64>, tsc_khz: u64) {
+    /// Use the machine's services, stop the VM after `seconds` of a TSC at `tsc_khz`, report
+    /// that rate in CPUID, and start the VM's TSC at zero (`vcpu` gets the offset).
+    pub fn on_host<V: VirtualCpu + ?Sized>(
+        &mut self,
+        vcpu: &mut V,
+        host: HostHooks,
+        time_limit_s: Option<u64>,
+        tsc_khz: u64,
+    ) {
         self.host = host;
+        self.cpuid.set_tsc_khz(tsc_khz);
+        self.tsc_offset = 0u64.wrapping_sub((host.now)());
+        vcpu.set_tsc_offset(self.tsc_offset);
         self.nmis_at_start = (host.nmis_taken)();
         self.time_limit = time_limit_s.map(|seconds| TimeLimit {
             seconds,
@@ -259,6 +272,7 @@ mod tests {
         fn efer(&self) -> u64 {
             0
         }
+        fn set_tsc_offset(&mut self, _: u64) {}
         fn set_efer(&mut self, _: u64) {}
         fn interruptible(&self) -> bool {
             self.rflags_if
