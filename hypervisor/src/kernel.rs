@@ -4,10 +4,11 @@
 //! a `BootInfo` before anything can overwrite them; the frame allocator is built before the heap;
 //! the heap before the per-CPU tables; Basalt's own page tables before the APs start.
 
-use crate::console::{Escaped, GuestLine};
+use crate::console::Escaped;
+use crate::dispatch;
 use crate::frames::FrameAllocator;
 use crate::percpu;
-use crate::vm::{host, VmOutcome};
+use crate::vm::host;
 use basalt_arch::cpu::{CpuInfo, Virtualization};
 use basalt_arch::idt::{exception_name, ExceptionFrame};
 use basalt_arch::paging::{self, LargePage, PhysTables, LARGE_PAGE};
@@ -15,7 +16,7 @@ use basalt_arch::{apic, gdt, idt, io, smp};
 use basalt_boot::{BootInfo, FixedStr, MemoryKind, PhysRead, MAX_MODULES};
 use basalt_drivers::{acpi, println, serial, timer};
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use linked_list_allocator::LockedHeap;
 use log::{error, info, warn};
 use spin::{Mutex, Once};
@@ -72,14 +73,6 @@ static OPTIONS: Once<Options> = Once::new();
 static CPUS_ONLINE: AtomicUsize = AtomicUsize::new(0);
 /// The TSC rate measured at boot.
 static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
-/// The APIC ID of an application processor that can send NMIs for the tests (u32::MAX: none).
-static HELPER_CPU: AtomicU32 = AtomicU32::new(u32::MAX);
-/// A request to the helper CPU: (target APIC ID + 1) << 32 | delay in microseconds; 0 = none.
-static NMI_REQUEST: AtomicU64 = AtomicU64::new(0);
-/// The CPU the helper's NMI watchdog watches (APIC ID + 1; 0 = none).
-static WATCHED: AtomicU32 = AtomicU32::new(0);
-/// The watchdog's period: how often the helper CPU sends an NMI to a CPU that runs a guest.
-const WATCHDOG_MS: u32 = 50;
 /// Seconds a VM may run in test mode when its configuration names no `time_limit=`.
 const TEST_TIME_LIMIT_S: u64 = 60;
 
@@ -194,6 +187,7 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
     let bsp_apic = apic::id();
     let bsp = percpu::init_this_cpu(0, bsp_apic);
     percpu::set_online(bsp);
+    dispatch::cpu_online(0, bsp_apic);
     CPUS_ONLINE.store(1, Ordering::SeqCst);
     let tsc_khz = timer::calibrate_tsc(10);
     TSC_KHZ.store(tsc_khz, Ordering::Relaxed);
@@ -286,41 +280,17 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
 /// Run every boot module as its own VM, one after the other on this CPU; a VM that fails or is
 /// stopped does not affect the next. Returns (passed, total).
 fn run_modules(boot: &BootInfo) -> (usize, usize) {
-    let mut passed = 0;
     let env = host::RunEnv {
         tsc_khz: TSC_KHZ.load(Ordering::Relaxed),
         hooks: crate::vm::HostHooks {
-            request_nmi,
+            request_nmi: dispatch::request_nmi,
             nmis_taken: idt::nmis_taken,
             now: io::rdtsc,
-            watchdog: watch_this_cpu,
+            watchdog: dispatch::watch_this_cpu,
         },
         default_time_limit_s: OPTIONS.get().and_then(|o| o.test).map(|_| TEST_TIME_LIMIT_S),
     };
-    for m in boot.modules.iter() {
-        // The name comes from the module command line (the boot configuration, not the
-        // guest), but before the VM's configuration checks it: escaped like guest text.
-        let label = host::module_label(m);
-        info!("VM {}: starting", Escaped(&label));
-        // Whatever the guest prints is one escaped `guest <name>| ...` line (crate::console).
-        let vm_name = label.clone();
-        let console: crate::vm::Console =
-            alloc::boxed::Box::new(move |text| println!("{}", GuestLine { vm: &vm_name, text }));
-        let (name, outcome, stats) = host::run_module(m, console, &env);
-        let name = Escaped(name);
-        match outcome {
-            VmOutcome::Passed => {
-                passed += 1;
-                println!("VM {name}: PASS");
-            }
-            // A report can quote the guest (its assertion's message and file): escaped.
-            VmOutcome::Failed(report) => println!("VM {name}: FAIL: {}", Escaped(report)),
-        }
-        if !stats.is_empty() {
-            info!("VM {name}: exits {stats}");
-        }
-    }
-    (passed, boot.modules.len())
+    dispatch::run_all(&boot.modules, env)
 }
 
 fn describe(b: host::Backend) -> alloc::string::String {
@@ -331,71 +301,6 @@ fn describe(b: host::Backend) -> alloc::string::String {
             alloc::format!(
                 "SVM with NPT, no NRIPS (intercepted instructions decoded to skip them), {asids} ASIDs"
             )
-        }
-    }
-}
-
-/// The `request_nmi` service of the VM core: the helper CPU sends an NMI to this CPU after
-/// `delay_us` microseconds.
-fn request_nmi(delay_us: u64) -> Result<(), &'static str> {
-    let helper = HELPER_CPU.load(Ordering::Acquire);
-    if helper == u32::MAX {
-        return Err("no other CPU is online to send it");
-    }
-    let request = ((apic::id() as u64 + 1) << 32) | delay_us.min(u32::MAX as u64);
-    if NMI_REQUEST.compare_exchange(0, request, Ordering::AcqRel, Ordering::Acquire).is_err() {
-        return Err("another NMI request is still pending");
-    }
-    apic::send_ipi(helper, apic::icr::FIXED | apic::icr::ASSERT | idt::WAKE_VECTOR as u32);
-    Ok(())
-}
-
-/// Start or stop the helper CPU's NMI watchdog over this CPU (see `ap_idle`). Returns whether
-/// a helper CPU exists to watch it.
-fn watch_this_cpu(on: bool) -> bool {
-    let helper = HELPER_CPU.load(Ordering::Acquire);
-    if helper == u32::MAX {
-        return false;
-    }
-    WATCHED.store(if on { apic::id() + 1 } else { 0 }, Ordering::Release);
-    apic::send_ipi(helper, apic::icr::FIXED | apic::icr::ASSERT | idt::WAKE_VECTOR as u32);
-    true
-}
-
-/// What an application processor does once it is up: sleep until woken, then serve the NMI
-/// mailbox (the tests' source of host NMIs while a guest runs elsewhere) and, while a CPU is
-/// watched, send it an NMI every `WATCHDOG_MS`: NMIs always exit a guest (both backends
-/// intercept them), so even a guest that blocks maskable interrupts where the CPU honours its
-/// RFLAGS.IF over the host's (Bochs 2.7's SVM ignores V_INTR_MASKING) gives its CPU back and
-/// meets its time limit.
-fn ap_idle() -> ! {
-    let mut watching = false;
-    loop {
-        let watched = WATCHED.load(Ordering::Acquire);
-        if (watched != 0) != watching {
-            watching = watched != 0;
-            if watching {
-                let per_ms = apic::timer_ticks_per_ms(TSC_KHZ.load(Ordering::Relaxed));
-                apic::timer_periodic(idt::SLICE_VECTOR, per_ms.saturating_mul(WATCHDOG_MS));
-            } else {
-                apic::timer_stop();
-            }
-        }
-        x86_64::instructions::interrupts::enable_and_hlt();
-        x86_64::instructions::interrupts::disable();
-        let watched = WATCHED.load(Ordering::Acquire);
-        if watching && watched != 0 {
-            apic::send_ipi(watched - 1, apic::icr::NMI | apic::icr::ASSERT);
-        }
-        let request = NMI_REQUEST.swap(0, Ordering::AcqRel);
-        if request != 0 {
-            let target = (request >> 32) as u32 - 1;
-            let delay_ticks = (request & 0xFFFF_FFFF) * TSC_KHZ.load(Ordering::Relaxed) / 1000;
-            let start = io::rdtsc();
-            while io::rdtsc().wrapping_sub(start) < delay_ticks {
-                core::hint::spin_loop();
-            }
-            apic::send_ipi(target, apic::icr::NMI | apic::icr::ASSERT);
         }
     }
 }
@@ -413,10 +318,10 @@ extern "C" fn ap_entry(index: u64) -> ! {
         }
     }
     percpu::set_online(me);
-    let _ = HELPER_CPU.compare_exchange(u32::MAX, me.apic_id, Ordering::AcqRel, Ordering::Acquire);
+    dispatch::cpu_online(index as usize, me.apic_id);
     CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
     log::debug!("online, APIC ID {}", me.apic_id);
-    ap_idle()
+    dispatch::ap_loop(index as usize)
 }
 
 fn print_summary(cpu: &CpuInfo, memory: (u64, u64, u64), tsc_khz: u64, online: usize, listed: usize) {

@@ -7,6 +7,8 @@
 extern crate alloc;
 
 pub mod console;
+#[cfg(target_os = "none")]
+pub mod dispatch;
 pub mod exits;
 pub mod frames;
 #[cfg(target_os = "none")]

@@ -135,10 +135,6 @@ fn needles(needles: &[String], text: &str, want: bool) -> Vec<String> {
     needles.iter().filter(|n| text.contains(n.as_str()) != want).map(|n| format!("{n:?}")).collect()
 }
 
-/// Judges one run: `Ok` if it passed, or the reason it failed. `must_contain` and
-/// `must_not_contain` look at Basalt's own lines only, `guest_must_contain` at the guests'
-/// lines, `serial_must_not_contain` at every byte of the serial log.
-///
 /// What is known about a way Bochs ends by itself, for the report.
 fn bochs_hint(platform: Platform, line: &str) -> &'static str {
     if platform == Platform::BochsSvm && line.contains("exception with no resolution") {
@@ -150,6 +146,22 @@ fn bochs_hint(platform: Platform, line: &str) -> &'static str {
     }
 }
 
+/// The first of `needles` that does not appear in `text` after the previous one, if any.
+fn out_of_order<'a>(needles: &'a [String], text: &str) -> Option<&'a str> {
+    let mut from = 0;
+    for n in needles {
+        match text[from..].find(n.as_str()) {
+            Some(at) => from += at + n.len(),
+            None => return Some(n),
+        }
+    }
+    None
+}
+
+/// Judges one run: `Ok` if it passed, or the reason it failed. `must_contain`,
+/// `must_contain_in_order` and `must_not_contain` look at Basalt's own lines only,
+/// `guest_must_contain` at the guests' lines, `serial_must_not_contain` at every byte of the
+/// serial log.
 pub fn check(test: &IntegrationTest, run: &Observed) -> Result<(), String> {
     let basalt = basalt_lines(run.serial);
     let mut unwanted = needles(&test.must_not_contain, &basalt, false);
@@ -193,6 +205,11 @@ pub fn check(test: &IntegrationTest, run: &Observed) -> Result<(), String> {
     );
     if !missing.is_empty() {
         return Err(format!("serial output lacks {}", missing.join(", ")));
+    }
+    if let Some(late) = out_of_order(&test.must_contain_in_order, &basalt) {
+        return Err(format!(
+            "serial output lacks {late:?} after the lines before it in must_contain_in_order"
+        ));
     }
     if !test.platform.is_bochs() {
         let expected = match reported {
@@ -620,6 +637,15 @@ mod tests {
         assert_eq!(basalt_lines(serial), "[INFO  cpu0] a\nVM v: PASS\n");
         assert_eq!(guest_lines(serial), "guest v| b\n");
         assert!(is_guest_line("guest v| b") && !is_guest_line(" guest v| b"));
+    }
+
+    #[test]
+    fn lines_in_order() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let text = "VM a: starting\nVM b: starting\nVM b: PASS\nVM a: FAIL\n";
+        assert_eq!(out_of_order(&v(&["VM a: starting", "VM b: PASS", "VM a: FAIL"]), text), None);
+        assert_eq!(out_of_order(&v(&["VM a: FAIL", "VM b: PASS"]), text), Some("VM b: PASS"));
+        assert_eq!(out_of_order(&v(&[]), text), None);
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct IntegrationTest {
     /// Substrings Basalt's own lines (the serial output but the `guest <vm>| ` lines) must
     /// contain.
     pub must_contain: Vec<String>,
+    /// Substrings Basalt's own lines must contain, each after the one before it.
+    pub must_contain_in_order: Vec<String>,
     /// Substrings Basalt's own lines must not contain.
     pub must_not_contain: Vec<String>,
     /// Substrings the guests' lines (`guest <vm>| <escaped text>`) must contain.
@@ -67,6 +69,7 @@ impl IntegrationTest {
             modules: Vec::new(),
             expect: Expect::Pass,
             must_contain: Vec::new(),
+            must_contain_in_order: Vec::new(),
             must_not_contain: Vec::new(),
             guest_must_contain: Vec::new(),
             serial_must_not_contain: Vec::new(),
@@ -87,6 +90,11 @@ impl IntegrationTest {
 
     pub fn must_contain(mut self, needles: &[&str]) -> Self {
         self.must_contain.extend(needles.iter().map(|s| s.to_string()));
+        self
+    }
+
+    pub fn must_contain_in_order(mut self, needles: &[&str]) -> Self {
+        self.must_contain_in_order.extend(needles.iter().map(|s| s.to_string()));
         self
     }
 
@@ -240,6 +248,25 @@ pub fn isolation_tests(platform: Platform) -> Vec<IntegrationTest> {
                 "VM dbloop: FAIL: stopped: exception loop: #DB delivered 1000 times in a row",
                 "VM cpuid: PASS",
                 "1 of 2 VMs failed",
+            ]),
+        // Two VMs at the same time on two CPUs: `spin` holds CPU 1 until its time limit,
+        // `cpuid` starts on CPU 2 meanwhile and passes before `spin` is stopped; a placement
+        // on a CPU that does not exist is refused by name, and the others run.
+        IntegrationTest::new(platform, "side-by-side", GUESTS_CMDLINE)
+            .smp(3)
+            .module(guests::path("spin"), "name=spin time_limit=3")
+            .module(guests::path("cpuid"), "name=cpuid")
+            .module(guests::path("cpuid"), "name=nowhere pcpus=7")
+            .expect(Expect::Fail)
+            .must_contain(&[
+                "VM nowhere: FAIL: not started: pcpus=7: there is no CPU 7 (3 online",
+                "2 of 3 VMs failed",
+            ])
+            .must_contain_in_order(&[
+                "VM spin: starting on CPU 1",
+                "VM cpuid: starting on CPU 2",
+                "VM cpuid: PASS",
+                "VM spin: FAIL: stopped: time limit of 3 s reached",
             ]),
         // A host NMI sent to the CPU that runs a guest reaches Basalt (two CPUs: the other
         // one sends it).

@@ -27,7 +27,13 @@ pub struct VmConfig {
     /// `time_limit=<seconds>`: the VM is stopped with a report once it has run this long
     /// (`0`: no limit). Without the word, the default the caller passes to `parse`.
     pub time_limit_s: Option<u64>,
+    /// `pcpus=<index>`: the physical CPU (its index, 0 = the boot CPU) the VM's vCPU runs on;
+    /// `None`: the next free one.
+    pub pcpu: Option<usize>,
 }
+
+/// vCPUs a VM may have in this version (`cpus=`).
+pub const MAX_VCPUS: u64 = 1;
 
 /// Default guest RAM.
 pub const DEFAULT_MEM_MIB: u64 = 16;
@@ -61,6 +67,7 @@ impl VmConfig {
     /// `time_limit=` (the kernel gives test VMs one).
     pub fn parse(text: &str, default_time_limit_s: Option<u64>) -> Result<VmConfig, ConfigError> {
         let mut time_limit_s = default_time_limit_s;
+        let mut pcpu = None;
         let mut name = None;
         let mut mem_mib = DEFAULT_MEM_MIB;
         let mut mode = StartMode::Long;
@@ -102,6 +109,32 @@ impl VmConfig {
                     }
                 }
                 "quota" => quota_kib = Some(number("quota", value)?),
+                "cpus" => {
+                    let n = number("cpus", value)?;
+                    if n == 0 || n > MAX_VCPUS {
+                        return Err(ConfigError(alloc::format!(
+                            "cpus={n}: this version runs VMs of exactly {MAX_VCPUS} vCPU (several vCPUs per VM are not built yet)"
+                        )));
+                    }
+                }
+                "pcpus" => {
+                    let list = value.unwrap_or("");
+                    let cpus: Result<alloc::vec::Vec<usize>, _> =
+                        list.split(',').map(str::parse::<usize>).collect();
+                    match cpus.as_deref() {
+                        Ok([one]) => pcpu = Some(*one),
+                        Ok(_) => {
+                            return Err(ConfigError(alloc::format!(
+                                "pcpus={list}: name one CPU per vCPU ({MAX_VCPUS} in this version)"
+                            )))
+                        }
+                        Err(_) => {
+                            return Err(ConfigError(alloc::format!(
+                                "pcpus= needs CPU numbers separated by commas, got {list:?}"
+                            )))
+                        }
+                    }
+                }
                 "time_limit" => {
                     let s = number("time_limit", value)?;
                     if s > MAX_TIME_LIMIT_S {
@@ -117,7 +150,7 @@ impl VmConfig {
         let name = name.ok_or_else(|| ConfigError("every VM needs name=<name>".into()))?;
         let mem_bytes = mem_mib << 20;
         let quota_bytes = quota_kib.map_or(mem_bytes + (DEFAULT_OVERHEAD_KIB << 10), |k| k << 10);
-        Ok(VmConfig { name, mem_bytes, mode, quota_bytes, time_limit_s })
+        Ok(VmConfig { name, mem_bytes, mode, quota_bytes, time_limit_s, pcpu })
     }
 }
 
@@ -138,6 +171,9 @@ mod tests {
         assert_eq!(c.time_limit_s, Some(3));
         assert_eq!(VmConfig::parse("name=a", Some(30)).unwrap().time_limit_s, Some(30), "the default");
         assert_eq!(VmConfig::parse("name=a time_limit=0", Some(30)).unwrap().time_limit_s, None, "0: none");
+        let c = VmConfig::parse("name=a cpus=1 pcpus=3", None).unwrap();
+        assert_eq!(c.pcpu, Some(3));
+        assert_eq!(VmConfig::parse("name=a", None).unwrap().pcpu, None);
     }
 
     #[test]
@@ -151,6 +187,10 @@ mod tests {
             ("name=a colour=blue", "unknown word \"colour\""),
             ("name=a/b", "name= needs"),
             ("name=a time_limit=soon", "time_limit= needs a whole number"),
+            ("name=a cpus=2", "cpus=2: this version runs VMs of exactly 1 vCPU"),
+            ("name=a cpus=0", "cpus=0"),
+            ("name=a pcpus=1,2", "pcpus=1,2: name one CPU per vCPU"),
+            ("name=a pcpus=x", "pcpus= needs CPU numbers"),
             ("name=a time_limit=100000", "at most 86400 seconds"),
         ] {
             let e = VmConfig::parse(text, None).unwrap_err();

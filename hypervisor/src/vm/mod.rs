@@ -8,6 +8,7 @@ pub mod events;
 #[cfg(target_os = "none")]
 pub mod host;
 pub mod memory;
+pub mod placement;
 pub mod setup;
 pub mod stats;
 pub mod walk;
