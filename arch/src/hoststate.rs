@@ -169,6 +169,25 @@ fn write_debug(dr: [u64; 4], dr6: u64) {
     }
 }
 
+/// Write DR7 twice, first with LE (bit 8) flipped, then its own value back: no change on a
+/// CPU, but QEMU's TCG (7.2) drops the instruction breakpoints it still holds for the guest's
+/// DR0-DR3. Its VM exit loads DR7 without updating them, so a breakpoint a guest armed would
+/// otherwise fire in the next VM at the same address (`isolation-dbloop` followed by `cpuid`
+/// tripped over it once the guests' code moved). A DR7 write that changes more than the enable
+/// bits makes QEMU remove and re-arm all four from DR7's value.
+fn resync_dr7() {
+    let dr7 = read_dr(7);
+    // SAFETY: LE (local exact) only slows data breakpoints; neither write enables any
+    // breakpoint the host did not already have, and no memory is touched.
+    unsafe {
+        core::arch::asm!(
+            "mov dr7, {flipped}", "mov dr7, {dr7}",
+            flipped = in(reg) dr7 ^ (1 << 8), dr7 = in(reg) dr7,
+            options(nomem, nostack, preserves_flags)
+        )
+    }
+}
+
 fn write_cr2(v: u64) {
     // SAFETY: CR2 only reports page-fault addresses; writing it changes nothing else.
     unsafe { core::arch::asm!("mov cr2, {}", in(reg) v, options(nomem, nostack, preserves_flags)) }
@@ -262,6 +281,7 @@ impl Switched {
 /// (XRSTOR of the initial configuration, FXRSTOR without XSAVE), XCR0, DR0-DR3 = 0, DR6, CR2 = 0, KERNEL_GS_BASE, the SYSCALL MSRs and TSC_AUX = 0.
 pub fn reset_guest_visible() {
     reset_extended_state();
+    resync_dr7();
     write_debug([0; 4], DR6_RESET);
     write_cr2(0);
     let rdtscp = has_rdtscp();

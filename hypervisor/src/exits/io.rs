@@ -3,11 +3,10 @@
 
 use crate::vm::{Action, VmOutcome, VmState};
 use alloc::format;
+pub use basalt_abi::SCRATCH_PORT;
+use basalt_abi::{UcallKind, UcallRecord, UCALL_PORT, UCALL_RECORD_SIZE};
 use basalt_arch::virt::{IoAccess, VirtualCpu};
-use basalt_guests::{UcallKind, UcallRecord, UCALL_PORT, UCALL_RECORD_SIZE};
 
-/// A 32-bit read/write register for guests to test port I/O of every size against.
-pub const SCRATCH_PORT: u16 = 0x00E4;
 /// What an IN from a port with no device returns (masked to the access size).
 pub const UNASSIGNED_READ: u32 = 0xFFFF_FFFF;
 

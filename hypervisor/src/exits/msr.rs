@@ -6,9 +6,7 @@ use crate::vm::{Action, VmState};
 use basalt_arch::virt::bits::{CR0_PG, EFER_LMA, EFER_LME, EFER_NXE};
 use basalt_arch::virt::VirtualCpu;
 
-/// Basalt's scratch MSR: 64 bits a guest can write and read back (in the range reserved for
-/// hypervisors, like KVM's 0x4B56_4Dxx).
-pub const SCRATCH_MSR: u32 = 0x4B42_0000;
+pub use basalt_abi::SCRATCH_MSR;
 const IA32_TSC: u32 = 0x10;
 const IA32_EFER: u32 = 0xC000_0080;
 const EFER_SCE: u64 = 1 << 0;

@@ -16,8 +16,8 @@ pub mod walk;
 use crate::exits;
 use alloc::boxed::Box;
 use alloc::string::String;
+use basalt_abi::ExitCounter;
 use basalt_arch::virt::VirtualCpu;
-use basalt_guests::ExitCounter;
 use events::EventQueue;
 use memory::GuestMemory;
 use stats::{ExitKind, ExitStats};
@@ -209,8 +209,8 @@ mod tests {
     use alloc::sync::Arc;
     use alloc::vec;
     use alloc::vec::Vec;
+    use basalt_abi::{UcallKind, UcallRecord, UCALL_PORT, UCALL_RECORD_SIZE};
     use basalt_arch::virt::{Event, GuestGprs, InterruptedEvent, IoAccess, StateSummary, VmExit};
-    use basalt_guests::{UcallKind, UcallRecord, UCALL_PORT, UCALL_RECORD_SIZE};
     use spin::Mutex;
 
     /// One scripted step: set registers, then exit.

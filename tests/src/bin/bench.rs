@@ -8,7 +8,7 @@
 //! add one line to `ROWS` (and the row's description to xtask's `bench::ROWS`).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-use basalt_guests::guest_println;
+use basalt_guests::{guest_println, SCRATCH_MSR, SCRATCH_PORT};
 use core::arch::asm;
 use core::arch::x86_64::__cpuid;
 
@@ -18,10 +18,6 @@ basalt_guests::entry!(run);
 const ITERATIONS: u64 = 1000;
 /// Round trips run before measuring (first-time paths: TCG translation, TLB, lazy state).
 const WARM_UP: u64 = 50;
-
-/// Basalt's scratch port and MSR (hypervisor/src/exits).
-const SCRATCH_PORT: u16 = 0xE4;
-const SCRATCH_MSR: u32 = 0x4B42_0000;
 
 /// The TSC, after every earlier instruction has completed (LFENCE before RDTSC, SDM Vol. 2B).
 #[inline(always)]

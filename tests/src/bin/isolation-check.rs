@@ -6,12 +6,11 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use basalt_guests::idt::{self, Action, Event, Frame, GENERAL_PROTECTION};
-use basalt_guests::{guest_assert, guest_assert_eq, guest_println};
+use basalt_guests::{guest_assert, guest_assert_eq, guest_println, SCRATCH_MSR};
 use core::arch::asm;
 
 basalt_guests::entry!(run);
 
-const SCRATCH_MSR: u32 = 0x4B42_0000;
 const IA32_EFER: u32 = 0xC000_0080;
 
 #[repr(C, align(16))]

@@ -4,12 +4,11 @@
 //! the same CPU, must see every one at its reset value.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-use basalt_guests::guest_println;
+use basalt_guests::{guest_println, SCRATCH_MSR};
 use core::arch::asm;
 
 basalt_guests::entry!(run);
 
-const SCRATCH_MSR: u32 = 0x4B42_0000;
 /// The marker base: canonical, so it fits DR0-DR3, CR2 and the GS base.
 const MARK: u64 = 0x0000_7EAD_BEEF_0000;
 

@@ -3,12 +3,11 @@
 
 use basalt_guests::idt::{self, Action, Event, Frame, GENERAL_PROTECTION};
 use basalt_guests::ucall::exit_count;
-use basalt_guests::{guest_assert, guest_assert_eq, ExitCounter};
+use basalt_guests::{guest_assert, guest_assert_eq, ExitCounter, SCRATCH_MSR};
 use core::arch::asm;
 
 basalt_guests::entry!(run);
 
-const SCRATCH_MSR: u32 = 0x4B42_0000;
 /// Basalt never allows this MSR.
 const FORBIDDEN_MSR: u32 = 0xDEAD_0000;
 

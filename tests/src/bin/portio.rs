@@ -3,12 +3,11 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use basalt_guests::ucall::exit_count;
-use basalt_guests::{guest_assert, guest_assert_eq, ExitCounter};
+use basalt_guests::{guest_assert, guest_assert_eq, ExitCounter, SCRATCH_PORT as SCRATCH};
 use core::arch::asm;
 
 basalt_guests::entry!(run);
 
-const SCRATCH: u16 = 0xE4;
 const UNASSIGNED: u16 = 0x2F0;
 
 fn out8(port: u16, v: u8) {

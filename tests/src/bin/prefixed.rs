@@ -6,12 +6,13 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use basalt_guests::ucall::exit_count;
-use basalt_guests::{guest_assert_eq, guest_println, ExitCounter};
+use basalt_guests::{
+    guest_assert_eq, guest_println, ExitCounter, HC_VERSION, HYPERCALL_ABI_VERSION, SCRATCH_MSR,
+};
 use core::arch::asm;
 
 basalt_guests::entry!(run);
 
-const SCRATCH_MSR: u32 = 0x4B42_0000;
 const MARK: u64 = 0x5EC0_0D00;
 
 /// Whether the CPU is AMD's (the hypercall is VMMCALL there, VMCALL on Intel).
@@ -69,13 +70,13 @@ fn run() {
     unsafe {
         if amd {
             asm!(".byte 0x67, 0x0f, 0x01, 0xd9", "mov {after}, {mark}", after = out(reg) after, mark = const MARK,
-                 inout("rax") 0u64 => version, options(nostack))
+                 inout("rax") HC_VERSION => version, options(nostack))
         } else {
             asm!(".byte 0x67, 0x0f, 0x01, 0xc1", "mov {after}, {mark}", after = out(reg) after, mark = const MARK,
-                 inout("rax") 0u64 => version, options(nostack))
+                 inout("rax") HC_VERSION => version, options(nostack))
         }
     };
-    guest_assert_eq!(version, 1 << 16);
+    guest_assert_eq!(version, HYPERCALL_ABI_VERSION);
     guest_assert_eq!(after, MARK);
     guest_assert_eq!(exit_count(ExitCounter::Hypercall) - hypercalls, 1);
     guest_println!("prefixed hypercall skipped by its length");

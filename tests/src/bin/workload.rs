@@ -10,7 +10,7 @@
 
 use basalt_guests::idt::{self, Action, Event, Frame, PAGE_FAULT};
 use basalt_guests::paging::{invlpg, split_large_page, PageTable, PRESENT, WRITABLE};
-use basalt_guests::{guest_assert_eq, guest_println};
+use basalt_guests::{guest_assert_eq, guest_println, SCRATCH_PORT};
 use core::arch::asm;
 use core::sync::atomic::Ordering;
 
@@ -20,7 +20,6 @@ basalt_guests::entry!(run);
 const ROUNDS: u64 = 4096;
 /// The 2 MiB region remapped with 4 KiB pages (inside 16 MiB of RAM, clear of the image).
 const REGION: u64 = 0x0060_0000;
-const SCRATCH_PORT: u16 = 0xE4;
 
 static TABLE: PageTable = PageTable::new();
 
