@@ -605,7 +605,7 @@ fn string_op(code: Code) -> Option<(StringOp, Width)> {
 
 /// The RIP after an instruction of `length` bytes: IP and EIP wrap in 16- and 32-bit code
 /// (SDM Vol. 1 3.5).
-fn next_rip(rip: u64, length: u8, code: CodeSize) -> u64 {
+pub(crate) fn next_rip(rip: u64, length: u8, code: CodeSize) -> u64 {
     let next = rip.wrapping_add(u64::from(length));
     match code {
         CodeSize::Bits16 => next & 0xffff,
@@ -665,4 +665,62 @@ pub(crate) fn run<M: Machine + ?Sized>(
         }
     }
     Ok(Emulated { length, mnemonic, finished, iterations })
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::arithmetic_side_effects)]
+mod tests {
+    use super::*;
+
+    /// Every iced-x86 GPR maps to the register and part it names, relying on no particular
+    /// numbering beyond the AL..R15L, AX..R15W, EAX..R15D, RAX..R15 runs.
+    #[test]
+    fn every_gpr_maps() {
+        let low8 = [
+            Register::AL,
+            Register::CL,
+            Register::DL,
+            Register::BL,
+            Register::SPL,
+            Register::BPL,
+            Register::SIL,
+            Register::DIL,
+            Register::R8L,
+            Register::R9L,
+            Register::R10L,
+            Register::R11L,
+            Register::R12L,
+            Register::R13L,
+            Register::R14L,
+            Register::R15L,
+        ];
+        for (i, r) in low8.iter().enumerate() {
+            let g = gpr_ref(*r).unwrap();
+            assert_eq!((g.gpr.index(), g.part), (i, Part::Low8), "{r:?}");
+        }
+        for (i, r) in [Register::AH, Register::CH, Register::DH, Register::BH].iter().enumerate() {
+            let g = gpr_ref(*r).unwrap();
+            assert_eq!((g.gpr.index(), g.part), (i, Part::High8), "{r:?}");
+        }
+        let runs = [(Register::AX, Part::Word), (Register::EAX, Part::Dword), (Register::RAX, Part::Qword)];
+        for (first, part) in runs {
+            for i in 0..16u32 {
+                let g = gpr_ref(first + i).unwrap();
+                assert_eq!((g.gpr.index(), g.part), (i as usize, part));
+            }
+        }
+        assert_eq!(gpr_ref(Register::R15W).unwrap().gpr, Gpr::R15);
+        for r in [Register::None, Register::RIP, Register::EIP, Register::ES, Register::CR0, Register::XMM0] {
+            assert!(gpr_ref(r).is_none(), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn canonical_boundaries() {
+        assert!(canonical(0x0000_7fff_ffff_ffff, false));
+        assert!(!canonical(0x0000_8000_0000_0000, false));
+        assert!(canonical(0xffff_8000_0000_0000, false));
+        assert!(canonical(0x00ff_ffff_ffff_ffff, true));
+        assert!(!canonical(0x0100_0000_0000_0000, true));
+    }
 }

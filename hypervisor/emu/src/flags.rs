@@ -135,3 +135,38 @@ pub fn sub(a: u64, b: u64, borrow: bool, w: Width) -> (u64, u64) {
 pub fn logic(result: u64, w: Width) -> u64 {
     zsp(result, w)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 8-bit ADD/SUB flags against a direct definition, for every operand pair.
+    #[test]
+    fn byte_add_sub_exhaustive() {
+        for a in 0..=255u64 {
+            for b in 0..=255u64 {
+                for carry in [false, true] {
+                    let c = u64::from(carry);
+                    let (r, f) = add(a, b, carry, Width::Byte);
+                    let sum = a + b + c;
+                    let signed = i64::from(a as u8 as i8) + i64::from(b as u8 as i8) + c as i64;
+                    assert_eq!(r, sum & 0xff);
+                    assert_eq!(f & CF != 0, sum > 0xff);
+                    assert_eq!(f & OF != 0, !(-128..=127).contains(&signed));
+                    assert_eq!(f & AF != 0, (a & 0xf) + (b & 0xf) + c > 0xf);
+                    assert_eq!(f & ZF != 0, r == 0);
+                    assert_eq!(f & SF != 0, r & 0x80 != 0);
+                    assert_eq!(f & PF != 0, r.count_ones() % 2 == 0);
+
+                    let (r, f) = sub(a, b, carry, Width::Byte);
+                    let signed = i64::from(a as u8 as i8) - i64::from(b as u8 as i8) - c as i64;
+                    assert_eq!(r, a.wrapping_sub(b).wrapping_sub(c) & 0xff);
+                    assert_eq!(f & CF != 0, a < b + c);
+                    assert_eq!(f & OF != 0, !(-128..=127).contains(&signed));
+                    assert_eq!(f & AF != 0, (a & 0xf) < (b & 0xf) + c);
+                    assert_eq!(f & ZF != 0, r == 0);
+                }
+            }
+        }
+    }
+}

@@ -48,6 +48,7 @@
 
 mod exec;
 mod flags;
+pub mod fuzz;
 
 pub use iced_x86::Mnemonic;
 
