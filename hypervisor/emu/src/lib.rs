@@ -313,6 +313,9 @@ impl<F: FnMut(u16, u8, bool, &mut u32)> PortIo for F {
 /// Decodes the one instruction at the start of `bytes` as code of `code_size` located at the
 /// machine's RIP, and executes it. String port I/O (INS, OUTS) is [`Error::Unsupported`]
 /// here: it goes through [`emulate_string_io`].
+///
+/// `#[cold]`: only MMIO and string I/O exits come here (DESIGN.md), never the CPUID/MSR path.
+#[cold]
 pub fn emulate<M: Machine + ?Sized>(
     machine: &mut M,
     bytes: &[u8],
@@ -325,6 +328,7 @@ pub fn emulate<M: Machine + ?Sized>(
 /// DF, performing each port access through `port_io`. The I/O permission checks (CPL/IOPL
 /// and the TSS bitmap) are done by the processor before the exit (SDM Vol. 3 26.1.1), so
 /// none is done here.
+#[cold]
 pub fn emulate_string_io<M: Machine + ?Sized, P: PortIo>(
     machine: &mut M,
     bytes: &[u8],
