@@ -18,6 +18,7 @@ pub mod mtrr;
 pub mod nested;
 pub mod paging;
 pub mod smp;
+pub mod spec;
 pub mod svm;
 pub mod virt;
 pub mod vmx;

@@ -379,6 +379,12 @@ pub trait VirtualCpu {
     fn efer(&self) -> u64;
     /// Set the guest's EFER after the VM core checked the WRMSR.
     fn set_efer(&mut self, value: u64);
+    /// The guest's IA32_SPEC_CTRL and the bits it may write, where this vCPU virtualizes the
+    /// MSR (`None`: the guest has no SPEC_CTRL, reads and writes get #GP).
+    fn spec_ctrl(&self) -> Option<(u64, u64)>;
+    /// Set the guest's IA32_SPEC_CTRL (after the VM core checked the bits): the backend loads
+    /// it before each entry and Basalt's own value after each exit.
+    fn set_spec_ctrl(&mut self, value: u64);
     /// Write CR0 or CR4 after a checked [`VmExit::CrWrite`] (the value the guest sees; the
     /// backend adds the bits it owns). Backends that never report `CrWrite` ignore it.
     fn set_cr(&mut self, cr: u8, value: u64) {

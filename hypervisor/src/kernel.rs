@@ -7,11 +7,12 @@
 use crate::console::Escaped;
 use crate::dispatch;
 use crate::frames::FrameAllocator;
-use crate::percpu;
 use crate::vm::host;
+use crate::{mitigations, percpu};
 use basalt_arch::cpu::{CpuInfo, Virtualization};
 use basalt_arch::idt::{exception_name, ExceptionFrame};
 use basalt_arch::paging::{self, LargePage, PhysTables, LARGE_PAGE};
+use basalt_arch::spec::SpecFeatures;
 use basalt_arch::{apic, gdt, idt, io, smp};
 use basalt_boot::{BootInfo, FixedStr, MemoryKind, PhysRead, MAX_MODULES};
 use basalt_drivers::{acpi, println, serial, timer};
@@ -71,6 +72,8 @@ enum TestName {
 
 static OPTIONS: Once<Options> = Once::new();
 static CPUS_ONLINE: AtomicUsize = AtomicUsize::new(0);
+/// The APIC ID each CPU read from its own local APIC once it was up (SMT detection).
+static ONLINE_APIC_IDS: Mutex<alloc::vec::Vec<u32>> = Mutex::new(alloc::vec::Vec::new());
 /// The TSC rate measured at boot.
 static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
 /// Seconds a VM may run in test mode when its configuration names no `time_limit=`.
@@ -126,6 +129,14 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
     });
     if let Some(value) = cmdline.get("token").filter(|_| options.token.is_none()) {
         stop(format_args!("token= must be 1 to {MAX_TOKEN} hex digits, got {:?}", value))
+    }
+    let (switches, bad_switch) = mitigations::Switches::parse(
+        cmdline.get("mitigations"),
+        cmdline.get("no_mitigation"),
+        cmdline.get("smt_sharing"),
+    );
+    if let Some(why) = bad_switch {
+        stop(format_args!("bad mitigation switch on the command line: {why}"))
     }
     idt::set_fatal_handler(fatal_exception);
     info!(
@@ -186,6 +197,7 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
     apic::enable_this_cpu(cpu.x2apic);
     let bsp_apic = apic::id();
     let bsp = percpu::init_this_cpu(0, bsp_apic);
+    ONLINE_APIC_IDS.lock().push(bsp_apic);
     percpu::set_online(bsp);
     dispatch::cpu_online(0, bsp_apic);
     CPUS_ONLINE.store(1, Ordering::SeqCst);
@@ -234,6 +246,7 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
         Ok(b) => println!("  VM backend: {}, enabled on {}/{online} CPUs", describe(b), host::enabled_cpus()),
         Err(why) => println!("  VM backend: none ({why}): Basalt cannot run VMs here"),
     }
+    decide_mitigations(&cpu, &switches);
 
     match options.test {
         Some(TestName::Boot) if online == listed && cpu.virtualization != Virtualization::None => {
@@ -319,6 +332,7 @@ extern "C" fn ap_entry(index: u64) -> ! {
     }
     percpu::set_online(me);
     dispatch::cpu_online(index as usize, me.apic_id);
+    ONLINE_APIC_IDS.lock().push(me.apic_id);
     CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
     log::debug!("online, APIC ID {}", me.apic_id);
     dispatch::ap_loop(index as usize)
@@ -363,6 +377,80 @@ fn print_summary(cpu: &CpuInfo, memory: (u64, u64, u64), tsc_khz: u64, online: u
         tsc_khz % 1000
     );
     println!("  CPUs online: {online}/{listed}");
+}
+
+/// Decide the speculative-execution mitigations from the CPU's own report and the APIC IDs of
+/// the CPUs that came online, print one line per decision and keep them for every VM.
+fn decide_mitigations(cpu: &CpuInfo, switches: &mitigations::Switches) {
+    let spec = SpecFeatures::read();
+    let smt_bits = basalt_arch::spec::smt_id_bits();
+    let ids = ONLINE_APIC_IDS.lock().clone();
+    let profile = mitigations::CpuProfile {
+        vendor: cpu.vendor,
+        family: cpu.family,
+        model: cpu.model,
+        spec,
+        smt_siblings_online: mitigations::smt_siblings(&ids, smt_bits),
+    };
+    let d = mitigations::decide(&profile, switches);
+    let a = d.affected;
+    let mut affected = alloc::string::String::new();
+    for (hit, name) in [
+        (a.meltdown, " Meltdown"),
+        (a.l1tf, " L1TF"),
+        (a.mds, " MDS"),
+        (a.taa, " TAA"),
+        (a.spectre_v2, " Spectre-v2"),
+    ] {
+        if hit {
+            affected.push_str(name);
+        }
+    }
+    let caps = match spec.arch_caps {
+        Some(c) => alloc::format!("{c:#x}"),
+        None => "not enumerated".into(),
+    };
+    println!(
+        "  speculation: CPUID.7 EDX {:#010x}, 8000_0008 EBX {:#010x}, ARCH_CAPABILITIES {caps}; affected by:{}",
+        spec.leaf7_edx,
+        spec.ext8_ebx,
+        if affected.is_empty() { " nothing" } else { &affected }
+    );
+    let cores = mitigations::cores(&ids, smt_bits);
+    let mut layout = alloc::string::String::new();
+    for (i, core) in cores.iter().enumerate() {
+        let ids: alloc::vec::Vec<alloc::string::String> =
+            core.iter().map(|id| alloc::format!("{id}")).collect();
+        layout.push_str(if i == 0 { "" } else { ", " });
+        layout.push_str(&ids.join("+"));
+    }
+    println!(
+        "  SMT: {} thread ID bit(s) per core, APIC IDs online by core: {layout}: {}",
+        smt_bits,
+        if profile.smt_siblings_online { "SMT siblings online" } else { "no SMT siblings online" }
+    );
+    let line = |name: &str, x: mitigations::Decision| {
+        println!("  mitigation {name}: {}: {}", if x.on { "on" } else { "off" }, x.reason)
+    };
+    line("L1D flush on VM entry", d.l1d_flush);
+    line("VERW on VM entry", d.verw);
+    line("IBPB between VMs", d.ibpb);
+    line("SPEC_CTRL per vCPU", d.spec_ctrl);
+    line("RSB fill on VM exit", d.rsb_fill);
+    line("VMs on SMT siblings", d.smt_sharing);
+    if let Some(w) = d.warning {
+        warn!("mitigations: {w}");
+    }
+    let entry = d.entry(&spec, basalt_arch::spec::host_spec_ctrl(&spec));
+    let guest =
+        mitigations::guest_spec(&spec, &d, basalt_arch::spec::ibpb, basalt_arch::spec::flush_l1d_command);
+    mitigations::ACTIVE.call_once(|| mitigations::Active {
+        decisions: d,
+        entry,
+        guest,
+        smt_bits,
+        sharing: switches.smt_sharing,
+    });
 }
 
 /// `<given> boot modules given, Basalt runs at most 16: modules 17-<given> were not started`.

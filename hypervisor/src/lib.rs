@@ -13,6 +13,7 @@ pub mod exits;
 pub mod frames;
 #[cfg(target_os = "none")]
 pub mod kernel;
+pub mod mitigations;
 #[cfg(target_os = "none")]
 pub mod percpu;
 pub mod vm;

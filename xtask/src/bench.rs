@@ -91,6 +91,11 @@ pub const ICOUNT_ARGS: &[&str] =
 const QEMU_SVM: &str = "qemu-svm";
 const BOCHS_VMX: &str = "bochs-vmx";
 const QEMU_BARE: &str = "qemu-bare";
+/// The same two runs with every speculative-execution mitigation off (`mitigations=off`).
+const QEMU_SVM_OFF: &str = "qemu-svm-mitigations-off";
+const BOCHS_VMX_OFF: &str = "bochs-vmx-mitigations-off";
+/// The kernel command-line switch of the second runs.
+pub const MITIGATIONS_OFF: &str = "mitigations=off";
 
 /// One `BENCH` line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -326,6 +331,39 @@ pub fn table(r: &Results) -> String {
     t
 }
 
+/// The exit rows with the mitigations on (Basalt's decision for the emulated CPU) and off
+/// (`mitigations=off`), side by side, and what the mitigations cost per round trip.
+pub fn mitigation_table(r: &Results) -> String {
+    let mut t = String::from(
+        "| row | svm / QEMU, on | off | cost | vmx / Bochs, on | off | cost |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    let cost = |on: Option<f64>, off: Option<f64>| match (on, off) {
+        (Some(a), Some(b)) => {
+            let d = a - b;
+            format!("{}{}", if d > 0.0 { "+" } else { "" }, fmt_num(d))
+        }
+        _ => "-".into(),
+    };
+    for row in ROWS {
+        let get = |prefix: &str| r.get(&format!("{prefix}/{}", row.key));
+        let (svm, svm_off, vmx, vmx_off) =
+            (get(QEMU_SVM), get(QEMU_SVM_OFF), get(BOCHS_VMX), get(BOCHS_VMX_OFF));
+        let num = |v: Option<f64>| v.map_or_else(|| "-".into(), fmt_num);
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            row.label,
+            num(svm),
+            num(svm_off),
+            cost(svm, svm_off),
+            num(vmx),
+            num(vmx_off),
+            cost(vmx, vmx_off)
+        );
+    }
+    t
+}
+
 /// What one emulator run printed, with the serial log's path for errors.
 struct Run {
     serial: String,
@@ -344,14 +382,20 @@ fn check_run(name: &str, launch: &Launch, outcome: emulator::Outcome, token: &st
     Ok(Run { serial, log })
 }
 
-fn qemu_run(name: &str, kernel: &Path, mem_mb: u32, modules: Vec<(PathBuf, String)>) -> Result<Run> {
+fn qemu_run(
+    name: &str,
+    kernel: &Path,
+    mem_mb: u32,
+    modules: Vec<(PathBuf, String)>,
+    extra: &str,
+) -> Result<Run> {
     let token = integration::fresh_token();
     let vm = Vm {
         platform: Platform::QemuSvm,
         kernel: kernel.to_path_buf(),
         smp: 1,
         mem_mb,
-        cmdline: format!("log=info test=guests token={token}"),
+        cmdline: format!("log=info test=guests token={token} {extra}").trim_end().to_string(),
         modules,
         work_dir: xtask_dir().join(format!("bench-{name}")),
     };
@@ -367,16 +411,16 @@ fn qemu_run(name: &str, kernel: &Path, mem_mb: u32, modules: Vec<(PathBuf, Strin
     check_run(name, &launch, outcome, &token)
 }
 
-fn bochs_run(kernel: &Path, modules: Vec<(PathBuf, String)>) -> Result<Run> {
+fn bochs_run(name: &str, kernel: &Path, modules: Vec<(PathBuf, String)>, extra: &str) -> Result<Run> {
     let token = integration::fresh_token();
     let vm = Vm {
         platform: Platform::BochsVmx,
         kernel: kernel.to_path_buf(),
         smp: 1,
         mem_mb: 512,
-        cmdline: format!("log=info test=guests token={token}"),
+        cmdline: format!("log=info test=guests token={token} {extra}").trim_end().to_string(),
         modules,
-        work_dir: xtask_dir().join("bench-bochs-vmx"),
+        work_dir: xtask_dir().join(format!("bench-{name}")),
     };
     let launch = bochs::prepare(&vm)?;
     println!("xtask: {}", launch.display());
@@ -386,7 +430,7 @@ fn bochs_run(kernel: &Path, modules: Vec<(PathBuf, String)>) -> Result<Run> {
         &integration::verdict_prefix(&token),
         Duration::from_secs(5),
     )?;
-    check_run("bochs-vmx", &launch, outcome, &token)
+    check_run(name, &launch, outcome, &token)
 }
 
 /// Reads the micro-benchmarks, the workload and the memory lines of one run into `r` under
@@ -451,14 +495,16 @@ pub fn run(opts: Options) -> Result<()> {
     let loaded = loaded_span(&std::fs::read(&kernel)?)?;
     r.metrics.insert("footprint/binary-loaded-bytes".into(), loaded as f64);
 
-    let run = qemu_run("qemu-svm", &kernel, 512, bench_modules())?;
+    let run = qemu_run("qemu-svm", &kernel, 512, bench_modules(), "")?;
     collect(QEMU_SVM, &run, &mut r)?;
+    let run = qemu_run(QEMU_SVM_OFF, &kernel, 512, bench_modules(), MITIGATIONS_OFF)?;
+    collect(QEMU_SVM_OFF, &run, &mut r)?;
 
     // Memory charged per VM: the same guest with 16 MiB and 16 MiB + 1 GiB of RAM.
     let demo = guests::path(guests::DEMO);
     let sizes = [16u64, 1040];
     let modules = sizes.iter().map(|m| (demo.clone(), format!("name=mem{m} mem={m}"))).collect();
-    let run = qemu_run("footprint", &kernel, 1536, modules)?;
+    let run = qemu_run("footprint", &kernel, 1536, modules, "")?;
     let charged = |mib: u64| {
         run.serial
             .lines()
@@ -476,12 +522,17 @@ pub fn run(opts: Options) -> Result<()> {
     r.metrics.insert(format!("{QEMU_BARE}/{WORKLOAD}-page-faults"), w.iters as f64);
 
     if opts.bochs {
-        let run = bochs_run(&kernel, bench_modules())?;
+        let run = bochs_run(BOCHS_VMX, &kernel, bench_modules(), "")?;
         collect(BOCHS_VMX, &run, &mut r)?;
+        let run = bochs_run(BOCHS_VMX_OFF, &kernel, bench_modules(), MITIGATIONS_OFF)?;
+        collect(BOCHS_VMX_OFF, &run, &mut r)?;
     }
 
     println!();
     print!("{}", table(&r));
+    println!();
+    println!("Exit round trips with the speculative-execution mitigations on and off ({MITIGATIONS_OFF}):");
+    print!("{}", mitigation_table(&r));
     println!();
     for (vm, exits) in &r.exits {
         println!("exits of {vm}: {exits}");
@@ -675,6 +726,16 @@ guest workload| BENCH workload total=9876543 iters=4096\n\
         assert!(t.contains("| CPUID exit | 284 | 600 | <= 120 (+164 over) |"), "{t}");
         assert!(t.contains("| port I/O exit (IN) | 247.5 | - | <= 200 (+47.5 over) |"), "{t}");
         assert!(t.contains("| MSR read exit | - | - | <= 150 |"), "{t}");
+    }
+
+    #[test]
+    fn mitigation_table_puts_on_and_off_side_by_side() {
+        let mut r = sample();
+        r.metrics.insert(format!("{QEMU_SVM_OFF}/cpuid"), 214.0);
+        r.metrics.insert(format!("{BOCHS_VMX_OFF}/cpuid"), 531.0);
+        let t = mitigation_table(&r);
+        assert!(t.contains("| CPUID exit | 284 | 214 | +70 | 600 | 531 | +69 |"), "{t}");
+        assert!(t.contains("| port I/O exit (IN) | 247.5 | - | - | - | - | - |"), "{t}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub const PACKAGE: &str = "basalt-guests";
 
 /// Guests that end with Done: each is a passing test on every platform.
 pub const PASSING: &[&str] =
-    &["cpuid", "hlt", "portio", "msr", "pagefault", "realmode", "prefixed", "fpu", "tsc", "demo"];
+    &["cpuid", "hlt", "portio", "msr", "pagefault", "realmode", "prefixed", "fpu", "tsc", "spec", "demo"];
 
 /// Guests that attack the hypervisor (the `isolation-*` tests); most end stopped by Basalt.
 pub const HOSTILE: &[&str] =

@@ -369,15 +369,47 @@ pub fn all() -> Vec<IntegrationTest> {
 fn kernel_tests() -> Vec<IntegrationTest> {
     use Platform::*;
     vec![
-        IntegrationTest::new(QemuSvm, "boot", "log=info test=boot")
-            .smp(4)
-            .must_contain(&["CPUs online: 4/4", "virtualization: SVM"]),
-        IntegrationTest::new(BochsVmx, "boot", "log=info test=boot")
-            .smp(2)
-            .must_contain(&["CPUs online: 2/2", "virtualization: VMX"]),
-        IntegrationTest::new(BochsSvm, "boot", "log=info test=boot")
-            .smp(2)
-            .must_contain(&["CPUs online: 2/2", "virtualization: SVM"]),
+        // The mitigation decisions for each emulated CPU (hypervisor/src/mitigations.rs): QEMU's
+        // EPYC and Bochs's Ryzen are AMD Zen 1 without IBPB/SPEC_CTRL bits, Bochs's Skylake-X
+        // is affected by L1TF and MDS but has neither FLUSH_L1D nor MD_CLEAR.
+        IntegrationTest::new(QemuSvm, "boot", "log=info test=boot").smp(4).must_contain(&[
+            "CPUs online: 4/4",
+            "virtualization: SVM",
+            "ARCH_CAPABILITIES not enumerated; affected by: Spectre-v2",
+            "SMT: 0 thread ID bit(s) per core, APIC IDs online by core: 0, 1, 2, 3: no SMT siblings online",
+            "mitigation L1D flush on VM entry: off: not affected by L1TF",
+            "mitigation VERW on VM entry: off: not affected by MDS or TAA",
+            "mitigation IBPB between VMs: off: not available",
+            "mitigation SPEC_CTRL per vCPU: off: not available",
+            "mitigation RSB fill on VM exit: on: affected by Spectre v2",
+            "mitigation VMs on SMT siblings: off",
+        ]),
+        // The switches: every mitigation off for measurements, and the boot says so.
+        // (a guest runs under it and still sees coherent controls).
+        IntegrationTest::new(QemuSvm, "mitigations-off", "log=info test=guests mitigations=off")
+            .guest("spec")
+            .must_contain(&[
+                "mitigation RSB fill on VM exit: off: mitigations=off on the command line",
+                "mitigations: mitigations=off: guests are NOT protected",
+                "VM spec: PASS",
+            ]),
+        IntegrationTest::new(BochsVmx, "boot", "log=info test=boot").smp(2).must_contain(&[
+            "CPUs online: 2/2",
+            "virtualization: VMX",
+            "affected by: Meltdown L1TF MDS Spectre-v2",
+            "mitigation L1D flush on VM entry: off: affected by L1TF and NOT MITIGATED: the CPU has no FLUSH_L1D",
+            "mitigation VERW on VM entry: off: affected by MDS/TAA and NOT MITIGATED: the CPU has no MD_CLEAR",
+            "mitigation IBPB between VMs: off: not available",
+            "mitigation SPEC_CTRL per vCPU: off: not available",
+            "mitigation RSB fill on VM exit: on",
+        ]),
+        IntegrationTest::new(BochsSvm, "boot", "log=info test=boot").smp(2).must_contain(&[
+            "CPUs online: 2/2",
+            "virtualization: SVM",
+            "affected by: Spectre-v2",
+            "mitigation L1D flush on VM entry: off: not affected by L1TF",
+            "mitigation RSB fill on VM exit: on",
+        ]),
         IntegrationTest::new(QemuSvm, "panic", "test=panic")
             .smp(4)
             .expect(Expect::Fail)

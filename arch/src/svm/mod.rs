@@ -10,6 +10,7 @@ mod switch;
 pub mod vmcb;
 
 use crate::io::{rdmsr, wrmsr};
+use crate::spec::{self, EntryMitigations};
 use crate::virt::{bits::RFLAGS_IF, VmExit};
 use crate::virt::{
     Event, FrameSource, GuestGprs, InitialState, InterruptedEvent, Segment, StateSummary, VirtError,
@@ -103,6 +104,12 @@ pub struct SvmVcpu {
     entry_state: EntryState,
     /// Set after a VMEXIT_INVALID: the save area now holds host state and must never run.
     failed: Option<VmExit>,
+    /// What this vCPU does around each VMRUN (checked against the CPU in `new`).
+    mitigations: EntryMitigations,
+    /// `mitigations.switch_flags()`, for the world switch.
+    switch_flags: u64,
+    /// The guest's IA32_SPEC_CTRL (live in the MSR only while the guest runs).
+    guest_spec_ctrl: u64,
 }
 
 fn segment(s: &Segment) -> VmcbSegment {
@@ -112,14 +119,17 @@ fn segment(s: &Segment) -> VmcbSegment {
 impl SvmVcpu {
     /// A vCPU in `init`'s state whose guest-physical memory is translated by the NPT at
     /// `npt_root`, tagged with `asid` (non-zero). `nrips`: the CPU writes `next_rip` (see
-    /// `features()`). Needs `enable_this_cpu` to have run on this CPU.
+    /// `features()`). `mitigations`: what to do around each VMRUN (less what this CPU lacks).
+    /// Needs `enable_this_cpu` to have run on this CPU.
     pub fn new(
         frames: &mut dyn FrameSource,
         npt_root: u64,
         asid: u32,
         init: &InitialState,
         nrips: bool,
+        mitigations: EntryMitigations,
     ) -> Result<SvmVcpu, VirtError> {
+        let mitigations = mitigations.supported_here();
         let vmcb_pa = frames.alloc_zeroed(1).ok_or(VirtError::OutOfMemory)?;
         let host_save_pa = frames.alloc_zeroed(1).ok_or(VirtError::OutOfMemory)?;
         let iopm_pa = frames.alloc_zeroed(3).ok_or(VirtError::OutOfMemory)?;
@@ -185,6 +195,9 @@ impl SvmVcpu {
             phys_addr_bits,
             entry_state,
             failed: None,
+            mitigations,
+            switch_flags: mitigations.switch_flags(),
+            guest_spec_ctrl: 0,
         })
     }
 
@@ -213,7 +226,26 @@ impl VirtualCpu for SvmVcpu {
         // core for this guest only; Basalt runs with IF = 0. VMRUN runs with host IF = 1 under
         // GIF = 0 so that host interrupts (the time-slice timer) exit the guest (APM 15.21.1:
         // with V_INTR_MASKING the host IF alone masks physical interrupts in the guest).
-        unsafe { switch::world_switch(&mut self.gprs, self.vmcb_pa, self.host_save_pa, true) };
+        let spec_ctrl = self.mitigations.spec_ctrl.filter(|h| h.value != self.guest_spec_ctrl);
+        if let Some(_host) = spec_ctrl {
+            // SAFETY: `supported_here` kept `spec_ctrl` only where the MSR exists, and
+            // `set_spec_ctrl` took only its writable bits. Host code until VMRUN runs with the
+            // guest's bits, which only restrict speculation further.
+            unsafe { spec::write_spec_ctrl(self.guest_spec_ctrl) };
+        }
+        if self.mitigations.l1d_flush {
+            // SAFETY: `supported_here` kept `l1d_flush` only where IA32_FLUSH_CMD exists.
+            unsafe { spec::flush_l1d() };
+        }
+        // SAFETY: as above; `switch_flags` asks only for VERW and the RSB fill, which need
+        // nothing from the CPU.
+        unsafe {
+            switch::world_switch(&mut self.gprs, self.vmcb_pa, self.host_save_pa, true, self.switch_flags)
+        };
+        if let Some(host) = spec_ctrl {
+            // SAFETY: as above; Basalt's own value, read from the MSR at boot.
+            unsafe { spec::write_spec_ctrl(host.value) };
+        }
         let c = &mut self.vmcb.control;
         if exit_code::is_invalid(c.exit_code) {
             let mut before = self.entry_state;
@@ -243,6 +275,16 @@ impl VirtualCpu for SvmVcpu {
 
     fn gprs(&mut self) -> &mut GuestGprs {
         &mut self.gprs
+    }
+
+    fn spec_ctrl(&self) -> Option<(u64, u64)> {
+        self.mitigations.spec_ctrl.map(|h| (self.guest_spec_ctrl, h.writable))
+    }
+
+    fn set_spec_ctrl(&mut self, value: u64) {
+        if let Some(host) = self.mitigations.spec_ctrl {
+            self.guest_spec_ctrl = value & host.writable;
+        }
     }
 
     fn skip_instruction(&mut self) -> bool {

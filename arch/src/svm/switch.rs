@@ -14,7 +14,8 @@ core::arch::global_asm!(
     ".pushsection .text.basalt_svm_world_switch, \"ax\"",
     ".global basalt_svm_world_switch",
     ".p2align 4",
-    // rdi = &mut GuestGprs, rsi = guest VMCB PA, rdx = host VMSAVE page PA, rcx = set IF.
+    // rdi = &mut GuestGprs, rsi = guest VMCB PA, rdx = host VMSAVE page PA, rcx = set IF,
+    // r8 = mitigation flags (bit 0 VERW before VMRUN, bit 1 RSB fill after #VMEXIT).
     "basalt_svm_world_switch:",
     "push rbp",
     "push rbx",
@@ -22,6 +23,7 @@ core::arch::global_asm!(
     "push r13",
     "push r14",
     "push r15",
+    "push r8",
     "push rdx",
     "push rdi",
     "clgi",
@@ -32,6 +34,8 @@ core::arch::global_asm!(
     "sti",
     "2:",
     "mov rax, rsi",
+    // CF = VERW wanted; the MOVs and VMLOAD below leave the flags alone.
+    "bt r8, 0",
     "mov rbx, [rdi + 8]",
     "mov rcx, [rdi + 16]",
     "mov rdx, [rdi + 24]",
@@ -47,9 +51,34 @@ core::arch::global_asm!(
     "mov r15, [rdi + 112]",
     "mov rdi, [rdi + 40]",
     "vmload rax",
+    // VERW with MD_CLEAR overwrites the store, fill and load buffers: the last memory access
+    // before the guest runs, so nothing of Basalt's is left in them (Intel "Deep Dive: MDS").
+    "jnc 3f",
+    "verw word ptr [rip + {verw_selector}]",
+    "3:",
     "vmrun rax",
     // #VMEXIT (or a failed VMRUN): RAX = guest VMCB PA, RSP = host RSP, GIF = 0.
     "vmsave rax",
+    // The guest's return addresses may still be in the RSB: replace them with 32 entries
+    // that point at a speculation trap before Basalt's first RET (RAX is free: the guest's
+    // lives in the VMCB). Stack: gprs pointer, host save PA, flags.
+    "test byte ptr [rsp + 16], 2",
+    "jz 6f",
+    "mov eax, 16",
+    "4:",
+    "call 5f",
+    "int3",
+    "lfence",
+    "5:",
+    "call 7f",
+    "int3",
+    "lfence",
+    "7:",
+    "dec eax",
+    "jnz 4b",
+    "add rsp, 256",
+    "lfence",
+    "6:",
     "push rdi",
     "mov rdi, [rsp + 8]",
     "mov [rdi + 8], rbx",
@@ -69,6 +98,7 @@ core::arch::global_asm!(
     "add rsp, 8",
     "pop rax",
     "vmload rax",
+    "add rsp, 8",
     "cli",
     "stgi",
     "pop r15",
@@ -79,10 +109,17 @@ core::arch::global_asm!(
     "pop rbp",
     "ret",
     ".popsection",
+    verw_selector = sym crate::spec::VERW_SELECTOR,
 );
 
 extern "sysv64" {
-    fn basalt_svm_world_switch(gprs: *mut GuestGprs, guest_vmcb: u64, host_save: u64, host_if: u64);
+    fn basalt_svm_world_switch(
+        gprs: *mut GuestGprs,
+        guest_vmcb: u64,
+        host_save: u64,
+        host_if: u64,
+        flags: u64,
+    );
 }
 
 /// Save this CPU's host state that VMRUN does not (FS, GS, TR, LDTR, KernelGsBase, the
@@ -103,8 +140,16 @@ pub(super) unsafe fn save_host(host_save: u64) {
 /// physical (= virtual) addresses of 4 KiB-aligned pages this vCPU owns, `host_save` filled by
 /// [`save_host`] on this CPU; the VMCB describes a
 /// guest whose nested page tables map only memory the guest may own. Host IF is 0.
-pub(super) unsafe fn world_switch(gprs: &mut GuestGprs, guest_vmcb: u64, host_save: u64, host_if: bool) {
+/// `flags` is [`crate::spec::EntryMitigations::switch_flags`].
+pub(super) unsafe fn world_switch(
+    gprs: &mut GuestGprs,
+    guest_vmcb: u64,
+    host_save: u64,
+    host_if: bool,
+    flags: u64,
+) {
     // SAFETY: forwarded to the caller; the routine preserves every callee-saved register and
-    // the host's VMSAVE state, and returns with IF = 0 and GIF = 1 as it found them.
-    unsafe { basalt_svm_world_switch(gprs, guest_vmcb, host_save, host_if as u64) }
+    // the host's VMSAVE state, and returns with IF = 0 and GIF = 1 as it found them. The RSB
+    // fill's 32 calls are undone by its `add rsp, 256` before anything else uses the stack.
+    unsafe { basalt_svm_world_switch(gprs, guest_vmcb, host_save, host_if as u64, flags) }
 }

@@ -21,6 +21,7 @@ use x86::vmx::VmFail;
 
 use crate::io::{rdmsr, wrmsr};
 use crate::nested::ept::EPTP_WB_4LEVEL;
+use crate::spec::{self, EntryMitigations};
 use crate::virt::bits::*;
 use crate::virt::{
     EntryFailure, Event, FrameSource, GuestGprs, InitialState, InterruptedEvent, StateSummary, VirtError,
@@ -210,19 +211,28 @@ pub struct VmxVcpu {
     vectoring: (u32, u32, u32),
     /// The last exit's qualification (DR6 bits of a #DB).
     qualification: u64,
+    /// What this vCPU does around each VM entry (checked against the CPU in `new`).
+    mitigations: EntryMitigations,
+    /// `mitigations.switch_flags()`, for the world switch.
+    switch_flags: u64,
+    /// The guest's IA32_SPEC_CTRL (live in the MSR only while the guest runs).
+    guest_spec_ctrl: u64,
 }
 
 impl VmxVcpu {
     /// Create a vCPU on the calling CPU (which must have run `enable_this_cpu`): allocate and
     /// fill its VMCS (controls, host state, guest state from `init`), its I/O and MSR bitmaps
     /// (all ones: every port and MSR access exits), with `ept_root` as the EPT PML4 and `vpid`
-    /// (non-zero) tagging its TLB entries. The VMCS stays current on this CPU.
+    /// (non-zero) tagging its TLB entries, and `mitigations` around each entry (less what this
+    /// CPU lacks). The VMCS stays current on this CPU.
     pub fn new(
         frames: &mut dyn FrameSource,
         ept_root: u64,
         vpid: u16,
         init: &InitialState,
+        mitigations: EntryMitigations,
     ) -> Result<VmxVcpu, VirtError> {
+        let mitigations = mitigations.supported_here();
         if read_cr4() & CR4_VMXE == 0 {
             return Err(VirtError::Unsupported("VMX operation on this CPU (enable_this_cpu first)"));
         }
@@ -379,6 +389,9 @@ impl VmxVcpu {
             cr0_forced: cr0_fixed0,
             vectoring: (0, 0, 0),
             qualification: 0,
+            mitigations,
+            switch_flags: mitigations.switch_flags(),
+            guest_spec_ctrl: 0,
         })
     }
 
@@ -474,9 +487,26 @@ impl Drop for VmxVcpu {
 impl VirtualCpu for VmxVcpu {
     fn run(&mut self) -> VmExit {
         let v = self.current();
+        let spec_ctrl = self.mitigations.spec_ctrl.filter(|h| h.value != self.guest_spec_ctrl);
+        if let Some(_host) = spec_ctrl {
+            // SAFETY: `supported_here` kept `spec_ctrl` only where the MSR exists, and
+            // `set_spec_ctrl` took only its writable bits. Host code until the entry runs with
+            // the guest's bits, which only restrict speculation further.
+            unsafe { spec::write_spec_ctrl(self.guest_spec_ctrl) };
+        }
+        if self.mitigations.l1d_flush {
+            // SAFETY: `supported_here` kept `l1d_flush` only where IA32_FLUSH_CMD exists.
+            unsafe { spec::flush_l1d() };
+        }
         // SAFETY: VMX is on, our VMCS is current with host state pointing HOST_RIP at the exit
-        // stub (set in `new`), and `launched` tracks its launch state.
-        match unsafe { switch::enter(&mut self.gprs, self.launched) } {
+        // stub (set in `new`), and `launched` tracks its launch state; VERW and the RSB fill
+        // need nothing from the CPU.
+        let entry = unsafe { switch::enter(&mut self.gprs, self.launched, self.switch_flags) };
+        if let Some(host) = spec_ctrl {
+            // SAFETY: as above; Basalt's own value, read from the MSR at boot.
+            unsafe { spec::write_spec_ctrl(host.value) };
+        }
+        match entry {
             switch::Entry::FailValid => {
                 let code = v.read(ro::VM_INSTRUCTION_ERROR);
                 return VmExit::EntryFailed(EntryFailure { code, reason: exit::instruction_error(code) });
@@ -551,6 +581,16 @@ impl VirtualCpu for VmxVcpu {
 
     fn gprs(&mut self) -> &mut GuestGprs {
         &mut self.gprs
+    }
+
+    fn spec_ctrl(&self) -> Option<(u64, u64)> {
+        self.mitigations.spec_ctrl.map(|h| (self.guest_spec_ctrl, h.writable))
+    }
+
+    fn set_spec_ctrl(&mut self, value: u64) {
+        if let Some(host) = self.mitigations.spec_ctrl {
+            self.guest_spec_ctrl = value & host.writable;
+        }
     }
 
     fn skip_instruction(&mut self) -> bool {

@@ -15,12 +15,16 @@ core::arch::global_asm!(
     "push r13",
     "push r14",
     "push r15",
+    // rsi: bit 0 launched, bit 1 VERW before entry, bit 2 RSB fill after the exit.
+    "push rsi",
     "push rdi",
     // HOST_RSP (0x6C14) = the slot holding the GuestGprs pointer.
     "mov rax, 0x6C14",
     "vmwrite rax, rsp",
-    "test rsi, rsi",
-    // From here on only MOVs until the branch: they keep ZF from the TEST.
+    // ZF = not launched, CF = VERW (BT leaves ZF alone).
+    "test esi, 1",
+    "bt esi, 1",
+    // From here on only MOVs until the branch: they keep ZF and CF.
     "mov rax, [rdi + 0]",
     "mov rbx, [rdi + 8]",
     "mov rcx, [rdi + 16]",
@@ -36,10 +40,18 @@ core::arch::global_asm!(
     "mov r14, [rdi + 104]",
     "mov r15, [rdi + 112]",
     "mov rdi, [rdi + 40]",
+    // VERW with MD_CLEAR overwrites the CPU's buffers: the last memory access before the
+    // entry (Intel "Deep Dive: MDS"); it changes only ZF, after the branch on it.
     "jnz 2f",
+    "jnc 4f",
+    "verw word ptr [rip + {verw_selector}]",
+    "4:",
     "vmlaunch",
     "jmp 3f",
     "2:",
+    "jnc 5f",
+    "verw word ptr [rip + {verw_selector}]",
+    "5:",
     "vmresume",
     "3:",
     // Still here: the instruction failed. ZF set = VMfailValid (1), else VMfailInvalid (2).
@@ -47,6 +59,7 @@ core::arch::global_asm!(
     "mov ecx, 1",
     "cmovz eax, ecx",
     "pop rdi",
+    "pop rsi",
     "pop r15",
     "pop r14",
     "pop r13",
@@ -75,6 +88,26 @@ core::arch::global_asm!(
     "pop rax",
     "mov [rdi + 40], rax",
     "pop rdi",
+    // The guest's return addresses may still be in the RSB: replace them with 32 entries
+    // that point at a speculation trap before Basalt's first RET (SpectreRSB).
+    "test byte ptr [rsp], 4",
+    "jz 8f",
+    "mov eax, 16",
+    "6:",
+    "call 7f",
+    "int3",
+    "lfence",
+    "7:",
+    "call 9f",
+    "int3",
+    "lfence",
+    "9:",
+    "dec eax",
+    "jnz 6b",
+    "add rsp, 256",
+    "lfence",
+    "8:",
+    "pop rsi",
     "xor eax, eax",
     "pop r15",
     "pop r14",
@@ -92,6 +125,7 @@ core::arch::global_asm!(
     ".byte 0xCD, basalt_vmx_vec, 0xC3, 0xCC",
     ".set basalt_vmx_vec, basalt_vmx_vec + 1",
     ".endr",
+    verw_selector = sym crate::spec::VERW_SELECTOR,
 );
 
 // The offsets the assembly uses.
@@ -104,9 +138,10 @@ const _: () = {
 };
 
 extern "C" {
-    /// Enter the guest (`launched`: VMRESUME, else VMLAUNCH). Returns 0 after a VM exit (the
-    /// guest GPRs stored in `gprs`), 1 for VMfailValid, 2 for VMfailInvalid.
-    fn basalt_vmx_enter(gprs: *mut GuestGprs, launched: u64) -> u64;
+    /// Enter the guest (`flags` bit 0 launched: VMRESUME, else VMLAUNCH; bit 1 VERW; bit 2
+    /// RSB fill). Returns 0 after a VM exit (the guest GPRs stored in `gprs`), 1 for
+    /// VMfailValid, 2 for VMfailInvalid.
+    fn basalt_vmx_enter(gprs: *mut GuestGprs, flags: u64) -> u64;
     /// HOST_RIP: only ever reached by a VM exit.
     fn basalt_vmx_exit();
     /// `int N` stubs, 4 bytes each.
@@ -134,10 +169,13 @@ pub enum Entry {
 /// # Safety
 /// VMX operation is on, the vCPU's VMCS is current on this CPU with valid host state whose
 /// HOST_RIP is `exit_stub()`, and `launched` says truly whether that VMCS has been launched.
-pub unsafe fn enter(gprs: &mut GuestGprs, launched: bool) -> Entry {
+/// `mitigation_flags` is [`crate::spec::EntryMitigations::switch_flags`].
+pub unsafe fn enter(gprs: &mut GuestGprs, launched: bool, mitigation_flags: u64) -> Entry {
+    let flags = launched as u64 | (mitigation_flags << 1);
     // SAFETY: forwarded from the caller; the stub preserves every callee-saved register and
-    // returns on the same stack (HOST_RSP is written just before the entry).
-    match unsafe { basalt_vmx_enter(gprs, launched as u64) } {
+    // returns on the same stack (HOST_RSP is written just before the entry; the RSB fill's
+    // 32 calls are undone by its `add rsp, 256`).
+    match unsafe { basalt_vmx_enter(gprs, flags) } {
         0 => Entry::Exited,
         1 => Entry::FailValid,
         _ => Entry::FailInvalid,

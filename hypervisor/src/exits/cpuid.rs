@@ -98,6 +98,9 @@ pub fn virtual_cpuid(leaf: u32, subleaf: u32, host: &dyn Fn(u32, u32) -> [u32; 4
                 }
                 7 => [a, b, c, d] = [0; 4],
                 0x8000_0001 => c &= !(bit::SVM | bit::EXTAPIC | bit::TOPOEXT),
+                // The speculation controls come from the VM's `GuestSpec` (see
+                // `CpuidTable::expose_speculation_controls`), never straight from the host.
+                0x8000_0008 => b &= !crate::mitigations::EXT8_EBX_SPEC_BITS,
                 _ => {}
             }
             [a, b, c, d]
@@ -221,6 +224,20 @@ impl CpuidTable {
             *answer = widen(virtual_cpuid(leaf, 0, host));
         }
         t
+    }
+
+    /// Advertise the speculation controls of `view` (crate::mitigations::GuestSpec) in leaf 7
+    /// EDX and leaf 0x8000_0008 EBX, where the host has those leaves.
+    pub fn expose_speculation_controls(&mut self, view: &basalt_arch::spec::SpecFeatures) {
+        use crate::mitigations::{EXT8_EBX_SPEC_BITS, LEAF7_EDX_SPEC_BITS};
+        if self.basic[0][0] >= 7 {
+            let d = &mut self.basic[7][3];
+            *d = (*d & !u64::from(LEAF7_EDX_SPEC_BITS)) | u64::from(view.leaf7_edx & LEAF7_EDX_SPEC_BITS);
+        }
+        if self.ext[0][0] >= 0x8000_0008 {
+            let b = &mut self.ext[8][1];
+            *b = (*b & !u64::from(EXT8_EBX_SPEC_BITS)) | u64::from(view.ext8_ebx & EXT8_EBX_SPEC_BITS);
+        }
     }
 
     /// The answer for `leaf`/`subleaf`, from the table where it holds it.
@@ -387,6 +404,27 @@ mod tests {
         assert_eq!(crystal * num / den, 2_116_269_000, "TSC Hz = crystal * numerator / denominator");
         assert_eq!(t.lookup(0x16, 0)[..3], [2116, 2116, 100]);
         assert_eq!(t.lookup(0x15, 3), t.lookup(0x15, 0), "no subleaves");
+    }
+
+    #[test]
+    fn speculation_controls_come_only_from_the_guest_view() {
+        use basalt_arch::spec::{ext8, leaf7, SpecFeatures};
+        let mut t = CpuidTable::with_host(&fake_host);
+        assert_eq!(t.lookup(7, 0)[3], 0, "leaf 7 EDX hidden by default");
+        let view = SpecFeatures {
+            leaf7_edx: leaf7::EDX_MD_CLEAR | leaf7::EDX_SPEC_CTRL | (1 << 4),
+            ext8_ebx: ext8::EBX_IBPB,
+            ..Default::default()
+        };
+        t.expose_speculation_controls(&view);
+        assert_eq!(
+            t.lookup(7, 0)[3],
+            u64::from(leaf7::EDX_MD_CLEAR | leaf7::EDX_SPEC_CTRL),
+            "only speculation bits"
+        );
+        let host8 = virtual_cpuid(0x8000_0008, 0, &fake_host)[1];
+        assert_eq!(host8 & crate::mitigations::EXT8_EBX_SPEC_BITS, 0, "the host's bits never pass");
+        assert_eq!(t.lookup(0x8000_0008, 0)[1], u64::from(host8 | ext8::EBX_IBPB));
     }
 
     #[test]

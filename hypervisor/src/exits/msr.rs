@@ -1,6 +1,9 @@
 //! RDMSR/WRMSR. Every MSR access exits (the bitmaps are all ones); the few MSRs a VM may use
 //! are emulated here and everything else gives the guest #GP(0), as a CPU does for an MSR it
-//! does not implement (SDM Vol. 2B RDMSR).
+//! does not implement (SDM Vol. 2B RDMSR). The speculation controls (IA32_SPEC_CTRL,
+//! IA32_PRED_CMD, IA32_FLUSH_CMD, IA32_ARCH_CAPABILITIES) exist where the guest's CPUID says
+//! so (crate::mitigations::GuestSpec); SPEC_CTRL is emulated and loaded by the backend around
+//! each entry, so the guest's value is live only while the guest runs.
 
 use crate::vm::{Action, VmState};
 use basalt_arch::virt::bits::{CR0_PG, EFER_LMA, EFER_LME, EFER_NXE};
@@ -14,6 +17,10 @@ const EFER_SCE: u64 = 1 << 0;
 /// rest are reserved for a guest whose CPUID offers no SVM (SDM Vol. 3A 2.2.1, APM 3.1.7).
 const EFER_WRITABLE: u64 = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
 
+use basalt_arch::spec::{
+    FLUSH_CMD_L1D, IA32_ARCH_CAPABILITIES, IA32_FLUSH_CMD, IA32_PRED_CMD, IA32_SPEC_CTRL, PRED_CMD_IBPB,
+};
+
 fn gp<V: VirtualCpu + ?Sized>(_vcpu: &mut V, vm: &mut VmState) -> Action {
     super::raise(vm, 13, Some(0))
 }
@@ -23,6 +30,17 @@ pub fn read<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32) ->
         SCRATCH_MSR => vm.scratch_msr,
         IA32_TSC => (vm.host.now)().wrapping_add(vm.tsc_offset),
         IA32_EFER => vcpu.efer(),
+        // The speculation controls (crate::mitigations::GuestSpec): readable exactly where the
+        // guest's CPUID advertises them; PRED_CMD and FLUSH_CMD are write-only (SDM Vol. 4
+        // Table 2-2).
+        IA32_SPEC_CTRL => match vcpu.spec_ctrl() {
+            Some((value, _)) => value,
+            None => return gp(vcpu, vm),
+        },
+        IA32_ARCH_CAPABILITIES => match vm.guest_spec.view.arch_caps {
+            Some(value) => value,
+            None => return gp(vcpu, vm),
+        },
         _ => return gp(vcpu, vm),
     };
     let regs = vcpu.gprs();
@@ -42,6 +60,27 @@ pub fn write<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32, v
             }
             vcpu.set_efer((value & !EFER_LMA) | (old & EFER_LMA));
         }
+        // A bit the CPU does not implement is #GP, as on the CPU itself.
+        IA32_SPEC_CTRL => match vcpu.spec_ctrl() {
+            Some((_, writable)) if value & !writable == 0 => vcpu.set_spec_ctrl(value),
+            _ => return gp(vcpu, vm),
+        },
+        IA32_PRED_CMD => match vm.guest_spec.ibpb {
+            Some(ibpb) if value & !PRED_CMD_IBPB == 0 => {
+                if value != 0 {
+                    ibpb()
+                }
+            }
+            _ => return gp(vcpu, vm),
+        },
+        IA32_FLUSH_CMD => match vm.guest_spec.flush_l1d {
+            Some(flush) if value & !FLUSH_CMD_L1D == 0 => {
+                if value != 0 {
+                    flush()
+                }
+            }
+            _ => return gp(vcpu, vm),
+        },
         _ => return gp(vcpu, vm),
     }
     super::skip(vm, vcpu)

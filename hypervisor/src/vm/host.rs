@@ -218,6 +218,8 @@ fn build_and_run(
 ) -> Result<(VmOutcome, super::stats::ExitStats), String> {
     let pages = (config.mem_bytes / 4096) as usize;
     let tag = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
+    let active = crate::mitigations::ACTIVE.get();
+    let entry = active.map(|a| a.entry).unwrap_or_default();
     let (memory, mut vcpu) = {
         let mut guard = FRAMES.lock();
         let frames = guard.as_mut().ok_or("frame allocator not ready")?;
@@ -259,11 +261,11 @@ fn build_and_run(
         let vcpu: Result<Vcpu, VirtError> = match backend {
             Backend::Vmx => {
                 let vpid = (tag % 0xFFFF + 1) as u16;
-                vmx::VmxVcpu::new(&mut source, root, vpid, &init).map(Vcpu::Vmx)
+                vmx::VmxVcpu::new(&mut source, root, vpid, &init, entry).map(Vcpu::Vmx)
             }
             Backend::Svm { nrips, asids } => {
                 let asid = tag % (asids - 1) + 1;
-                svm::SvmVcpu::new(&mut source, root, asid, &init, nrips).map(Vcpu::Svm)
+                svm::SvmVcpu::new(&mut source, root, asid, &init, nrips, entry).map(Vcpu::Svm)
             }
         };
         (memory, vcpu.map_err(|e| source.explain("vCPU", e))?)
@@ -273,6 +275,25 @@ fn build_and_run(
         Vcpu::Vmx(v) => state.on_host(v, env.hooks, config.time_limit_s, env.tsc_khz),
         Vcpu::Svm(v) => state.on_host(v, env.hooks, config.time_limit_s, env.tsc_khz),
     }
+    if let Some(a) = active {
+        state.guest_spec = a.guest;
+        state.cpuid.expose_speculation_controls(&a.guest.view);
+    }
+    // The placement rule and the IBPB between VMs (crate::mitigations).
+    let cpu = crate::percpu::this_cpu().ok_or("no per-CPU data")?;
+    let placement = crate::mitigations::enter_vm(cpu.apic_id, tag, &cpu.last_vm).map_err(|sibling| {
+        format!(
+            "placement: CPU {} is an SMT sibling of CPU {sibling}, which runs another VM (smt_sharing=allow permits it)",
+            cpu.apic_id
+        )
+    })?;
+    log::info!(
+        "VM {}: on CPU {} (APIC ID), {} SMT sibling(s) of its core in a guest{}",
+        crate::console::Escaped(&config.name),
+        cpu.apic_id,
+        placement.siblings_in_guests,
+        if placement.ibpb { ", IBPB issued (another VM ran here last)" } else { "" }
+    );
     // Basalt's registers that no guest may change, and those it switches itself: the guest
     // starts from their reset values and Basalt gets its own back when the VM ends.
     let before = Snapshot::take();
@@ -296,6 +317,7 @@ fn build_and_run(
         apic::timer_stop();
     }
     basalt_arch::io::take_pending_interrupts();
+    crate::mitigations::leave_vm(cpu.apic_id);
     drop(vcpu);
     switched.restore();
     let changed = before.differences(&Snapshot::take());

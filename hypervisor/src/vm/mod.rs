@@ -112,6 +112,9 @@ pub struct VmState {
     /// The guest-linear to guest-physical translation of the code at RIP, reused while it
     /// holds (instruction fetches without NRIPS).
     pub code_walk: walk::TranslationCache,
+    /// The speculation controls the guest sees (ARCH_CAPABILITIES, PRED_CMD, FLUSH_CMD; the
+    /// vCPU holds SPEC_CTRL): none until the host sets them (`crate::mitigations`).
+    pub guest_spec: crate::mitigations::GuestSpec,
     console: Console,
 }
 
@@ -131,6 +134,7 @@ impl VmState {
             nmis_at_start: 0,
             tsc_offset: 0,
             code_walk: walk::TranslationCache::default(),
+            guest_spec: crate::mitigations::GuestSpec::default(),
             console,
         }
     }
@@ -227,6 +231,8 @@ mod tests {
         if_from_step: Option<usize>,
         injected: Vec<Event>,
         window: bool,
+        /// The guest's IA32_SPEC_CTRL and its writable bits, where virtualized.
+        spec_ctrl: Option<(u64, u64)>,
     }
 
     impl Scripted {
@@ -240,6 +246,7 @@ mod tests {
                 if_from_step: None,
                 injected: vec![],
                 window: false,
+                spec_ctrl: None,
             }
         }
     }
@@ -275,6 +282,12 @@ mod tests {
         }
         fn set_tsc_offset(&mut self, _: u64) {}
         fn set_efer(&mut self, _: u64) {}
+        fn spec_ctrl(&self) -> Option<(u64, u64)> {
+            self.spec_ctrl
+        }
+        fn set_spec_ctrl(&mut self, value: u64) {
+            self.spec_ctrl = self.spec_ctrl.map(|(_, writable)| (value & writable, writable));
+        }
         fn interruptible(&self) -> bool {
             self.rflags_if
         }
@@ -393,6 +406,55 @@ mod tests {
             Some(Event::Exception { vector: 13, error_code: Some(0) })
         );
         assert_eq!(cpu.rip, rip, "a faulting RDMSR is not skipped");
+    }
+
+    static GUEST_IBPBS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+    fn count_ibpb() {
+        GUEST_IBPBS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    }
+
+    #[test]
+    fn speculation_msrs_exist_exactly_where_the_guest_view_has_them() {
+        use basalt_arch::spec::{IA32_ARCH_CAPABILITIES, IA32_FLUSH_CMD, IA32_PRED_CMD, IA32_SPEC_CTRL};
+        let gp = Some(Event::Exception { vector: 13, error_code: Some(0) });
+        let mut ram = vec![0u8; 1 << 20];
+        let (mut vm, _) = vm_with(&mut ram);
+        let mut cpu = Scripted::new(vec![]);
+        // Nothing advertised: every access is #GP.
+        for exit in [
+            VmExit::RdMsr { msr: IA32_SPEC_CTRL },
+            VmExit::WrMsr { msr: IA32_SPEC_CTRL, value: 0 },
+            VmExit::WrMsr { msr: IA32_PRED_CMD, value: 1 },
+            VmExit::WrMsr { msr: IA32_FLUSH_CMD, value: 1 },
+            VmExit::RdMsr { msr: IA32_ARCH_CAPABILITIES },
+        ] {
+            let _ = exits::dispatch(&mut vm, &mut cpu, exit);
+            assert_eq!(vm.events.next(|| true).inject, gp, "{exit:?}");
+        }
+        // SPEC_CTRL with IBRS and SSBD, PRED_CMD and ARCH_CAPABILITIES advertised.
+        cpu.spec_ctrl = Some((0, 0b101));
+        vm.guest_spec.ibpb = Some(count_ibpb);
+        vm.guest_spec.flush_l1d = None;
+        vm.guest_spec.view.arch_caps = Some(0x21);
+        let _ = exits::dispatch(&mut vm, &mut cpu, VmExit::WrMsr { msr: IA32_SPEC_CTRL, value: 0b101 });
+        let _ = exits::dispatch(&mut vm, &mut cpu, VmExit::RdMsr { msr: IA32_SPEC_CTRL });
+        assert_eq!((cpu.gprs.rax, vm.events.next(|| true).inject), (0b101, None));
+        // STIBP is not implemented: #GP, and the value stays.
+        let _ = exits::dispatch(&mut vm, &mut cpu, VmExit::WrMsr { msr: IA32_SPEC_CTRL, value: 0b010 });
+        assert_eq!((cpu.spec_ctrl, vm.events.next(|| true).inject), (Some((0b101, 0b101)), gp));
+        let _ = exits::dispatch(&mut vm, &mut cpu, VmExit::WrMsr { msr: IA32_PRED_CMD, value: 1 });
+        assert_eq!(GUEST_IBPBS.load(core::sync::atomic::Ordering::Relaxed), 1);
+        for bad in [
+            VmExit::WrMsr { msr: IA32_PRED_CMD, value: 2 },
+            VmExit::RdMsr { msr: IA32_PRED_CMD },
+            VmExit::WrMsr { msr: IA32_ARCH_CAPABILITIES, value: 0 },
+            VmExit::WrMsr { msr: IA32_FLUSH_CMD, value: 1 },
+        ] {
+            let _ = exits::dispatch(&mut vm, &mut cpu, bad);
+            assert_eq!(vm.events.next(|| true).inject, gp, "{bad:?}");
+        }
+        let _ = exits::dispatch(&mut vm, &mut cpu, VmExit::RdMsr { msr: IA32_ARCH_CAPABILITIES });
+        assert_eq!((cpu.gprs.rax, cpu.gprs.rdx), (0x21, 0));
     }
 
     #[test]
