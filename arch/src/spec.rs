@@ -229,20 +229,47 @@ pub fn ibpb() {
 /// ([`SpecFeatures::has_flush_l1d`], as read at boot); elsewhere nothing.
 pub fn flush_l1d_command() {
     if HAS_FLUSH_L1D.load(Ordering::Relaxed) {
-        // SAFETY: CPUID enumerated IA32_FLUSH_CMD; a write-back and invalidate keeps memory
-        // coherent.
-        unsafe { flush_l1d() }
+        flush_l1d()
     }
 }
 
-/// Write back and invalidate the L1 data cache (IA32_FLUSH_CMD.L1D_FLUSH).
-///
-/// # Safety
-/// The CPU has IA32_FLUSH_CMD ([`SpecFeatures::has_flush_l1d`]).
-pub(crate) unsafe fn flush_l1d() {
-    // SAFETY: forwarded to the caller; a write-back and invalidate keeps memory coherent.
-    unsafe { crate::io::wrmsr(IA32_FLUSH_CMD, FLUSH_CMD_L1D) }
+/// Flush the L1 data cache before a VM entry: IA32_FLUSH_CMD.L1D_FLUSH where the CPU has it,
+/// otherwise the software sequence: touch every page of a 64 KiB buffer (so the walk does not
+/// bring other lines in), then read every 64-byte line of it, which evicts everything else
+/// from an L1D of at most 64 KiB (SDM-era L1TF guidance; the L1D is 32 or 48 KiB).
+pub(crate) fn flush_l1d() {
+    if HAS_FLUSH_L1D.load(Ordering::Relaxed) {
+        // SAFETY: CPUID enumerated IA32_FLUSH_CMD; a write-back and invalidate keeps memory
+        // coherent.
+        unsafe { crate::io::wrmsr(IA32_FLUSH_CMD, FLUSH_CMD_L1D) }
+        return;
+    }
+    let base = L1D_FLUSH_BUFFER.0.as_ptr();
+    // SAFETY: reads only, all inside the static buffer (16 pages, then 1024 lines of 64 bytes).
+    unsafe {
+        core::arch::asm!(
+            "xor {i:e}, {i:e}",
+            "2:",
+            "movzx {t:e}, byte ptr [{base} + {i}]",
+            "add {i}, 4096",
+            "cmp {i}, 65536",
+            "jb 2b",
+            "xor {i:e}, {i:e}",
+            "3:",
+            "movzx {t:e}, byte ptr [{base} + {i}]",
+            "add {i}, 64",
+            "cmp {i}, 65536",
+            "jb 3b",
+            base = in(reg) base, i = out(reg) _, t = out(reg) _,
+            options(nostack, readonly)
+        )
+    }
 }
+
+/// The buffer the software L1D flush reads (never written, so all of it stays clean).
+#[repr(C, align(4096))]
+struct FlushBuffer([u8; 65536]);
+static L1D_FLUSH_BUFFER: FlushBuffer = FlushBuffer([0; 65536]);
 
 /// Basalt's own IA32_SPEC_CTRL (0 where the CPU has none).
 pub fn host_spec_ctrl(features: &SpecFeatures) -> u64 {
@@ -285,7 +312,8 @@ impl EntryMitigations {
     pub fn supported_here(self) -> Self {
         let f = SpecFeatures::read();
         EntryMitigations {
-            l1d_flush: self.l1d_flush && f.has_flush_l1d(),
+            // Without IA32_FLUSH_CMD the flush is the software sequence.
+            l1d_flush: self.l1d_flush,
             spec_ctrl: self.spec_ctrl.filter(|_| f.has_spec_ctrl()).map(|h| SpecCtrlHost {
                 value: h.value & f.spec_ctrl_bits(),
                 writable: h.writable & f.spec_ctrl_bits(),

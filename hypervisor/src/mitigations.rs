@@ -213,7 +213,7 @@ pub fn decide(p: &CpuProfile, s: &Switches) -> Decisions {
     } else if caps & arch_cap::SKIP_L1DFL_VMENTRY != 0 {
         off("affected by L1TF, but ARCH_CAPABILITIES.SKIP_L1DFL_VMENTRY: no flush needed on VM entry")
     } else if !f.has_flush_l1d() {
-        off("affected by L1TF and NOT MITIGATED: the CPU has no FLUSH_L1D (IA32_FLUSH_CMD; a microcode update adds it)")
+        on("affected by L1TF: the CPU has no FLUSH_L1D, so a software flush (reading 64 KiB, every line) before every VM entry")
     } else if p.smt_siblings_online {
         on("affected by L1TF: IA32_FLUSH_CMD before every VM entry; SMT siblings are online")
     } else {
@@ -224,7 +224,7 @@ pub fn decide(p: &CpuProfile, s: &Switches) -> Decisions {
         off("not affected by MDS or TAA (vendor, model or ARCH_CAPABILITIES.MDS_NO/TAA_NO, no TSX)")
     } else if !f.has_md_clear() {
         off("affected by MDS/TAA and NOT MITIGATED: the CPU has no MD_CLEAR (VERW does not clear; a microcode update adds it)")
-    } else if l1d_flush.on {
+    } else if l1d_flush.on && f.has_flush_l1d() {
         off("affected by MDS/TAA: the L1D flush before every entry clears the buffers too (MD_CLEAR)")
     } else {
         on("affected by MDS/TAA: VERW as the last memory access before every VM entry (MD_CLEAR)")
@@ -508,11 +508,12 @@ mod tests {
                 l1tf: true,
                 mds: true
             },
-            // The same without MD_CLEAR/FLUSH_L1D microcode: affected, not mitigated.
+            // The same without MD_CLEAR/FLUSH_L1D microcode: the software L1D flush; MDS not
+            // mitigated (VERW does not clear without MD_CLEAR).
             Row {
                 name: "Skylake client, old microcode",
                 cpu: intel(0x5E, 0, None, true, false),
-                want: [false, false, false, false, true],
+                want: [true, false, false, false, true],
                 l1tf: true,
                 mds: true
             },

@@ -397,7 +397,7 @@ fn kernel_tests() -> Vec<IntegrationTest> {
             "CPUs online: 2/2",
             "virtualization: VMX",
             "affected by: Meltdown L1TF MDS Spectre-v2",
-            "mitigation L1D flush on VM entry: off: affected by L1TF and NOT MITIGATED: the CPU has no FLUSH_L1D",
+            "mitigation L1D flush on VM entry: on: affected by L1TF: the CPU has no FLUSH_L1D, so a software flush",
             "mitigation VERW on VM entry: off: affected by MDS/TAA and NOT MITIGATED: the CPU has no MD_CLEAR",
             "mitigation IBPB between VMs: off: not available",
             "mitigation SPEC_CTRL per vCPU: off: not available",

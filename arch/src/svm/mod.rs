@@ -234,8 +234,7 @@ impl VirtualCpu for SvmVcpu {
             unsafe { spec::write_spec_ctrl(self.guest_spec_ctrl) };
         }
         if self.mitigations.l1d_flush {
-            // SAFETY: `supported_here` kept `l1d_flush` only where IA32_FLUSH_CMD exists.
-            unsafe { spec::flush_l1d() };
+            spec::flush_l1d();
         }
         // SAFETY: as above; `switch_flags` asks only for VERW and the RSB fill, which need
         // nothing from the CPU.

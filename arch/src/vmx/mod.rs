@@ -495,8 +495,7 @@ impl VirtualCpu for VmxVcpu {
             unsafe { spec::write_spec_ctrl(self.guest_spec_ctrl) };
         }
         if self.mitigations.l1d_flush {
-            // SAFETY: `supported_here` kept `l1d_flush` only where IA32_FLUSH_CMD exists.
-            unsafe { spec::flush_l1d() };
+            spec::flush_l1d();
         }
         // SAFETY: VMX is on, our VMCS is current with host state pointing HOST_RIP at the exit
         // stub (set in `new`), and `launched` tracks its launch state; VERW and the RSB fill
