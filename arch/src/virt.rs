@@ -372,6 +372,17 @@ pub trait VirtualCpu {
     fn request_interrupt_window(&mut self, on: bool);
     /// Registers for a report.
     fn summary(&self) -> StateSummary;
+    /// RSP, RIP and RFLAGS, which live in the VMCS/VMCB (for the instruction emulator).
+    fn rsp(&self) -> u64;
+    fn set_rsp(&mut self, value: u64);
+    fn rip(&self) -> u64;
+    fn set_rip(&mut self, value: u64);
+    fn rflags(&self) -> u64;
+    fn set_rflags(&mut self, value: u64);
+    /// The base of segment register `seg` (0 ES, 1 CS, 2 SS, 3 DS, 4 FS, 5 GS).
+    fn segment_base(&self, seg: u8) -> u64;
+    /// Set the guest's CR2 before Basalt injects a #PF (SDM 6.15: CR2 holds the address).
+    fn set_cr2(&mut self, value: u64);
     /// Add `offset` (wrapping) to the TSC the guest reads with RDTSC and RDTSCP (VMX TSC
     /// offsetting, SVM TSC_OFFSET).
     fn set_tsc_offset(&mut self, offset: u64);

@@ -319,6 +319,32 @@ impl VirtualCpu for SvmVcpu {
         self.vmcb.control.tsc_offset = offset;
     }
 
+    fn rsp(&self) -> u64 {
+        self.vmcb.save.rsp
+    }
+    fn set_rsp(&mut self, value: u64) {
+        self.vmcb.save.rsp = value;
+    }
+    fn rip(&self) -> u64 {
+        self.vmcb.save.rip
+    }
+    fn set_rip(&mut self, value: u64) {
+        self.vmcb.save.rip = value;
+    }
+    fn rflags(&self) -> u64 {
+        self.vmcb.save.rflags
+    }
+    fn set_rflags(&mut self, value: u64) {
+        self.vmcb.save.rflags = value;
+    }
+    fn segment_base(&self, seg: u8) -> u64 {
+        let s = &self.vmcb.save;
+        [s.es, s.cs, s.ss, s.ds, s.fs, s.gs].get(seg as usize).map_or(0, |g| g.base)
+    }
+    fn set_cr2(&mut self, value: u64) {
+        self.vmcb.save.cr2 = value;
+    }
+
     fn efer(&self) -> u64 {
         // SVME must stay set for VMRUN; the guest's view never has it (CPUID hides SVM).
         self.vmcb.save.efer & !EFER_SVME

@@ -645,6 +645,35 @@ impl VirtualCpu for VmxVcpu {
         let _ = self.current().write(control::TSC_OFFSET_FULL, offset);
     }
 
+    fn rsp(&self) -> u64 {
+        self.current().read(guest::RSP)
+    }
+    fn set_rsp(&mut self, value: u64) {
+        let _ = self.current().write(guest::RSP, value);
+    }
+    fn rip(&self) -> u64 {
+        self.current().read(guest::RIP)
+    }
+    fn set_rip(&mut self, value: u64) {
+        let _ = self.current().write(guest::RIP, value);
+    }
+    fn rflags(&self) -> u64 {
+        self.current().read(guest::RFLAGS)
+    }
+    fn set_rflags(&mut self, value: u64) {
+        let _ = self.current().write(guest::RFLAGS, value);
+    }
+    fn segment_base(&self, seg: u8) -> u64 {
+        let field =
+            [guest::ES_BASE, guest::CS_BASE, guest::SS_BASE, guest::DS_BASE, guest::FS_BASE, guest::GS_BASE];
+        field.get(seg as usize).map_or(0, |&f| self.current().read(f))
+    }
+    fn set_cr2(&mut self, value: u64) {
+        // SAFETY: the guest's CR2 is the live one while its vCPU owns this CPU (hoststate
+        // switches it at VM start and end); writing it has no other effect.
+        unsafe { core::arch::asm!("mov cr2, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
+    }
+
     fn reflect_debug_status(&mut self) {
         // A #DB that exits leaves DR6 as it was (SDM 27.1); the guest's DR6 is the live one.
         let bits = self.qualification & DR6_EXIT_BITS;

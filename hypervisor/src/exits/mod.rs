@@ -11,6 +11,7 @@ mod hlt;
 mod hypercall;
 mod io;
 mod length;
+mod mmio;
 mod msr;
 
 pub use cpuid::{virtual_cpuid, CpuidTable, HYPERVISOR_SIGNATURE};
@@ -49,6 +50,9 @@ pub fn dispatch<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, exit: Vm
         VmExit::InterruptWindow => Action::Continue,
         VmExit::Instruction(insn) => guarded::instruction(vm, vcpu, insn),
         VmExit::CrWrite { cr, value } => guarded::cr_write(vm, vcpu, cr, value),
+        VmExit::NestedPageFault { gpa, fetch: false, .. } if mmio::is_mmio(vm, gpa) => {
+            mmio::emulate(vm, vcpu)
+        }
         VmExit::NestedPageFault { gpa, write, fetch } => {
             fault::nested(vm, &vcpu.summary(), gpa, write, fetch)
         }

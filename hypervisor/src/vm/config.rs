@@ -30,6 +30,8 @@ pub struct VmConfig {
     /// `pcpus=<index>`: the physical CPU (its index, 0 = the boot CPU) the VM's vCPU runs on;
     /// `None`: the next free one.
     pub pcpu: Option<usize>,
+    /// `testdev`: the MMIO test device (vm::testdev) at its guest-physical address.
+    pub test_device: bool,
 }
 
 /// vCPUs a VM may have in this version (`cpus=`).
@@ -68,6 +70,7 @@ impl VmConfig {
     pub fn parse(text: &str, default_time_limit_s: Option<u64>) -> Result<VmConfig, ConfigError> {
         let mut time_limit_s = default_time_limit_s;
         let mut pcpu = None;
+        let mut test_device = false;
         let mut name = None;
         let mut mem_mib = DEFAULT_MEM_MIB;
         let mut mode = StartMode::Long;
@@ -109,6 +112,7 @@ impl VmConfig {
                     }
                 }
                 "quota" => quota_kib = Some(number("quota", value)?),
+                "testdev" if value.is_none() => test_device = true,
                 "cpus" => {
                     let n = number("cpus", value)?;
                     if n == 0 || n > MAX_VCPUS {
@@ -148,9 +152,16 @@ impl VmConfig {
             }
         }
         let name = name.ok_or_else(|| ConfigError("every VM needs name=<name>".into()))?;
+        if test_device && mem_mib > super::testdev::TEST_DEVICE_MAX_RAM_MIB {
+            return Err(ConfigError(alloc::format!(
+                "testdev with mem={mem_mib}: the test device at {:#x} needs RAM of at most {} MiB",
+                super::testdev::TEST_DEVICE_GPA,
+                super::testdev::TEST_DEVICE_MAX_RAM_MIB
+            )));
+        }
         let mem_bytes = mem_mib << 20;
         let quota_bytes = quota_kib.map_or(mem_bytes + (DEFAULT_OVERHEAD_KIB << 10), |k| k << 10);
-        Ok(VmConfig { name, mem_bytes, mode, quota_bytes, time_limit_s, pcpu })
+        Ok(VmConfig { name, mem_bytes, mode, quota_bytes, time_limit_s, pcpu, test_device })
     }
 }
 
@@ -174,6 +185,8 @@ mod tests {
         let c = VmConfig::parse("name=a cpus=1 pcpus=3", None).unwrap();
         assert_eq!(c.pcpu, Some(3));
         assert_eq!(VmConfig::parse("name=a", None).unwrap().pcpu, None);
+        assert!(VmConfig::parse("name=a testdev", None).unwrap().test_device);
+        assert!(!VmConfig::parse("name=a", None).unwrap().test_device);
     }
 
     #[test]
@@ -191,6 +204,7 @@ mod tests {
             ("name=a cpus=0", "cpus=0"),
             ("name=a pcpus=1,2", "pcpus=1,2: name one CPU per vCPU"),
             ("name=a pcpus=x", "pcpus= needs CPU numbers"),
+            ("name=a testdev mem=2048", "needs RAM of at most 1008 MiB"),
             ("name=a time_limit=100000", "at most 86400 seconds"),
         ] {
             let e = VmConfig::parse(text, None).unwrap_err();

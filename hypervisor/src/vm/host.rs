@@ -271,6 +271,7 @@ fn build_and_run(
         (memory, vcpu.map_err(|e| source.explain("vCPU", e))?)
     };
     let mut state = VmState::new(config.name.clone(), memory, console);
+    state.test_device = config.test_device.then(super::testdev::TestDevice::default);
     match &mut vcpu {
         Vcpu::Vmx(v) => state.on_host(v, env.hooks, config.time_limit_s, env.tsc_khz),
         Vcpu::Svm(v) => state.on_host(v, env.hooks, config.time_limit_s, env.tsc_khz),

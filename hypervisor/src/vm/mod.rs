@@ -11,6 +11,7 @@ pub mod memory;
 pub mod placement;
 pub mod setup;
 pub mod stats;
+pub mod testdev;
 pub mod walk;
 
 use crate::exits;
@@ -109,6 +110,8 @@ pub struct VmState {
     pub nmis_at_start: u64,
     /// Added to the host TSC to give the guest's (wrapping): the VM's TSC starts near zero.
     pub tsc_offset: u64,
+    /// The MMIO test device, where the configuration asks for it (`testdev`).
+    pub test_device: Option<testdev::TestDevice>,
     /// The guest-linear to guest-physical translation of the code at RIP, reused while it
     /// holds (instruction fetches without NRIPS).
     pub code_walk: walk::TranslationCache,
@@ -133,6 +136,7 @@ impl VmState {
             host: HostHooks::none(),
             nmis_at_start: 0,
             tsc_offset: 0,
+            test_device: None,
             code_walk: walk::TranslationCache::default(),
             guest_spec: crate::mitigations::GuestSpec::default(),
             console,
@@ -281,6 +285,24 @@ mod tests {
             0
         }
         fn set_tsc_offset(&mut self, _: u64) {}
+        fn rsp(&self) -> u64 {
+            0
+        }
+        fn set_rsp(&mut self, _: u64) {}
+        fn rip(&self) -> u64 {
+            self.rip
+        }
+        fn set_rip(&mut self, value: u64) {
+            self.rip = value;
+        }
+        fn rflags(&self) -> u64 {
+            2
+        }
+        fn set_rflags(&mut self, _: u64) {}
+        fn segment_base(&self, _: u8) -> u64 {
+            0
+        }
+        fn set_cr2(&mut self, _: u64) {}
         fn set_efer(&mut self, _: u64) {}
         fn spec_ctrl(&self) -> Option<(u64, u64)> {
             self.spec_ctrl

@@ -1,0 +1,198 @@
+//! An access to emulated MMIO (today the test device, `vm::testdev`): the nested page tables
+//! map nothing there, so the access exits as a nested page fault; Basalt fetches the
+//! instruction at RIP through the guest's page tables, and `basalt-emu` decodes and executes
+//! it against the guest's registers, its RAM and the device. A fault while emulating is
+//! delivered to the guest (#PF with CR2 and the error code, #GP, #SS); an instruction that
+//! cannot be decoded or is not supported gives #UD and one log line with its bytes. This path
+//! is `#[cold]`: CPUID, MSR and port exits never pay for it.
+
+use super::raise;
+use crate::vm::testdev::{TestDevice, TEST_DEVICE_GPA};
+use crate::vm::walk::{read_linear, translate, PagingMode, WalkError};
+use crate::vm::{Action, VmOutcome, VmState};
+use alloc::format;
+use basalt_arch::virt::{GuestGprs, VirtualCpu};
+use basalt_emu::{CodeSize, Error, Fault, Gpr, Machine, Segment};
+
+/// The guest as the emulator sees it: its registers through the vCPU, its memory through its
+/// page tables, guest RAM and the device.
+struct Guest<'a, V: VirtualCpu + ?Sized> {
+    vm: &'a mut VmState,
+    vcpu: &'a mut V,
+    /// The GPRs the emulator works on (written back to the vCPU afterwards, also after a
+    /// fault: a REP string instruction stopped by one keeps its progress).
+    regs: GuestGprs,
+    mode: PagingMode,
+    cpl: u8,
+    /// A guest-physical address that is neither RAM nor a device: the VM stops.
+    unmapped: Option<u64>,
+}
+
+fn gpr_slot(g: &mut GuestGprs, reg: Gpr) -> Option<&mut u64> {
+    Some(match reg {
+        Gpr::Rax => &mut g.rax,
+        Gpr::Rcx => &mut g.rcx,
+        Gpr::Rdx => &mut g.rdx,
+        Gpr::Rbx => &mut g.rbx,
+        Gpr::Rsp => return None,
+        Gpr::Rbp => &mut g.rbp,
+        Gpr::Rsi => &mut g.rsi,
+        Gpr::Rdi => &mut g.rdi,
+        Gpr::R8 => &mut g.r8,
+        Gpr::R9 => &mut g.r9,
+        Gpr::R10 => &mut g.r10,
+        Gpr::R11 => &mut g.r11,
+        Gpr::R12 => &mut g.r12,
+        Gpr::R13 => &mut g.r13,
+        Gpr::R14 => &mut g.r14,
+        Gpr::R15 => &mut g.r15,
+    })
+}
+
+impl<V: VirtualCpu + ?Sized> Guest<'_, V> {
+    /// Translate one access that stays in a page; #PF for a non-present entry (error code:
+    /// P = 0, W/R, U/S from the CPL; SDM Figure 6-11).
+    fn physical(&mut self, linear: u64, write: bool) -> Result<u64, Fault> {
+        translate(&self.vm.memory, &self.mode, linear).map_err(|e| match e {
+            WalkError::NotPresent { .. } | WalkError::TableOutsideRam { .. } => Fault::PageFault {
+                address: linear,
+                error_code: ((write as u32) << 1) | (((self.cpl == 3) as u32) << 2),
+            },
+        })
+    }
+
+    fn access(&mut self, linear: u64, buf: &mut [u8], write: bool) -> Result<(), Fault> {
+        // Split at a page boundary; each piece is translated on its own.
+        let first = ((0x1000 - (linear & 0xFFF)) as usize).min(buf.len());
+        let (a, b) = buf.split_at_mut(first);
+        for (at, piece) in [(linear, a), (linear.wrapping_add(first as u64), b)] {
+            if piece.is_empty() {
+                continue;
+            }
+            let gpa = self.physical(at, write)?;
+            let on_device = TestDevice::contains(gpa, piece.len());
+            let done = match (&mut self.vm.test_device, on_device) {
+                (Some(dev), true) if write => {
+                    dev.write(gpa - TEST_DEVICE_GPA, piece);
+                    true
+                }
+                (Some(dev), true) => {
+                    dev.read(gpa - TEST_DEVICE_GPA, piece);
+                    true
+                }
+                _ if write => self.vm.memory.write(gpa, piece).is_ok(),
+                _ => self.vm.memory.read(gpa, piece).is_ok(),
+            };
+            if !done {
+                self.unmapped = Some(gpa);
+                return Err(Fault::GeneralProtection(0));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<V: VirtualCpu + ?Sized> Machine for Guest<'_, V> {
+    fn gpr(&self, reg: Gpr) -> u64 {
+        match reg {
+            Gpr::Rsp => self.vcpu.rsp(),
+            _ => {
+                let mut g = self.regs;
+                gpr_slot(&mut g, reg).map_or(0, |v| *v)
+            }
+        }
+    }
+    fn set_gpr(&mut self, reg: Gpr, value: u64) {
+        match gpr_slot(&mut self.regs, reg) {
+            Some(slot) => *slot = value,
+            None => self.vcpu.set_rsp(value),
+        }
+    }
+    fn rip(&self) -> u64 {
+        self.vcpu.rip()
+    }
+    fn set_rip(&mut self, rip: u64) {
+        self.vcpu.set_rip(rip)
+    }
+    fn rflags(&self) -> u64 {
+        self.vcpu.rflags()
+    }
+    fn set_rflags(&mut self, rflags: u64) {
+        self.vcpu.set_rflags(rflags)
+    }
+    fn segment_base(&self, seg: Segment) -> u64 {
+        let index = match seg {
+            Segment::Es => 0,
+            Segment::Cs => 1,
+            Segment::Ss => 2,
+            Segment::Ds => 3,
+            Segment::Fs => 4,
+            Segment::Gs => 5,
+        };
+        self.vcpu.segment_base(index)
+    }
+    fn read(&mut self, linear: u64, buf: &mut [u8]) -> Result<(), Fault> {
+        self.access(linear, buf, false)
+    }
+    fn write(&mut self, linear: u64, data: &[u8]) -> Result<(), Fault> {
+        let mut copy = [0u8; 16];
+        let n = data.len().min(16);
+        copy[..n].copy_from_slice(&data[..n]);
+        self.access(linear, &mut copy[..n], true)
+    }
+}
+
+/// Whether a nested page fault at `gpa` is emulated MMIO of this VM.
+pub fn is_mmio(vm: &VmState, gpa: u64) -> bool {
+    vm.test_device.is_some() && TestDevice::contains(gpa, 1)
+}
+
+/// Emulate the instruction that touched MMIO.
+#[cold]
+#[inline(never)]
+pub fn emulate<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action {
+    let s = vcpu.summary();
+    let mode = PagingMode { cr0: s.cr0, cr3: s.cr3, cr4: s.cr4, efer: s.efer };
+    let mut bytes = [0u8; 15];
+    let fetched = match read_linear(&vm.memory, &mode, s.cs_base.wrapping_add(s.rip), &mut bytes) {
+        Ok(n) => n,
+        Err(e) => {
+            return Action::Stop(VmOutcome::Failed(format!(
+                "stopped: cannot fetch the instruction at RIP {:#x} that touched MMIO: {e}",
+                s.rip
+            )))
+        }
+    };
+    let code = match s.code_bits {
+        64 => CodeSize::Bits64,
+        32 => CodeSize::Bits32,
+        _ => CodeSize::Bits16,
+    };
+    let regs = *vcpu.gprs();
+    let mut guest = Guest { vm, vcpu, regs, mode, cpl: s.cpl, unmapped: None };
+    let result = basalt_emu::emulate(&mut guest, &bytes[..fetched], code);
+    let (unmapped, regs) = (guest.unmapped, guest.regs);
+    *vcpu.gprs() = regs;
+    match (result, unmapped) {
+        (_, Some(gpa)) => Action::Stop(VmOutcome::Failed(format!(
+            "stopped: guest-physical address {gpa:#x} is not mapped (an emulated access at RIP {:#x})",
+            s.rip
+        ))),
+        (Ok(_), None) => Action::Continue,
+        (Err(Error::Fault(f)), None) => {
+            if let Fault::PageFault { address, .. } = f {
+                vcpu.set_cr2(address);
+            }
+            raise(vm, f.vector(), f.error_code())
+        }
+        (Err(e), None) => {
+            log::warn!(
+                "VM {}: #UD for an instruction at RIP {:#x} that touched MMIO and is not emulated ({e:?}): bytes {:02x?}",
+                crate::console::Escaped(&vm.name),
+                s.rip,
+                &bytes[..fetched]
+            );
+            raise(vm, 6, None)
+        }
+    }
+}

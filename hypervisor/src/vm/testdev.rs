@@ -1,0 +1,94 @@
+//! Basalt's MMIO test device, for VMs whose configuration says `testdev`: a 4 KiB range at
+//! guest-physical [`TEST_DEVICE_GPA`] with known register semantics, so a guest can check the
+//! instruction emulator form by form. A pure state machine, host-tested.
+//!
+//! - Offsets 0x000-0x03F: 64 bytes of scratch, read and written at any width and alignment,
+//!   like RAM.
+//! - Offset 0x100: an 8-byte read-only identification value, [`TEST_DEVICE_ID`]; writes ignored.
+//! - Offset 0x108: a 4-byte counter of the writes the device took.
+//! - Everything else reads as all ones and ignores writes.
+
+/// Where the device sits (below 1 GiB, so the guests' identity map reaches it, above any RAM
+/// a `testdev` VM may have).
+pub const TEST_DEVICE_GPA: u64 = 0x3F00_0000;
+/// Its size.
+pub const TEST_DEVICE_SIZE: u64 = 0x1000;
+/// What offset 0x100 reads.
+pub const TEST_DEVICE_ID: u64 = 0x4F49_4D4D_544C_5342; // "BSLTMMIO"
+/// The largest RAM (MiB) a VM with the test device may have.
+pub const TEST_DEVICE_MAX_RAM_MIB: u64 = TEST_DEVICE_GPA >> 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestDevice {
+    scratch: [u8; 64],
+    writes: u32,
+}
+
+impl Default for TestDevice {
+    fn default() -> Self {
+        TestDevice { scratch: [0; 64], writes: 0 }
+    }
+}
+
+impl TestDevice {
+    /// Whether `gpa..gpa+len` lies inside the device.
+    pub fn contains(gpa: u64, len: usize) -> bool {
+        gpa >= TEST_DEVICE_GPA && gpa.saturating_add(len as u64) <= TEST_DEVICE_GPA + TEST_DEVICE_SIZE
+    }
+
+    /// Read `buf.len()` bytes at device offset `offset`.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) {
+        for (i, b) in buf.iter_mut().enumerate() {
+            let at = offset.wrapping_add(i as u64);
+            *b = match at {
+                0..=0x3F => self.scratch[at as usize],
+                0x100..=0x107 => TEST_DEVICE_ID.to_le_bytes()[(at - 0x100) as usize],
+                0x108..=0x10B => self.writes.to_le_bytes()[(at - 0x108) as usize],
+                _ => 0xFF,
+            };
+        }
+    }
+
+    /// Write `data` at device offset `offset`.
+    pub fn write(&mut self, offset: u64, data: &[u8]) {
+        self.writes = self.writes.wrapping_add(1);
+        for (i, &b) in data.iter().enumerate() {
+            let at = offset.wrapping_add(i as u64);
+            if at <= 0x3F {
+                self.scratch[at as usize] = b;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_id_counter_and_the_rest() {
+        let mut d = TestDevice::default();
+        d.write(0, &0x1122_3344_5566_7788u64.to_le_bytes());
+        d.write(3, &[0xAB]);
+        let mut b = [0u8; 8];
+        d.read(0, &mut b);
+        assert_eq!(u64::from_le_bytes(b), 0x1122_3344_AB66_7788);
+        d.read(0x100, &mut b);
+        assert_eq!(u64::from_le_bytes(b), TEST_DEVICE_ID);
+        d.write(0x100, &[0; 8]);
+        d.read(0x100, &mut b);
+        assert_eq!(u64::from_le_bytes(b), TEST_DEVICE_ID, "read-only");
+        let mut c = [0u8; 4];
+        d.read(0x108, &mut c);
+        assert_eq!(u32::from_le_bytes(c), 3);
+        d.read(0x200, &mut c);
+        assert_eq!(c, [0xFF; 4]);
+        // An access that runs off the scratch into unassigned offsets.
+        d.write(0x3E, &[1, 2, 3, 4]);
+        d.read(0x3E, &mut c);
+        assert_eq!(c, [1, 2, 0xFF, 0xFF]);
+        assert!(TestDevice::contains(TEST_DEVICE_GPA + 0xFF8, 8));
+        assert!(!TestDevice::contains(TEST_DEVICE_GPA + 0xFFC, 8));
+        assert!(!TestDevice::contains(TEST_DEVICE_GPA - 1, 1));
+    }
+}
