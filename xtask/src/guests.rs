@@ -20,6 +20,7 @@ pub const PASSING: &[&str] = &[
     "tsc",
     "spec",
     "mmio",
+    "stringio",
     "demo",
 ];
 

@@ -20,11 +20,7 @@ fn mask(size: u8) -> u32 {
 
 pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, io: IoAccess) -> Action {
     if io.string {
-        let rip = vcpu.summary().rip;
-        return Action::Stop(VmOutcome::Failed(format!(
-            "stopped: string port I/O (INS/OUTS) to port {:#x} at RIP {rip:#x} is not emulated by this version of Basalt",
-            io.port
-        )));
+        return super::mmio::string_io(vm, vcpu);
     }
     let m = mask(io.size);
     if io.write {

@@ -151,6 +151,19 @@ pub fn is_mmio(vm: &VmState, gpa: u64) -> bool {
 #[cold]
 #[inline(never)]
 pub fn emulate<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action {
+    emulate_with(vm, vcpu, false)
+}
+
+/// Emulate a string port I/O instruction (INS/OUTS, with REP and DF) through the same code:
+/// each element is one access to the VM's ports (the scratch port keeps its value, unassigned
+/// ports read all ones and ignore writes; a ucall is never a string OUT).
+#[cold]
+#[inline(never)]
+pub fn string_io<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action {
+    emulate_with(vm, vcpu, true)
+}
+
+fn emulate_with<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, string_io: bool) -> Action {
     let s = vcpu.summary();
     let mode = PagingMode { cr0: s.cr0, cr3: s.cr3, cr4: s.cr4, efer: s.efer };
     let mut bytes = [0u8; 15];
@@ -169,10 +182,37 @@ pub fn emulate<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action
         _ => CodeSize::Bits16,
     };
     let regs = *vcpu.gprs();
+    let mut scratch = vm.scratch_port;
+    let mut ucall_by_string = false;
     let mut guest = Guest { vm, vcpu, regs, mode, cpl: s.cpl, unmapped: None };
-    let result = basalt_emu::emulate(&mut guest, &bytes[..fetched], code);
+    let result = if string_io {
+        let mut port_io = |port: u16, size: u8, write: bool, value: &mut u32| {
+            let m = match size {
+                1 => 0xFF,
+                2 => 0xFFFF,
+                _ => u32::MAX,
+            };
+            match (port, write) {
+                (super::io::SCRATCH_PORT, true) => scratch = (scratch & !m) | (*value & m),
+                (super::io::SCRATCH_PORT, false) => *value = scratch & m,
+                (basalt_abi::UCALL_PORT, _) => ucall_by_string = true,
+                (_, false) => *value = super::io::UNASSIGNED_READ & m,
+                (_, true) => {}
+            }
+        };
+        basalt_emu::emulate_string_io(&mut guest, &bytes[..fetched], code, &mut port_io)
+    } else {
+        basalt_emu::emulate(&mut guest, &bytes[..fetched], code)
+    };
     let (unmapped, regs) = (guest.unmapped, guest.regs);
     *vcpu.gprs() = regs;
+    vm.scratch_port = scratch;
+    if ucall_by_string {
+        return Action::Stop(VmOutcome::Failed(format!(
+            "stopped: a ucall is a 32-bit OUT of the record's address, got a string OUTS at RIP {:#x}",
+            s.rip
+        )));
+    }
     match (result, unmapped) {
         (_, Some(gpa)) => Action::Stop(VmOutcome::Failed(format!(
             "stopped: guest-physical address {gpa:#x} is not mapped (an emulated access at RIP {:#x})",
@@ -187,7 +227,7 @@ pub fn emulate<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action
         }
         (Err(e), None) => {
             log::warn!(
-                "VM {}: #UD for an instruction at RIP {:#x} that touched MMIO and is not emulated ({e:?}): bytes {:02x?}",
+                "VM {}: #UD for an instruction at RIP {:#x} that Basalt had to emulate and cannot ({e:?}): bytes {:02x?}",
                 crate::console::Escaped(&vm.name),
                 s.rip,
                 &bytes[..fetched]
