@@ -55,7 +55,7 @@ fn run() {
     guest_assert_eq!(floating, [0xFF; 5]);
 
     // DF = 1: from the last byte backwards, so the first byte is written last.
-    let last = unsafe { bytes.as_ptr().add(3) };
+    let last = bytes.as_ptr().wrapping_add(3);
     let rsi: u64;
     // SAFETY: STD; REP OUTSB of our 4 bytes backwards; CLD.
     unsafe {
