@@ -21,6 +21,7 @@ pub const PASSING: &[&str] = &[
     "spec",
     "mmio",
     "stringio",
+    "modes",
     "demo",
 ];
 
@@ -34,7 +35,7 @@ pub const FAILING: &[&str] = &["fail", "unmapped", "forge", "triplefault"];
 pub const DEMO: &str = "demo";
 
 /// Guests that need `mode=real`.
-const REAL_MODE: &[&str] = &["realmode", "acloop"];
+const REAL_MODE: &[&str] = &["realmode", "acloop", "modes"];
 
 /// Where `build` leaves guest `name` (always a release build: guests are tiny).
 pub fn path(name: &str) -> PathBuf {
