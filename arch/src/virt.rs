@@ -289,6 +289,8 @@ pub enum Event {
     Exception { vector: u8, error_code: Option<u32> },
     /// An external interrupt with this vector (the guest must be interruptible).
     Interrupt { vector: u8 },
+    /// A non-maskable interrupt (vector 2).
+    Nmi,
     /// An event the last exit interrupted, delivered again as it was.
     Redeliver(InterruptedEvent),
 }

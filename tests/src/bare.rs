@@ -151,7 +151,7 @@ pub fn ucall(
             ));
             exit(EXIT_FAILED)
         }
-        UcallKind::RaiseInterrupt | UcallKind::RequestNmi => {
+        UcallKind::RaiseInterrupt | UcallKind::RequestNmi | UcallKind::Inject => {
             println(format_args!("guest assertion failed at {file}:{line}: {kind:?} needs Basalt"));
             exit(EXIT_FAILED)
         }

@@ -54,8 +54,9 @@ pub mod paging;
 pub mod ucall;
 
 pub use basalt_abi::{
-    ExitCounter, UcallKind, UcallRecord, HC_VERSION, HYPERCALL_ABI_VERSION, SCRATCH_MSR, SCRATCH_PORT,
-    UCALL_FILE_LEN, UCALL_MSG_LEN, UCALL_PORT, UCALL_RECORD_SIZE,
+    ExitCounter, UcallKind, UcallRecord, HC_VERSION, HYPERCALL_ABI_VERSION, INJECT_EXCEPTION,
+    INJECT_HAS_ERROR_CODE, INJECT_NMI, SCRATCH_MSR, SCRATCH_PORT, UCALL_FILE_LEN, UCALL_MSG_LEN, UCALL_PORT,
+    UCALL_RECORD_SIZE,
 };
 
 /// Formats `args` into `dst`, cutting the text on a character boundary where it does not fit.

@@ -103,3 +103,25 @@ pub fn request_nmi(delay_us: u64) {
     let at = Location::caller();
     ucall(UcallKind::RequestNmi, at.file(), at.line(), [delay_us, 0, 0, 0], format_args!(""));
 }
+
+/// Has Basalt inject exception `vector` (with `error_code` where given, and CR2 = `cr2` for a
+/// #PF) at the next entry, as if the CPU raised it right after this ucall.
+#[track_caller]
+pub fn inject_exception(vector: u8, error_code: Option<u32>, cr2: u64) {
+    let at = Location::caller();
+    let code = error_code.map_or(0, |c| crate::INJECT_HAS_ERROR_CODE | u64::from(c));
+    ucall(
+        UcallKind::Inject,
+        at.file(),
+        at.line(),
+        [crate::INJECT_EXCEPTION, u64::from(vector), code, cr2],
+        format_args!(""),
+    );
+}
+
+/// Has Basalt inject an NMI at the next entry.
+#[track_caller]
+pub fn inject_nmi() {
+    let at = Location::caller();
+    ucall(UcallKind::Inject, at.file(), at.line(), [crate::INJECT_NMI, 2, 0, 0], format_args!(""));
+}

@@ -22,6 +22,7 @@ pub const PASSING: &[&str] = &[
     "mmio",
     "stringio",
     "modes",
+    "events",
     "demo",
 ];
 

@@ -128,6 +128,7 @@ pub fn encode_event(ev: Event) -> u64 {
     let (ty, vector, error_code) = match ev {
         Event::Exception { vector, error_code } => (event::TYPE_EXCEPTION, vector, error_code),
         Event::Interrupt { vector } => (event::TYPE_INTR, vector, None),
+        Event::Nmi => (event::TYPE_NMI, 2, None),
         Event::Redeliver(e) => {
             let ty = match e.kind {
                 EventKind::External => event::TYPE_INTR,

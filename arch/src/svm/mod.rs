@@ -343,6 +343,12 @@ impl VirtualCpu for SvmVcpu {
     }
     fn set_cr2(&mut self, value: u64) {
         self.vmcb.save.cr2 = value;
+        // VMRUN loads CR2 from the VMCB (APM 15.5.1), but Bochs 2.7 does not: its guest sees
+        // the CPU's own CR2 (a value written natively survives exits, one written to the VMCB
+        // never arrives). Write the register too; Basalt keeps no CR2 of its own while a VM
+        // runs (hoststate restores it when the VM ends).
+        // SAFETY: CR2 only reports page-fault addresses; writing it changes nothing else.
+        unsafe { core::arch::asm!("mov cr2, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
     }
 
     fn efer(&self) -> u64 {

@@ -112,6 +112,7 @@ pub fn encode_event(ev: Event) -> (u32, Option<u32>, u32) {
             (intr::VALID | intr::TYPE_HARDWARE_EXCEPTION | deliver | vector as u32, error_code, 0)
         }
         Event::Interrupt { vector } => (intr::VALID | intr::TYPE_EXTERNAL | vector as u32, None, 0),
+        Event::Nmi => (intr::VALID | intr::TYPE_NMI | 2, None, 0),
         Event::Redeliver(e) => {
             let ty = match e.kind {
                 EventKind::External => intr::TYPE_EXTERNAL,

@@ -94,6 +94,7 @@ fn ucall<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, gpa: u64) -> Ac
                 Err(e) => Action::Stop(VmOutcome::Failed(format!("stopped: ucall record unwritable: {e}"))),
             }
         }
+        Some(UcallKind::Inject) => inject(vm, vcpu, record.args),
         Some(UcallKind::RequestNmi) => match (vm.host.request_nmi)(record.args[0]) {
             Ok(()) => Action::Continue,
             Err(why) => {
@@ -105,5 +106,27 @@ fn ucall<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, gpa: u64) -> Ac
     match action {
         Action::Continue => super::skip(vm, vcpu),
         stop => stop,
+    }
+}
+
+/// The Inject ucall: queue the event the guest asked for (after the ucall's OUT is skipped, so
+/// it arrives as if raised by the next instruction).
+fn inject<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, args: [u64; 4]) -> Action {
+    match (args[0], u8::try_from(args[1])) {
+        (basalt_abi::INJECT_NMI, _) => {
+            vm.events.nmi();
+            Action::Continue
+        }
+        (basalt_abi::INJECT_EXCEPTION, Ok(vector)) if vector < 32 && vector != 2 => {
+            let error_code = (args[2] & basalt_abi::INJECT_HAS_ERROR_CODE != 0).then_some(args[2] as u32);
+            if vector == 14 {
+                vcpu.set_cr2(args[3]);
+            }
+            super::raise(vm, vector, error_code)
+        }
+        _ => Action::Stop(VmOutcome::Failed(format!(
+            "stopped: the inject ucall asked for kind {} vector {}, which is not an exception 0-31 (but 2) or an NMI",
+            args[0], args[1]
+        ))),
     }
 }

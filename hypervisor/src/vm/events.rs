@@ -42,6 +42,7 @@ pub struct Entry {
 pub struct EventQueue {
     irr: [u64; 4],
     exception: Option<(u8, Option<u32>)>,
+    nmi: bool,
     redeliver: Option<InterruptedEvent>,
     window: bool,
     /// Anything to do before the next entry (kept so the exit path tests one bool).
@@ -66,6 +67,12 @@ impl EventQueue {
             .rev()
             .find(|&i| self.irr[i] != 0)
             .map(|i| (i * 64 + 63 - self.irr[i].leading_zeros() as usize) as u8)
+    }
+
+    /// Make an NMI pending (one at a time, like the CPU's NMI latch).
+    pub fn nmi(&mut self) {
+        self.nmi = true;
+        self.busy = true;
     }
 
     /// The event the last exit interrupted: it is delivered again at the next entry.
@@ -123,6 +130,8 @@ impl EventQueue {
             Some(Event::Redeliver(e))
         } else if let Some((vector, error_code)) = self.exception.take() {
             Some(Event::Exception { vector, error_code })
+        } else if core::mem::take(&mut self.nmi) {
+            Some(Event::Nmi)
         } else {
             None
         };
@@ -248,6 +257,18 @@ mod tests {
         q.exception(14, Some(0)).unwrap();
         q.exception(13, Some(0)).unwrap();
         assert_eq!(q.next(|| true).inject, exc(8, Some(0)));
+    }
+
+    #[test]
+    fn an_nmi_comes_after_an_exception_and_before_interrupts() {
+        let mut q = EventQueue::default();
+        q.interrupt(0x50);
+        q.nmi();
+        q.exception(6, None).unwrap();
+        assert_eq!(q.next(|| true).inject, exc(6, None));
+        assert_eq!(q.next(|| true).inject, Some(Event::Nmi));
+        assert_eq!(q.next(|| true).inject, Some(Event::Interrupt { vector: 0x50 }));
+        assert_eq!(q.next(|| true), Entry::default());
     }
 
     #[test]

@@ -51,6 +51,10 @@ pub enum UcallKind {
     /// Ask Basalt to have another CPU send an NMI to the CPU this vCPU runs on, `args[0]`
     /// microseconds from now (a test that host NMIs reach Basalt, not the guest).
     RequestNmi = 7,
+    /// Have Basalt inject an event at the next entry, as if the CPU raised it: `args[0]` the
+    /// kind ([`INJECT_EXCEPTION`] or [`INJECT_NMI`]), `args[1]` the vector, `args[2]` the
+    /// error code (bit 32 set: the exception has one), `args[3]` CR2 for a #PF.
+    Inject = 8,
 }
 
 impl UcallKind {
@@ -63,10 +67,17 @@ impl UcallKind {
             5 => UcallKind::RaiseInterrupt,
             6 => UcallKind::ExitCount,
             7 => UcallKind::RequestNmi,
+            8 => UcallKind::Inject,
             _ => return None,
         })
     }
 }
+
+/// [`UcallKind::Inject`] kinds.
+pub const INJECT_EXCEPTION: u64 = 0;
+pub const INJECT_NMI: u64 = 1;
+/// [`UcallKind::Inject`] `args[2]` bit: the exception pushes the error code in bits 31:0.
+pub const INJECT_HAS_ERROR_CODE: u64 = 1 << 32;
 
 /// Exit kinds a guest can ask the count of with [`UcallKind::ExitCount`].
 #[repr(u64)]
