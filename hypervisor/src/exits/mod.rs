@@ -51,7 +51,15 @@ pub fn dispatch<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, exit: Vm
         VmExit::Instruction(insn) => guarded::instruction(vm, vcpu, insn),
         VmExit::CrWrite { cr, value } => guarded::cr_write(vm, vcpu, cr, value),
         VmExit::NestedPageFault { gpa, fetch: false, .. } if mmio::is_mmio(vm, gpa) => {
-            mmio::emulate(vm, vcpu)
+            match vm.events.interrupted_event() {
+                // The access was the CPU's own, delivering an event (a stack or IDT in MMIO):
+                // there is no instruction to emulate.
+                Some(e) => Action::Stop(VmOutcome::Failed(format!(
+                    "stopped: delivering vector {} touched emulated MMIO at {gpa:#x} (a stack or IDT there is not supported)",
+                    e.vector
+                ))),
+                None => mmio::emulate(vm, vcpu),
+            }
         }
         VmExit::NestedPageFault { gpa, write, fetch } => {
             fault::nested(vm, &vcpu.summary(), gpa, write, fetch)

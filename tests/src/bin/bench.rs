@@ -96,6 +96,29 @@ fn msr_write() {
     };
 }
 
+/// The MMIO test device (module argument `testdev`).
+const DEV: u64 = 0x3F00_0000;
+
+fn mmio_write() {
+    // SAFETY: a 32-bit store to the test device's scratch, emulated by Basalt.
+    unsafe {
+        asm!("mov dword ptr [{d}], {v:e}", d = in(reg) DEV, v = in(reg) 7u32, options(nostack, preserves_flags))
+    };
+}
+
+fn mmio_read() {
+    // SAFETY: a 32-bit load from the test device's scratch, emulated by Basalt.
+    unsafe {
+        asm!("mov {v:e}, dword ptr [{d}]", d = in(reg) DEV, v = out(reg) _, options(nostack, preserves_flags))
+    };
+}
+
+fn irq() {
+    basalt_guests::ucall::raise_interrupt(0x40);
+    // SAFETY: STI; NOP; CLI: the raised interrupt arrives after the NOP, through our IDT.
+    unsafe { asm!("sti", "nop", "cli", options(nomem, nostack)) };
+}
+
 /// Whether this CPU is an Intel one (CPUID vendor): VMCALL there, VMMCALL on AMD.
 fn intel() -> bool {
     let r = __cpuid(0);
@@ -115,9 +138,13 @@ const ROWS: &[Row] = &[
     ("pio-in", || measure(pio_in)),
     ("msr-read", || measure(msr_read)),
     ("msr-write", || measure(msr_write)),
+    ("mmio-write", || measure(mmio_write)),
+    ("mmio-read", || measure(mmio_read)),
+    ("irq", || measure(irq)),
 ];
 
 fn run() {
+    basalt_guests::idt::install();
     for (name, row) in ROWS {
         let total = row();
         guest_println!("BENCH {name} total={total} iters={ITERATIONS}");
