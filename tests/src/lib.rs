@@ -54,7 +54,7 @@ pub mod paging;
 pub mod ucall;
 
 pub use basalt_abi::{
-    ExitCounter, UcallKind, UcallRecord, HC_VERSION, HYPERCALL_ABI_VERSION, INJECT_EXCEPTION,
+    ExitCounter, UcallKind, UcallRecord, HC_STATS, HC_VERSION, HYPERCALL_ABI_VERSION, INJECT_EXCEPTION,
     INJECT_HAS_ERROR_CODE, INJECT_NMI, SCRATCH_MSR, SCRATCH_PORT, UCALL_FILE_LEN, UCALL_MSG_LEN, UCALL_PORT,
     UCALL_RECORD_SIZE,
 };

@@ -23,6 +23,7 @@ pub const PASSING: &[&str] = &[
     "stringio",
     "modes",
     "events",
+    "stats",
     "demo",
 ];
 

@@ -168,6 +168,20 @@ pub fn guest_tests(platform: Platform, lines: AssertionLines) -> Vec<Integration
                 .must_contain(&[&format!("VM {name}: PASS")])
         })
         .collect();
+    // The statistics line asked for by the stats guest (HC_STATS), and the one at its end.
+    if let Some(stats) = tests.iter_mut().find(|t| t.name == "stats") {
+        stats.must_contain.extend(
+            [
+                "VM stats: stats exits=",
+                " msrs=0x4b420000:2",
+                " ports=0xe4:3,0xe0:1",
+                " injected_interrupts=1 ",
+                " guest_ticks=",
+                " hypercall=1",
+            ]
+            .map(String::from),
+        );
+    }
     let fail_at = format!("VM fail: FAIL: guest assertion failed at {}:{fail_line}", guests::FAIL_SOURCE);
     tests.push(
         IntegrationTest::new(platform, "fail", GUESTS_CMDLINE)

@@ -3,13 +3,17 @@
 
 use crate::vm::{Action, VmState};
 pub use basalt_abi::HC_VERSION;
-use basalt_abi::HYPERCALL_ABI_VERSION;
+use basalt_abi::{HC_STATS, HYPERCALL_ABI_VERSION};
 use basalt_arch::virt::VirtualCpu;
 
 pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action {
     let regs = vcpu.gprs();
     regs.rax = match regs.rax {
         HC_VERSION => HYPERCALL_ABI_VERSION,
+        HC_STATS => {
+            log::info!("VM {}: stats {}", crate::console::Escaped(&vm.name), vm.stats.report());
+            0
+        }
         _ => u64::MAX,
     };
     super::skip(vm, vcpu)

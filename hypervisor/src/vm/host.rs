@@ -332,5 +332,6 @@ fn build_and_run(
             changed.join(", ")
         )),
     };
+    log::info!("VM {}: stats {}", crate::console::Escaped(&config.name), state.stats.report());
     Ok((outcome, state.stats))
 }

@@ -191,15 +191,22 @@ impl VmState {
 /// inject (or asks for an interrupt window); after each exit the event it cut short, if any,
 /// goes back into the queue.
 pub fn run<V: VirtualCpu + ?Sized>(state: &mut VmState, vcpu: &mut V) -> VmOutcome {
+    let mut exited_at = basalt_arch::io::rdtsc();
     loop {
         let entry = state.events.next(|| vcpu.interruptible());
         if let Some(event) = entry.inject {
+            state.stats.injected(&event);
             vcpu.inject(event);
         }
         if let Some(on) = entry.window {
             vcpu.request_interrupt_window(on);
         }
+        let entered_at = basalt_arch::io::rdtsc();
         let exit = vcpu.run();
+        let now = basalt_arch::io::rdtsc();
+        state.stats.basalt_ticks += entered_at.wrapping_sub(exited_at);
+        state.stats.guest_ticks += now.wrapping_sub(entered_at);
+        exited_at = now;
         if let Some(cut_short) = vcpu.interrupted_event() {
             state.events.interrupted(cut_short);
         }

@@ -16,6 +16,9 @@
 
 /// Hypercall `HC_VERSION` (RAX = 0): returns Basalt's hypercall ABI version.
 pub const HC_VERSION: u64 = 0;
+/// Hypercall `HC_STATS` (RAX = 1): Basalt prints this vCPU's statistics line on its console
+/// (`VM <name>: stats ...`, see the README) and returns 0.
+pub const HC_STATS: u64 = 1;
 /// What [`HC_VERSION`] returns: major << 16 | minor.
 pub const HYPERCALL_ABI_VERSION: u64 = 1 << 16;
 
