@@ -235,6 +235,26 @@ pub fn init_this_cpu() {
     reset_extended_state();
 }
 
+/// The guest's value of one of the MSRs that stay live in the CPU while its vCPU runs
+/// (STAR, LSTAR, CSTAR, SFMASK, KERNEL_GS_BASE, TSC_AUX where RDTSCP exists), or `None` for
+/// any other MSR.
+pub fn live_msr(msr: u32) -> Option<u64> {
+    let known = SWITCHED_MSRS.contains(&msr) && (msr != TSC_AUX || has_rdtscp());
+    // SAFETY: one of the switched MSRs, which exist on every x86_64 CPU (TSC_AUX checked).
+    known.then(|| unsafe { rdmsr(msr) })
+}
+
+/// Set one of the MSRs of [`live_msr`] for the guest (its value was checked by the VM core);
+/// `false` for any other MSR. Basalt uses none of them, and restores its own when the VM ends.
+pub fn set_live_msr(msr: u32, value: u64) -> bool {
+    if live_msr(msr).is_none() {
+        return false;
+    }
+    // SAFETY: as in `live_msr`; the VM core refused non-canonical addresses and reserved bits.
+    unsafe { wrmsr(msr, value) };
+    true
+}
+
 /// The state a guest reaches and Basalt switches itself (see the module doc).
 pub struct Switched {
     dr: [u64; 4],

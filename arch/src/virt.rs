@@ -383,6 +383,13 @@ pub trait VirtualCpu {
     fn set_rflags(&mut self, value: u64);
     /// The base of segment register `seg` (0 ES, 1 CS, 2 SS, 3 DS, 4 FS, 5 GS).
     fn segment_base(&self, seg: u8) -> u64;
+    /// The guest's value of an MSR the backend keeps for it (in the VMCS/VMCB, or live in the
+    /// CPU while it runs): FS_BASE, GS_BASE, KERNEL_GS_BASE, STAR, LSTAR, CSTAR, SFMASK,
+    /// SYSENTER_CS/ESP/EIP, TSC_AUX. `None` for any other MSR.
+    fn guest_msr(&self, msr: u32) -> Option<u64>;
+    /// Set one of [`VirtualCpu::guest_msr`]'s MSRs (checked by the VM core); `false` if the
+    /// backend does not keep `msr`.
+    fn set_guest_msr(&mut self, msr: u32, value: u64) -> bool;
     /// Set the guest's CR2 before Basalt injects a #PF (SDM 6.15: CR2 holds the address).
     fn set_cr2(&mut self, value: u64);
     /// Add `offset` (wrapping) to the TSC the guest reads with RDTSC and RDTSCP (VMX TSC
@@ -418,4 +425,19 @@ pub fn code_bits(cr0: u64, efer: u64, cs_attrib: u16) -> u8 {
     } else {
         32
     }
+}
+
+/// MSR numbers the backends keep for the guest (SDM Vol. 4 Table 2-2).
+pub mod msr {
+    pub const SYSENTER_CS: u32 = 0x174;
+    pub const SYSENTER_ESP: u32 = 0x175;
+    pub const SYSENTER_EIP: u32 = 0x176;
+    pub const STAR: u32 = 0xC000_0081;
+    pub const LSTAR: u32 = 0xC000_0082;
+    pub const CSTAR: u32 = 0xC000_0083;
+    pub const SFMASK: u32 = 0xC000_0084;
+    pub const FS_BASE: u32 = 0xC000_0100;
+    pub const GS_BASE: u32 = 0xC000_0101;
+    pub const KERNEL_GS_BASE: u32 = 0xC000_0102;
+    pub const TSC_AUX: u32 = 0xC000_0103;
 }

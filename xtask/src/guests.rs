@@ -24,6 +24,7 @@ pub const PASSING: &[&str] = &[
     "modes",
     "events",
     "stats",
+    "msrs",
     "demo",
 ];
 

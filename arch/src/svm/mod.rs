@@ -341,6 +341,46 @@ impl VirtualCpu for SvmVcpu {
         let s = &self.vmcb.save;
         [s.es, s.cs, s.ss, s.ds, s.fs, s.gs].get(seg as usize).map_or(0, |g| g.base)
     }
+    fn guest_msr(&self, m: u32) -> Option<u64> {
+        use crate::virt::msr::*;
+        let s = &self.vmcb.save;
+        Some(match m {
+            FS_BASE => s.fs.base,
+            GS_BASE => s.gs.base,
+            KERNEL_GS_BASE => s.kernel_gs_base,
+            STAR => s.star,
+            LSTAR => s.lstar,
+            CSTAR => s.cstar,
+            SFMASK => s.sfmask,
+            SYSENTER_CS => s.sysenter_cs,
+            SYSENTER_ESP => s.sysenter_esp,
+            SYSENTER_EIP => s.sysenter_eip,
+            // Not in the VMCB: live in the CPU while the guest runs.
+            _ => return crate::hoststate::live_msr(m).filter(|_| m == TSC_AUX),
+        })
+    }
+
+    fn set_guest_msr(&mut self, m: u32, value: u64) -> bool {
+        use crate::virt::msr::*;
+        let s = &mut self.vmcb.save;
+        let slot = match m {
+            FS_BASE => &mut s.fs.base,
+            GS_BASE => &mut s.gs.base,
+            KERNEL_GS_BASE => &mut s.kernel_gs_base,
+            STAR => &mut s.star,
+            LSTAR => &mut s.lstar,
+            CSTAR => &mut s.cstar,
+            SFMASK => &mut s.sfmask,
+            SYSENTER_CS => &mut s.sysenter_cs,
+            SYSENTER_ESP => &mut s.sysenter_esp,
+            SYSENTER_EIP => &mut s.sysenter_eip,
+            TSC_AUX => return crate::hoststate::set_live_msr(m, value),
+            _ => return false,
+        };
+        *slot = value;
+        true
+    }
+
     fn set_cr2(&mut self, value: u64) {
         self.vmcb.save.cr2 = value;
         // VMRUN loads CR2 from the VMCB (APM 15.5.1), but Bochs 2.7 does not: its guest sees

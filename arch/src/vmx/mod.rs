@@ -668,6 +668,33 @@ impl VirtualCpu for VmxVcpu {
             [guest::ES_BASE, guest::CS_BASE, guest::SS_BASE, guest::DS_BASE, guest::FS_BASE, guest::GS_BASE];
         field.get(seg as usize).map_or(0, |&f| self.current().read(f))
     }
+    fn guest_msr(&self, m: u32) -> Option<u64> {
+        use crate::virt::msr::*;
+        let field = match m {
+            FS_BASE => guest::FS_BASE,
+            GS_BASE => guest::GS_BASE,
+            SYSENTER_CS => guest::IA32_SYSENTER_CS,
+            SYSENTER_ESP => guest::IA32_SYSENTER_ESP,
+            SYSENTER_EIP => guest::IA32_SYSENTER_EIP,
+            // Not in the VMCS: live in the CPU while the guest runs (hoststate switches them).
+            _ => return crate::hoststate::live_msr(m),
+        };
+        Some(self.current().read(field))
+    }
+
+    fn set_guest_msr(&mut self, m: u32, value: u64) -> bool {
+        use crate::virt::msr::*;
+        let field = match m {
+            FS_BASE => guest::FS_BASE,
+            GS_BASE => guest::GS_BASE,
+            SYSENTER_CS => guest::IA32_SYSENTER_CS,
+            SYSENTER_ESP => guest::IA32_SYSENTER_ESP,
+            SYSENTER_EIP => guest::IA32_SYSENTER_EIP,
+            _ => return crate::hoststate::set_live_msr(m, value),
+        };
+        self.current().write(field, value).is_ok()
+    }
+
     fn set_cr2(&mut self, value: u64) {
         // SAFETY: the guest's CR2 is the live one while its vCPU owns this CPU (hoststate
         // switches it at VM start and end); writing it has no other effect.

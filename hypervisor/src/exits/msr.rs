@@ -7,7 +7,7 @@
 
 use crate::vm::{Action, VmState};
 use basalt_arch::virt::bits::{CR0_PG, EFER_LMA, EFER_LME, EFER_NXE};
-use basalt_arch::virt::VirtualCpu;
+use basalt_arch::virt::{msr, VirtualCpu};
 
 pub use basalt_abi::SCRATCH_MSR;
 const IA32_TSC: u32 = 0x10;
@@ -21,6 +21,32 @@ use basalt_arch::spec::{
     FLUSH_CMD_L1D, IA32_ARCH_CAPABILITIES, IA32_FLUSH_CMD, IA32_PRED_CMD, IA32_SPEC_CTRL, PRED_CMD_IBPB,
 };
 
+const IA32_TSC_ADJUST: u32 = 0x3B;
+
+/// Whether the guest's CPUID offers IA32_TSC_ADJUST (leaf 7 EBX[1]).
+fn tsc_adjust_offered(vm: &VmState) -> bool {
+    vm.cpuid.lookup(7, 0)[1] & (1 << 1) != 0
+}
+
+/// MSRs that hold a linear address: a non-canonical value is #GP (SDM Vol. 4 Table 2-2).
+fn is_address_msr(m: u32) -> bool {
+    matches!(
+        m,
+        msr::FS_BASE
+            | msr::GS_BASE
+            | msr::KERNEL_GS_BASE
+            | msr::LSTAR
+            | msr::CSTAR
+            | msr::SYSENTER_ESP
+            | msr::SYSENTER_EIP
+    )
+}
+
+/// Canonical for 48-bit linear addresses (CPUID hides LA57).
+fn canonical(a: u64) -> bool {
+    ((a as i64) << 16 >> 16) as u64 == a
+}
+
 fn gp<V: VirtualCpu + ?Sized>(_vcpu: &mut V, vm: &mut VmState) -> Action {
     super::raise(vm, 13, Some(0))
 }
@@ -30,6 +56,8 @@ pub fn read<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32) ->
         SCRATCH_MSR => vm.scratch_msr,
         IA32_TSC => (vm.host.now)().wrapping_add(vm.tsc_offset),
         IA32_EFER => vcpu.efer(),
+        IA32_TSC_ADJUST if tsc_adjust_offered(vm) => vm.tsc_adjust,
+        m if vm.msrs.holds(m) => vm.msrs.read(m).unwrap_or(0),
         // The speculation controls (crate::mitigations::GuestSpec): readable exactly where the
         // guest's CPUID advertises them; PRED_CMD and FLUSH_CMD are write-only (SDM Vol. 4
         // Table 2-2).
@@ -41,7 +69,10 @@ pub fn read<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32) ->
             Some(value) => value,
             None => return gp(vcpu, vm),
         },
-        _ => return gp(vcpu, vm),
+        m => match vcpu.guest_msr(m) {
+            Some(value) => value,
+            None => return gp(vcpu, vm),
+        },
     };
     let regs = vcpu.gprs();
     regs.rax = value & 0xFFFF_FFFF;
@@ -52,6 +83,30 @@ pub fn read<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32) ->
 pub fn write<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32, value: u64) -> Action {
     match msr {
         SCRATCH_MSR => vm.scratch_msr = value,
+        // A write of the TSC moves TSC_ADJUST by the same amount (SDM 17.17.3).
+        IA32_TSC => {
+            let offset = value.wrapping_sub((vm.host.now)());
+            vm.tsc_adjust = vm.tsc_adjust.wrapping_add(offset.wrapping_sub(vm.tsc_offset));
+            vm.tsc_offset = offset;
+            vcpu.set_tsc_offset(offset);
+        }
+        IA32_TSC_ADJUST if tsc_adjust_offered(vm) => {
+            vm.tsc_offset = vm.tsc_offset.wrapping_add(value.wrapping_sub(vm.tsc_adjust));
+            vm.tsc_adjust = value;
+            vcpu.set_tsc_offset(vm.tsc_offset);
+        }
+        m if vm.msrs.holds(m) => {
+            if vm.msrs.write(m, value).is_err() {
+                return gp(vcpu, vm);
+            }
+        }
+        m if is_address_msr(m) && !canonical(value) => return gp(vcpu, vm),
+        m if matches!(m, msr::SFMASK | msr::TSC_AUX) && value >> 32 != 0 => return gp(vcpu, vm),
+        m if vcpu.guest_msr(m).is_some() => {
+            if !vcpu.set_guest_msr(m, value) {
+                return gp(vcpu, vm);
+            }
+        }
         IA32_EFER => {
             let old = vcpu.efer();
             let paging = vcpu.summary().cr0 & CR0_PG != 0;

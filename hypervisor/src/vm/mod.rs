@@ -8,6 +8,7 @@ pub mod events;
 #[cfg(target_os = "none")]
 pub mod host;
 pub mod memory;
+pub mod msrs;
 pub mod placement;
 pub mod setup;
 pub mod stats;
@@ -110,6 +111,10 @@ pub struct VmState {
     pub nmis_at_start: u64,
     /// Added to the host TSC to give the guest's (wrapping): the VM's TSC starts near zero.
     pub tsc_offset: u64,
+    /// The MSRs kept in software (MTRRs, PAT, MISC_ENABLE, machine check).
+    pub msrs: msrs::GuestMsrs,
+    /// IA32_TSC_ADJUST as the guest sees it (SDM 17.17.3).
+    pub tsc_adjust: u64,
     /// The MMIO test device, where the configuration asks for it (`testdev`).
     pub test_device: Option<testdev::TestDevice>,
     /// The guest-linear to guest-physical translation of the code at RIP, reused while it
@@ -136,6 +141,13 @@ impl VmState {
             host: HostHooks::none(),
             nmis_at_start: 0,
             tsc_offset: 0,
+            msrs: msrs::GuestMsrs::new(
+                core::arch::x86_64::__cpuid(0x8000_0000)
+                    .eax
+                    .checked_sub(0x8000_0007)
+                    .map_or(36, |_| core::arch::x86_64::__cpuid(0x8000_0008).eax as u8),
+            ),
+            tsc_adjust: 0,
             test_device: None,
             code_walk: walk::TranslationCache::default(),
             guest_spec: crate::mitigations::GuestSpec::default(),
@@ -310,6 +322,12 @@ mod tests {
             0
         }
         fn set_cr2(&mut self, _: u64) {}
+        fn guest_msr(&self, _: u32) -> Option<u64> {
+            None
+        }
+        fn set_guest_msr(&mut self, _: u32, _: u64) -> bool {
+            false
+        }
         fn set_efer(&mut self, _: u64) {}
         fn spec_ctrl(&self) -> Option<(u64, u64)> {
             self.spec_ctrl
