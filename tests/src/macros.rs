@@ -119,3 +119,34 @@ macro_rules! entry {
         }
     };
 }
+
+/// The assembler macro `basalt_ucall_record label, kind, arg1, "file", "message"` for guests
+/// written in assembly (the real-mode ones): it lays out one [`crate::UcallRecord`] at `label`
+/// (kind, line 0, args `[0, arg1, 0, 0]`, the file and message texts), and fails to assemble
+/// if the texts overrun the record. Put `basalt_guests::ucall_record_macro!()` first in the
+/// guest's `global_asm!` and pass the `file_len`, `msg_len` and `size` consts it names.
+#[macro_export]
+macro_rules! ucall_record_macro {
+    () => {
+        concat!(
+            ".macro basalt_ucall_record label, kind, arg1, file, msg\n",
+            ".balign 8\n",
+            "\\label:\n",
+            ".long \\kind\n",
+            ".long 0\n",
+            ".quad 0, \\arg1, 0, 0\n",
+            ".short 2f - 1f, 4f - 3f\n",
+            ".long 0\n",
+            "1:\n",
+            ".ascii \"\\file\"\n",
+            "2:\n",
+            ".skip {file_len} - (2b - 1b)\n",
+            "3:\n",
+            ".ascii \"\\msg\"\n",
+            "4:\n",
+            ".skip {msg_len} - (4b - 3b)\n",
+            ".org \\label + {size}\n",
+            ".endm\n",
+        )
+    };
+}

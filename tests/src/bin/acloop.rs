@@ -10,6 +10,7 @@ basalt_guests::panic_handler!();
 
 #[cfg(target_os = "none")]
 core::arch::global_asm!(
+    basalt_guests::ucall_record_macro!(),
     ".section .text.real, \"awx\"",
     ".code16",
     ".global real_start",
@@ -83,22 +84,7 @@ core::arch::global_asm!(
     "ac_idt_desc:",
     ".word ac_idt_end - ac_idt - 1",
     ".long ac_idt",
-    ".balign 8",
-    "ac_record:",
-    ".long {fail}", // kind
-    ".long 0",      // line
-    ".quad 0, 0, 0, 0",
-    ".short ac_file_end - ac_file, ac_msg_end - ac_msg",
-    ".long 0",
-    "ac_file:",
-    ".ascii \"tests/src/bin/acloop.rs\"",
-    "ac_file_end:",
-    ".skip {file_len} - (ac_file_end - ac_file)",
-    "ac_msg:",
-    ".ascii \"#AC delivery did not loop: the ring-3 #AC handler ran\"",
-    "ac_msg_end:",
-    ".skip {msg_len} - (ac_msg_end - ac_msg)",
-    ".org ac_record + {size}",
+    "basalt_ucall_record ac_record, {fail}, 0, \"tests/src/bin/acloop.rs\", \"#AC delivery did not loop: the ring-3 #AC handler ran\"",
     ".code64",
     fail = const basalt_guests::UcallKind::AssertFail as u32,
     port = const basalt_guests::UCALL_PORT,

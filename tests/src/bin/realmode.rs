@@ -6,6 +6,7 @@ basalt_guests::panic_handler!();
 
 #[cfg(target_os = "none")]
 core::arch::global_asm!(
+    basalt_guests::ucall_record_macro!(),
     ".section .text.real, \"awx\"",
     ".code16",
     ".global real_start",
@@ -33,23 +34,7 @@ core::arch::global_asm!(
     "jmp 4b",
     // A ucall record (see UcallRecord): AssertFail until the code above makes it Done.
     ".section .data.real_record, \"aw\"",
-    ".balign 8",
-    "real_record:",
-    ".long {fail}", // kind
-    ".long 0",      // line
-    ".quad 0, 55, 0, 0",
-    ".short real_file_end - real_file, real_msg_end - real_msg",
-    ".long 0",
-    "real_file:",
-    ".ascii \"tests/src/bin/realmode.rs\"",
-    "real_file_end:",
-    ".skip {file_len} - (real_file_end - real_file)",
-    "real_msg:",
-    ".ascii \"real-mode sum of 1..=10 (args[0]) is not 55 (args[1])\"",
-    "real_msg_end:",
-    ".skip {msg_len} - (real_msg_end - real_msg)",
-    // Fails to assemble if the fields above overran UCALL_RECORD_SIZE.
-    ".org real_record + {size}",
+    "basalt_ucall_record real_record, {fail}, 55, \"tests/src/bin/realmode.rs\", \"real-mode sum of 1..=10 (args[0]) is not 55 (args[1])\"",
     ".code64",
     done = const basalt_guests::UcallKind::Done as u32,
     fail = const basalt_guests::UcallKind::AssertFail as u32,
