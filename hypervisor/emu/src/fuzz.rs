@@ -117,17 +117,6 @@ impl FuzzMachine {
     }
 }
 
-fn seg_index(seg: Segment) -> usize {
-    match seg {
-        Segment::Es => 0,
-        Segment::Cs => 1,
-        Segment::Ss => 2,
-        Segment::Ds => 3,
-        Segment::Fs => 4,
-        Segment::Gs => 5,
-    }
-}
-
 impl Machine for FuzzMachine {
     fn gpr(&self, reg: Gpr) -> u64 {
         self.regs.get(reg.index()).copied().unwrap_or(0)
@@ -150,7 +139,7 @@ impl Machine for FuzzMachine {
         self.rflags = rflags;
     }
     fn segment_base(&self, seg: Segment) -> u64 {
-        self.bases.get(seg_index(seg)).copied().unwrap_or(0)
+        self.bases.get(seg.index()).copied().unwrap_or(0)
     }
     fn read(&mut self, linear: u64, buf: &mut [u8]) -> Result<(), Fault> {
         self.access(linear, buf.len(), false)?;

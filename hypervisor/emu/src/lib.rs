@@ -127,6 +127,14 @@ pub enum Segment {
     Gs,
 }
 
+impl Segment {
+    /// The register's number in instruction encodings (ES 0, CS 1, SS 2, DS 3, FS 4, GS 5;
+    /// SDM Vol. 2 Table 3-6).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// The code size of the instruction being emulated: the D flag of CS, or CS.L in IA-32e mode
 /// (SDM Vol. 3 5.2.1). Real mode and virtual-8086 mode are 16-bit; compatibility mode is 16-
 /// or 32-bit.

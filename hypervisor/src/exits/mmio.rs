@@ -121,15 +121,7 @@ impl<V: VirtualCpu + ?Sized> Machine for Guest<'_, V> {
         self.vcpu.set_rflags(rflags)
     }
     fn segment_base(&self, seg: Segment) -> u64 {
-        let index = match seg {
-            Segment::Es => 0,
-            Segment::Cs => 1,
-            Segment::Ss => 2,
-            Segment::Ds => 3,
-            Segment::Fs => 4,
-            Segment::Gs => 5,
-        };
-        self.vcpu.segment_base(index)
+        self.vcpu.segment_base(seg.index() as u8)
     }
     fn read(&mut self, linear: u64, buf: &mut [u8]) -> Result<(), Fault> {
         self.access(linear, buf, false)

@@ -53,17 +53,6 @@ impl TestMachine {
     }
 }
 
-fn seg_index(seg: Segment) -> usize {
-    match seg {
-        Segment::Es => 0,
-        Segment::Cs => 1,
-        Segment::Ss => 2,
-        Segment::Ds => 3,
-        Segment::Fs => 4,
-        Segment::Gs => 5,
-    }
-}
-
 impl Machine for TestMachine {
     fn gpr(&self, reg: Gpr) -> u64 {
         self.regs[reg.index()]
@@ -84,7 +73,7 @@ impl Machine for TestMachine {
         self.rflags = rflags;
     }
     fn segment_base(&self, seg: Segment) -> u64 {
-        self.bases[seg_index(seg)]
+        self.bases[seg.index()]
     }
     fn read(&mut self, linear: u64, buf: &mut [u8]) -> Result<(), Fault> {
         if let Some(f) = self.fault_at(linear, buf.len(), false) {
