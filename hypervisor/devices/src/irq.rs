@@ -7,47 +7,74 @@
 //! to the LAPICs it [`Destination`] selects.
 
 /// Where a device's interrupt goes: a global system interrupt number (the IOAPIC pin; GSIs
-/// 0-15 are also the ISA IRQs the PIC sees).
+/// 0-15 are also the ISA IRQs the PIC sees) and which of the line's sources this device is
+/// (0-31), so that several devices can share one line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IrqLine(pub u32);
+pub struct IrqLine {
+    pub gsi: u32,
+    pub source: u8,
+}
 
 impl IrqLine {
+    /// Source 0 of `gsi`.
+    pub const fn new(gsi: u32) -> Self {
+        IrqLine { gsi, source: 0 }
+    }
+    pub const fn shared(gsi: u32, source: u8) -> Self {
+        IrqLine { gsi, source }
+    }
+    pub fn set(self, sink: &mut dyn IrqSink, level: bool) {
+        sink.set_level(self.gsi, self.source, level);
+    }
     pub fn raise(self, sink: &mut dyn IrqSink) {
-        sink.set_level(self.0, true);
+        self.set(sink, true);
     }
     pub fn lower(self, sink: &mut dyn IrqSink) {
-        sink.set_level(self.0, false);
+        self.set(sink, false);
     }
     /// An edge: raise then lower.
     pub fn pulse(self, sink: &mut dyn IrqSink) {
-        sink.set_level(self.0, true);
-        sink.set_level(self.0, false);
+        self.raise(sink);
+        self.lower(sink);
     }
 }
 
-/// What receives line levels. Lines are shared: the sink ORs the levels of every source of a
-/// GSI, identified by `source`, so two devices on one line work.
+/// What receives line levels. Lines are shared: the sink ORs the levels of every `source`
+/// (0-31) of a GSI, so two devices on one line work; a source outside 0-31 is folded into it.
 pub trait IrqSink {
-    /// Set the level of `gsi`. Calling it with the level a line already has is harmless.
-    fn set_level(&mut self, gsi: u32, level: bool);
+    /// Set the level `source` drives on `gsi`. Setting the level it already has is harmless.
+    fn set_level(&mut self, gsi: u32, source: u8, level: bool);
 }
 
 /// A sink that records what was set, for tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RecordingSink {
-    pub events: alloc::vec::Vec<(u32, bool)>,
+    /// (gsi, source, level), in order.
+    pub events: alloc::vec::Vec<(u32, u8, bool)>,
 }
 
 impl IrqSink for RecordingSink {
-    fn set_level(&mut self, gsi: u32, level: bool) {
-        self.events.push((gsi, level));
+    fn set_level(&mut self, gsi: u32, source: u8, level: bool) {
+        self.events.push((gsi, source, level));
     }
 }
 
 impl RecordingSink {
-    /// The last level set on `gsi`, if any.
+    /// The last level set on `gsi` by any source, if any.
     pub fn level(&self, gsi: u32) -> Option<bool> {
-        self.events.iter().rev().find(|e| e.0 == gsi).map(|e| e.1)
+        self.events.iter().rev().find(|e| e.0 == gsi).map(|e| e.2)
+    }
+    /// How many rising edges `gsi` saw (a set to true after false or nothing).
+    pub fn rises(&self, gsi: u32) -> usize {
+        let mut last = false;
+        let mut n = 0;
+        for e in self.events.iter().filter(|e| e.0 == gsi) {
+            if e.2 && !last {
+                n += 1;
+            }
+            last = e.2;
+        }
+        n
     }
 }
 
