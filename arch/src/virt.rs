@@ -374,6 +374,9 @@ pub trait VirtualCpu {
     fn request_interrupt_window(&mut self, on: bool);
     /// Registers for a report.
     fn summary(&self) -> StateSummary;
+    /// Replace the whole architectural state with `init`, dropping any event being injected:
+    /// what INIT followed by a start-up IPI does to an application processor.
+    fn load_state(&mut self, init: &InitialState);
     /// RSP, RIP and RFLAGS, which live in the VMCS/VMCB (for the instruction emulator).
     fn rsp(&self) -> u64;
     fn set_rsp(&mut self, value: u64);

@@ -10,10 +10,11 @@
 
 use crate::console::{Escaped, GuestLine};
 use crate::vm::config::VmConfig;
-use crate::vm::host::{self, RunEnv};
+use crate::vm::host::{self, BuiltVm, RunEnv};
 use crate::vm::placement::{self, Want};
 use crate::vm::VmOutcome;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use basalt_arch::{apic, idt, io};
 use basalt_boot::Module;
@@ -38,15 +39,18 @@ static WATCHED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_
 /// The TSC rate, for the helper's delays and timer.
 static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
 
-/// A VM handed to a CPU.
-struct Job {
-    module: Module,
-    env: RunEnv,
+/// Work handed to a CPU (one per CPU's mailbox: its size does not matter).
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    /// Build this VM and run its vCPU 0 here; its other vCPUs go to `cpus[1..]`.
+    Build { module: Module, env: RunEnv, cpus: Vec<usize> },
+    /// Run vCPU `index` of a VM another CPU built (on `cpus`).
+    Vcpu { vm: Arc<BuiltVm>, index: u32, cpus: Vec<usize> },
 }
 
 /// A VM that ended, for the boot CPU to report.
 struct Done {
-    cpu: usize,
+    cpus: Vec<usize>,
     name: String,
     outcome: VmOutcome,
     stats: String,
@@ -99,28 +103,55 @@ pub fn watch_this_cpu(on: bool) -> bool {
     true
 }
 
-/// Run one VM on this CPU and say how it ended.
-fn run_here(job: &Job, cpu: usize) -> Done {
-    let label = host::module_label(&job.module);
-    // Whatever the guest prints is one escaped `guest <name>| ...` line (crate::console).
-    let vm_name = label.clone();
-    let console: crate::vm::Console =
-        alloc::boxed::Box::new(move |text| println!("{}", GuestLine { vm: &vm_name, text }));
-    let (name, outcome, stats) = host::run_module(&job.module, console, &job.env);
-    Done { cpu, name, outcome, stats }
+/// The kick of the VM core (vm::vcpus): make the CPU with this APIC ID leave its guest or its
+/// sleep and look at its requests.
+pub fn kick(apic_id: u32) {
+    if apic_id != apic::id() {
+        wake(apic_id);
+    }
 }
 
-/// What an application processor does once it is up: sleep until woken, run the VM in its
-/// mailbox, report it to the boot CPU, sleep again.
+/// Whatever a vCPU's guest prints is one escaped `guest <name>| ...` line (crate::console).
+fn console_for(name: String) -> crate::vm::Console {
+    alloc::boxed::Box::new(move |text| println!("{}", GuestLine { vm: &name, text }))
+}
+
+/// Do one job on this CPU; `Some` when it ended a VM (this CPU ran its last vCPU).
+fn run_job(job: Job) -> Option<Done> {
+    match job {
+        Job::Build { module, env, cpus } => match host::build_vm(&module, &env) {
+            Ok(vm) => {
+                for (index, &cpu) in cpus.iter().enumerate().skip(1) {
+                    let job = Job::Vcpu { vm: vm.clone(), index: index as u32, cpus: cpus.clone() };
+                    *JOBS[cpu].lock() = Some(job);
+                    wake(APIC_IDS[cpu].load(Ordering::Acquire));
+                }
+                let ended = host::run_vcpu(&vm, 0, console_for(vm.config.name.clone()));
+                ended.map(|e| Done { cpus, name: e.name, outcome: e.outcome, stats: e.stats })
+            }
+            Err((name, why)) => {
+                Some(Done { cpus, name, outcome: VmOutcome::Failed(why), stats: String::new() })
+            }
+        },
+        Job::Vcpu { vm, index, cpus } => {
+            let ended = host::run_vcpu(&vm, index, console_for(vm.config.name.clone()));
+            ended.map(|e| Done { cpus, name: e.name, outcome: e.outcome, stats: e.stats })
+        }
+    }
+}
+
+/// What an application processor does once it is up: sleep until woken, do the job in its
+/// mailbox, report a VM that ended to the boot CPU, sleep again.
 pub fn ap_loop(index: usize) -> ! {
     loop {
         x86_64::instructions::interrupts::disable();
         let job = JOBS.get(index).and_then(|j| j.lock().take());
         match job {
             Some(job) => {
-                let done = run_here(&job, index);
-                DONE.lock().push(done);
-                wake(APIC_IDS[0].load(Ordering::Acquire));
+                if let Some(done) = run_job(job) {
+                    DONE.lock().push(done);
+                    wake(APIC_IDS[0].load(Ordering::Acquire));
+                }
             }
             // Interrupts are off from the check to the STI: a wake-up sent in between is
             // taken right after the STI and ends the HLT.
@@ -193,20 +224,13 @@ pub fn run_all(modules: &[Module], env: RunEnv) -> (usize, usize) {
     TSC_KHZ.store(env.tsc_khz, Ordering::Relaxed);
     let cpus = online().max(1);
     let mut passed = 0;
-    if cpus == 1 {
-        for m in modules {
-            info!("VM {}: starting on CPU 0", Escaped(host::module_label(m)));
-            passed += report(&run_here(&Job { module: *m, env }, 0)) as usize;
-        }
-        return (passed, modules.len());
-    }
-    HELPER.store(APIC_IDS[0].load(Ordering::Acquire), Ordering::Release);
     let wants: Vec<Want> = modules
         .iter()
         .map(|m| match VmConfig::parse(m.cmdline.as_str(), None) {
-            Ok(VmConfig { pcpu: Some(c), .. }) => Want::Cpu(c),
+            Ok(c) if !c.pcpus.is_empty() => Want::Cpus(c.pcpus),
+            Ok(c) => Want::Any(c.vcpus as usize),
             // A bad configuration is reported by the CPU that tries to build the VM.
-            _ => Want::Any,
+            _ => Want::Any(1),
         })
         .collect();
     let mut pending: Vec<(usize, Want)> = Vec::new();
@@ -219,27 +243,46 @@ pub fn run_all(modules: &[Module], env: RunEnv) -> (usize, usize) {
             }
         }
     }
+    if cpus == 1 {
+        for (index, _) in pending {
+            let module = modules[index];
+            info!("VM {}: starting on CPU 0", Escaped(host::module_label(&module)));
+            if let Some(done) = run_job(Job::Build { module, env: env, cpus: alloc::vec![0] }) {
+                passed += report(&done) as usize;
+            }
+        }
+        return (passed, modules.len());
+    }
+    HELPER.store(APIC_IDS[0].load(Ordering::Acquire), Ordering::Release);
     let mut busy = alloc::vec![false; cpus];
     busy[0] = true;
     let mut watchdog_on = false;
     loop {
         let mut i = 0;
         while i < pending.len() {
-            let (index, want) = pending[i];
+            let index = pending[i].0;
             let reserved: Vec<usize> = pending
                 .iter()
-                .filter_map(|&(j, w)| match w {
-                    Want::Cpu(c) if j != index => Some(c),
-                    _ => None,
+                .filter(|(j, _)| *j != index)
+                .flat_map(|(_, w)| match w {
+                    Want::Cpus(list) => list.clone(),
+                    Want::Any(_) => Vec::new(),
                 })
                 .collect();
-            match placement::pick(want, &busy, &reserved) {
-                Some(cpu) => {
-                    busy[cpu] = true;
+            match placement::pick(&pending[i].1, &busy, &reserved) {
+                Some(given) => {
+                    for &c in &given {
+                        busy[c] = true;
+                    }
                     let module = modules[index];
-                    info!("VM {}: starting on CPU {cpu}", Escaped(host::module_label(&module)));
-                    *JOBS[cpu].lock() = Some(Job { module, env });
-                    wake(APIC_IDS[cpu].load(Ordering::Acquire));
+                    let label = host::module_label(&module);
+                    match given.as_slice() {
+                        [one] => info!("VM {}: starting on CPU {one}", Escaped(label)),
+                        many => info!("VM {}: starting on CPUs {many:?} (one per vCPU)", Escaped(label)),
+                    }
+                    let first = given[0];
+                    *JOBS[first].lock() = Some(Job::Build { module, env: env, cpus: given });
+                    wake(APIC_IDS[first].load(Ordering::Acquire));
                     pending.remove(i);
                 }
                 None => i += 1,
@@ -247,7 +290,9 @@ pub fn run_all(modules: &[Module], env: RunEnv) -> (usize, usize) {
         }
         let ended: Vec<Done> = core::mem::take(&mut *DONE.lock());
         for done in &ended {
-            busy[done.cpu] = false;
+            for &c in &done.cpus {
+                busy[c] = false;
+            }
             passed += report(done) as usize;
         }
         if pending.is_empty() && busy[1..].iter().all(|b| !b) {

@@ -300,6 +300,7 @@ fn run_modules(boot: &BootInfo) -> (usize, usize) {
             nmis_taken: idt::nmis_taken,
             now: io::rdtsc,
             watchdog: dispatch::watch_this_cpu,
+            idle: host::idle,
         },
         default_time_limit_s: OPTIONS.get().and_then(|o| o.test).map(|_| TEST_TIME_LIMIT_S),
     };

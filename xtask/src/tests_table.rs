@@ -282,6 +282,23 @@ pub fn isolation_tests(platform: Platform) -> Vec<IntegrationTest> {
                 "VM cpuid: PASS",
                 "VM spin: FAIL: stopped: time limit of 3 s reached",
             ]),
+        // A VM of two vCPUs gets two CPUs; its second vCPU waits for a start-up IPI that this
+        // guest never sends, and the VM ends (freeing both) when the first passes. A VM that
+        // wants more CPUs than exist is refused alone.
+        IntegrationTest::new(platform, "vcpus-placement", GUESTS_CMDLINE)
+            .smp(3)
+            .module(guests::path("cpuid"), "name=pair cpus=2")
+            .module(guests::path("cpuid"), "name=toomany cpus=3")
+            .module(guests::path("cpuid"), "name=after")
+            .expect(Expect::Fail)
+            .must_contain(&[
+                "VM toomany: FAIL: not started: cpus=3: needs 3 CPUs",
+                "VM pair: starting on CPUs [1, 2] (one per vCPU)",
+                "VM pair: vCPU 1 on CPU",
+                "VM pair: PASS",
+                "VM after: PASS",
+                "1 of 3 VMs failed",
+            ]),
         // A host NMI sent to the CPU that runs a guest reaches Basalt (two CPUs: the other
         // one sends it).
         IntegrationTest::new(platform, "isolation-nmi", GUESTS_CMDLINE)

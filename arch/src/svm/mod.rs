@@ -116,6 +116,33 @@ fn segment(s: &Segment) -> VmcbSegment {
     VmcbSegment { selector: s.selector, attrib: s.attrib, limit: s.limit, base: s.base }
 }
 
+/// Put `init` in the VMCB's save area: the state at creation, and after INIT and SIPI.
+fn load_save_area(vmcb: &mut Vmcb, init: &InitialState) {
+    let s = &mut vmcb.save;
+    s.es = segment(&init.es);
+    s.cs = segment(&init.cs);
+    s.ss = segment(&init.ss);
+    s.ds = segment(&init.ds);
+    s.fs = segment(&init.fs);
+    s.gs = segment(&init.gs);
+    s.tr = segment(&init.tr);
+    s.ldtr = segment(&init.ldtr);
+    s.gdtr = VmcbSegment { limit: init.gdtr.limit as u32, base: init.gdtr.base, ..Default::default() };
+    s.idtr = VmcbSegment { limit: init.idtr.limit as u32, base: init.idtr.base, ..Default::default() };
+    s.cpl = ((init.ss.attrib >> 5) & 3) as u8;
+    s.efer = init.efer | EFER_SVME;
+    s.cr0 = init.cr0;
+    s.cr3 = init.cr3;
+    s.cr4 = init.cr4;
+    s.dr6 = DR6_INIT;
+    s.dr7 = DR7_INIT;
+    s.rflags = init.rflags;
+    s.rip = init.rip;
+    s.rsp = init.rsp;
+    s.rax = init.gprs.rax;
+    s.g_pat = GUEST_PAT;
+}
+
 impl SvmVcpu {
     /// A vCPU in `init`'s state whose guest-physical memory is translated by the NPT at
     /// `npt_root`, tagged with `asid` (non-zero). `nrips`: the CPU writes `next_rip` (see
@@ -157,29 +184,7 @@ impl SvmVcpu {
         c.np_enable = 1;
         c.n_cr3 = npt_root;
 
-        let s = &mut vmcb.save;
-        s.es = segment(&init.es);
-        s.cs = segment(&init.cs);
-        s.ss = segment(&init.ss);
-        s.ds = segment(&init.ds);
-        s.fs = segment(&init.fs);
-        s.gs = segment(&init.gs);
-        s.tr = segment(&init.tr);
-        s.ldtr = segment(&init.ldtr);
-        s.gdtr = VmcbSegment { limit: init.gdtr.limit as u32, base: init.gdtr.base, ..Default::default() };
-        s.idtr = VmcbSegment { limit: init.idtr.limit as u32, base: init.idtr.base, ..Default::default() };
-        s.cpl = ((init.ss.attrib >> 5) & 3) as u8;
-        s.efer = init.efer | EFER_SVME;
-        s.cr0 = init.cr0;
-        s.cr3 = init.cr3;
-        s.cr4 = init.cr4;
-        s.dr6 = DR6_INIT;
-        s.dr7 = DR7_INIT;
-        s.rflags = init.rflags;
-        s.rip = init.rip;
-        s.rsp = init.rsp;
-        s.rax = init.gprs.rax;
-        s.g_pat = GUEST_PAT;
+        load_save_area(vmcb, init);
 
         let entry_state = EntryState::from_vmcb(vmcb);
         // SAFETY: `enable_this_cpu` ran on this CPU (a precondition of `new`) and the host page
@@ -409,6 +414,16 @@ impl VirtualCpu for SvmVcpu {
             c.v_intr &= !(int_ctl::V_IRQ | int_ctl::V_IGN_TPR);
             c.intercept_misc1 &= !intercept::VINTR;
         }
+    }
+
+    fn load_state(&mut self, init: &InitialState) {
+        load_save_area(self.vmcb, init);
+        self.gprs = init.gprs;
+        let c = &mut self.vmcb.control;
+        c.event_inj = 0;
+        c.interrupt_shadow = 0;
+        // Every cached piece of guest state changed.
+        c.tlb_control = tlb_control::FLUSH_ALL;
     }
 
     fn summary(&self) -> StateSummary {

@@ -219,6 +219,55 @@ pub struct VmxVcpu {
     guest_spec_ctrl: u64,
 }
 
+/// Load `init` as the guest state (SDM 25.4), with the CR0/CR4 read shadows and the IA-32e
+/// mode entry control that go with it, and no event or blocking pending: the state at VM
+/// creation, and after INIT and SIPI.
+fn write_guest_state(
+    v: &Vmcs,
+    caps: &VmxCaps,
+    cr0_fixed0: u64,
+    init: &InitialState,
+) -> Result<(), VirtError> {
+    v.write(control::CR0_READ_SHADOW, init.cr0)?;
+    v.write(control::CR4_READ_SHADOW, init.cr4)?;
+    let entry = v.read(control::VMENTRY_CONTROLS) as u32 & !caps::entry::IA32E_MODE_GUEST;
+    let ia32e = if init.efer & EFER_LMA != 0 { caps::entry::IA32E_MODE_GUEST } else { 0 };
+    v.write(control::VMENTRY_CONTROLS, (entry | ia32e) as u64)?;
+    v.write(control::VMENTRY_INTERRUPTION_INFO_FIELD, 0)?;
+    v.write(guest::CR0, (init.cr0 | cr0_fixed0) & caps.cr0_fixed1)?;
+    v.write(guest::CR3, init.cr3)?;
+    v.write(guest::CR4, (init.cr4 | caps.cr4_fixed0) & caps.cr4_fixed1)?;
+    v.write(guest::IA32_EFER_FULL, init.efer)?;
+    v.write(guest::DR7, 0x400)?;
+    v.write(guest::IA32_DEBUGCTL_FULL, 0)?;
+    v.write(guest::RSP, init.rsp)?;
+    v.write(guest::RIP, init.rip)?;
+    v.write(guest::RFLAGS, init.rflags | RFLAGS_RESERVED1)?;
+    v.write_segment(seg::ES, init.es.into())?;
+    v.write_segment(seg::CS, init.cs.into())?;
+    v.write_segment(seg::SS, init.ss.into())?;
+    v.write_segment(seg::DS, init.ds.into())?;
+    v.write_segment(seg::FS, init.fs.into())?;
+    v.write_segment(seg::GS, init.gs.into())?;
+    let mut ldtr: VmxSegment = init.ldtr.into();
+    ldtr.access_rights |= check::AR_UNUSABLE;
+    v.write_segment(seg::LDTR, ldtr)?;
+    v.write_segment(seg::TR, init.tr.into())?;
+    v.write(guest::GDTR_BASE, init.gdtr.base)?;
+    v.write(guest::GDTR_LIMIT, init.gdtr.limit as u64)?;
+    v.write(guest::IDTR_BASE, init.idtr.base)?;
+    v.write(guest::IDTR_LIMIT, init.idtr.limit as u64)?;
+    v.write(guest::IA32_SYSENTER_CS, 0)?;
+    v.write(guest::IA32_SYSENTER_ESP, 0)?;
+    v.write(guest::IA32_SYSENTER_EIP, 0)?;
+    v.write(guest::INTERRUPTIBILITY_STATE, 0)?;
+    v.write(guest::ACTIVITY_STATE, 0)?;
+    v.write(guest::PENDING_DBG_EXCEPTIONS, 0)?;
+    v.write(guest::LINK_PTR_FULL, !0)?;
+
+    Ok(())
+}
+
 impl VmxVcpu {
     /// Create a vCPU on the calling CPU (which must have run `enable_this_cpu`): allocate and
     /// fill its VMCS (controls, host state, guest state from `init`), its I/O and MSR bitmaps
@@ -295,9 +344,7 @@ impl VmxVcpu {
         let cr0_mask = (cr0_fixed0 | !caps.cr0_fixed1) & 0xFFFF_FFFF;
         let cr4_mask = (caps.cr4_fixed0 | !caps.cr4_fixed1 | CR4_HIDDEN) & 0xFFFF_FFFF;
         v.write(control::CR0_GUEST_HOST_MASK, cr0_mask)?;
-        v.write(control::CR0_READ_SHADOW, init.cr0)?;
         v.write(control::CR4_GUEST_HOST_MASK, cr4_mask)?;
-        v.write(control::CR4_READ_SHADOW, init.cr4)?;
 
         // Host state (SDM 26.2.3), loaded on every VM exit.
         let cr4 = read_cr4();
@@ -347,37 +394,7 @@ impl VmxVcpu {
         v.write(host::IA32_EFER_FULL, efer)?;
         v.write(host::RIP, switch::exit_stub())?;
 
-        // Guest state (SDM 25.4).
-        v.write(guest::CR0, (init.cr0 | cr0_fixed0) & caps.cr0_fixed1)?;
-        v.write(guest::CR3, init.cr3)?;
-        v.write(guest::CR4, (init.cr4 | caps.cr4_fixed0) & caps.cr4_fixed1)?;
-        v.write(guest::IA32_EFER_FULL, init.efer)?;
-        v.write(guest::DR7, 0x400)?;
-        v.write(guest::IA32_DEBUGCTL_FULL, 0)?;
-        v.write(guest::RSP, init.rsp)?;
-        v.write(guest::RIP, init.rip)?;
-        v.write(guest::RFLAGS, init.rflags | RFLAGS_RESERVED1)?;
-        v.write_segment(seg::ES, init.es.into())?;
-        v.write_segment(seg::CS, init.cs.into())?;
-        v.write_segment(seg::SS, init.ss.into())?;
-        v.write_segment(seg::DS, init.ds.into())?;
-        v.write_segment(seg::FS, init.fs.into())?;
-        v.write_segment(seg::GS, init.gs.into())?;
-        let mut ldtr: VmxSegment = init.ldtr.into();
-        ldtr.access_rights |= check::AR_UNUSABLE;
-        v.write_segment(seg::LDTR, ldtr)?;
-        v.write_segment(seg::TR, init.tr.into())?;
-        v.write(guest::GDTR_BASE, init.gdtr.base)?;
-        v.write(guest::GDTR_LIMIT, init.gdtr.limit as u64)?;
-        v.write(guest::IDTR_BASE, init.idtr.base)?;
-        v.write(guest::IDTR_LIMIT, init.idtr.limit as u64)?;
-        v.write(guest::IA32_SYSENTER_CS, 0)?;
-        v.write(guest::IA32_SYSENTER_ESP, 0)?;
-        v.write(guest::IA32_SYSENTER_EIP, 0)?;
-        v.write(guest::INTERRUPTIBILITY_STATE, 0)?;
-        v.write(guest::ACTIVITY_STATE, 0)?;
-        v.write(guest::PENDING_DBG_EXCEPTIONS, 0)?;
-        v.write(guest::LINK_PTR_FULL, !0)?;
+        write_guest_state(&v, &caps, cr0_fixed0, init)?;
 
         flush_all_contexts(&caps);
         Ok(VmxVcpu {
@@ -727,6 +744,13 @@ impl VirtualCpu for VmxVcpu {
             self.controls.proc1 &= !proc1::INTERRUPT_WINDOW_EXITING;
         }
         let _ = v.write(control::PRIMARY_PROCBASED_EXEC_CONTROLS, self.controls.proc1 as u64);
+    }
+
+    fn load_state(&mut self, init: &InitialState) {
+        let v = self.current();
+        // A VMCS field the CPU refuses leaves the state invalid; the next entry reports it.
+        let _ = write_guest_state(&v, &self.caps, self.cr0_forced, init);
+        self.gprs = init.gprs;
     }
 
     fn summary(&self) -> StateSummary {

@@ -1,6 +1,8 @@
-//! HLT: the vCPU waits for an interrupt. With one pending it resumes at once and takes it; a
-//! vCPU that can never be woken (interrupts masked, or no source of interrupts in this VM)
-//! stops its VM with a report instead of hanging a physical CPU forever.
+//! HLT: the vCPU waits for an interrupt. With one pending it resumes at once and takes it; in a
+//! VM of several vCPUs it sleeps on its pCPU until another CPU posts it an interrupt, an NMI,
+//! INIT or the VM's stop (whatever its RFLAGS.IF: a `cli; hlt` vCPU still wakes for NMI and
+//! INIT); a lone vCPU that can never be woken (interrupts masked, or no source of interrupts
+//! in this VM) stops its VM with a report instead of hanging a physical CPU forever.
 
 use crate::vm::{Action, VmOutcome, VmState};
 use alloc::format;
@@ -13,6 +15,10 @@ pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action 
     }
     if vm.events.has_interrupt() {
         // Delivered before the next entry if the guest can take it (see `Vm::run`).
+        return Action::Continue;
+    }
+    if vm.shared.vcpus.len() > 1 {
+        vm.shared.vcpus[vm.vcpu as usize].set_mode(crate::vm::vcpus::Mode::Halted);
         return Action::Continue;
     }
     let reason = if vcpu.interruptible() {

@@ -71,13 +71,13 @@ impl<V: VirtualCpu + ?Sized> Guest<'_, V> {
             }
             let gpa = self.physical(at, write)?;
             let on_device = TestDevice::contains(gpa, piece.len());
-            let done = match (&mut self.vm.test_device, on_device) {
+            let done = match (&self.vm.test_device, on_device) {
                 (Some(dev), true) if write => {
-                    dev.write(gpa - TEST_DEVICE_GPA, piece);
+                    dev.lock().write(gpa - TEST_DEVICE_GPA, piece);
                     true
                 }
                 (Some(dev), true) => {
-                    dev.read(gpa - TEST_DEVICE_GPA, piece);
+                    dev.lock().read(gpa - TEST_DEVICE_GPA, piece);
                     true
                 }
                 _ if write => self.vm.memory.write(gpa, piece).is_ok(),

@@ -18,7 +18,7 @@ pub use cpuid::{virtual_cpuid, CpuidTable, HYPERVISOR_SIGNATURE};
 pub use io::{SCRATCH_PORT, UNASSIGNED_READ};
 pub use msr::SCRATCH_MSR;
 
-pub use fault::REFLECT_LOOP_LIMIT;
+pub use fault::{past_time_limit, REFLECT_LOOP_LIMIT};
 pub use length::{decode_length, skip};
 
 use crate::vm::{Action, VmOutcome, VmState};

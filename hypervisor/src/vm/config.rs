@@ -27,15 +27,17 @@ pub struct VmConfig {
     /// `time_limit=<seconds>`: the VM is stopped with a report once it has run this long
     /// (`0`: no limit). Without the word, the default the caller passes to `parse`.
     pub time_limit_s: Option<u64>,
-    /// `pcpus=<index>`: the physical CPU (its index, 0 = the boot CPU) the VM's vCPU runs on;
-    /// `None`: the next free one.
-    pub pcpu: Option<usize>,
+    /// `cpus=<n>`: how many vCPUs (the first starts the others with INIT-SIPI-SIPI).
+    pub vcpus: u32,
+    /// `pcpus=<i>,<j>,..`: the physical CPUs (indices, 0 = the boot CPU) the vCPUs run on, one
+    /// per vCPU in order; empty: the next free ones.
+    pub pcpus: alloc::vec::Vec<usize>,
     /// `testdev`: the MMIO test device (vm::testdev) at its guest-physical address.
     pub test_device: bool,
 }
 
-/// vCPUs a VM may have in this version (`cpus=`).
-pub const MAX_VCPUS: u64 = 1;
+/// vCPUs a VM may have (`cpus=`).
+pub const MAX_VCPUS: u64 = 16;
 
 /// Default guest RAM.
 pub const DEFAULT_MEM_MIB: u64 = 16;
@@ -69,7 +71,8 @@ impl VmConfig {
     /// `time_limit=` (the kernel gives test VMs one).
     pub fn parse(text: &str, default_time_limit_s: Option<u64>) -> Result<VmConfig, ConfigError> {
         let mut time_limit_s = default_time_limit_s;
-        let mut pcpu = None;
+        let mut pcpus = alloc::vec::Vec::new();
+        let mut vcpus = 1;
         let mut test_device = false;
         let mut name = None;
         let mut mem_mib = DEFAULT_MEM_MIB;
@@ -116,22 +119,16 @@ impl VmConfig {
                 "cpus" => {
                     let n = number("cpus", value)?;
                     if n == 0 || n > MAX_VCPUS {
-                        return Err(ConfigError(alloc::format!(
-                            "cpus={n}: this version runs VMs of exactly {MAX_VCPUS} vCPU (several vCPUs per VM are not built yet)"
-                        )));
+                        return Err(ConfigError(alloc::format!("cpus={n}: a VM has 1 to {MAX_VCPUS} vCPUs")));
                     }
+                    vcpus = n as u32;
                 }
                 "pcpus" => {
                     let list = value.unwrap_or("");
                     let cpus: Result<alloc::vec::Vec<usize>, _> =
                         list.split(',').map(str::parse::<usize>).collect();
-                    match cpus.as_deref() {
-                        Ok([one]) => pcpu = Some(*one),
-                        Ok(_) => {
-                            return Err(ConfigError(alloc::format!(
-                                "pcpus={list}: name one CPU per vCPU ({MAX_VCPUS} in this version)"
-                            )))
-                        }
+                    match cpus {
+                        Ok(list) => pcpus = list,
                         Err(_) => {
                             return Err(ConfigError(alloc::format!(
                                 "pcpus= needs CPU numbers separated by commas, got {list:?}"
@@ -152,6 +149,15 @@ impl VmConfig {
             }
         }
         let name = name.ok_or_else(|| ConfigError("every VM needs name=<name>".into()))?;
+        if !pcpus.is_empty() && pcpus.len() != vcpus as usize {
+            return Err(ConfigError(alloc::format!(
+                "pcpus= names {} CPU(s) for cpus={vcpus}: name one CPU per vCPU",
+                pcpus.len()
+            )));
+        }
+        if let Some(c) = pcpus.iter().enumerate().find_map(|(i, c)| pcpus[..i].contains(c).then_some(c)) {
+            return Err(ConfigError(alloc::format!("pcpus= names CPU {c} twice: one vCPU per CPU")));
+        }
         if test_device && mem_mib > super::testdev::TEST_DEVICE_MAX_RAM_MIB {
             return Err(ConfigError(alloc::format!(
                 "testdev with mem={mem_mib}: the test device at {:#x} needs RAM of at most {} MiB",
@@ -161,7 +167,7 @@ impl VmConfig {
         }
         let mem_bytes = mem_mib << 20;
         let quota_bytes = quota_kib.map_or(mem_bytes + (DEFAULT_OVERHEAD_KIB << 10), |k| k << 10);
-        Ok(VmConfig { name, mem_bytes, mode, quota_bytes, time_limit_s, pcpu, test_device })
+        Ok(VmConfig { name, mem_bytes, mode, quota_bytes, time_limit_s, vcpus, pcpus, test_device })
     }
 }
 
@@ -183,8 +189,11 @@ mod tests {
         assert_eq!(VmConfig::parse("name=a", Some(30)).unwrap().time_limit_s, Some(30), "the default");
         assert_eq!(VmConfig::parse("name=a time_limit=0", Some(30)).unwrap().time_limit_s, None, "0: none");
         let c = VmConfig::parse("name=a cpus=1 pcpus=3", None).unwrap();
-        assert_eq!(c.pcpu, Some(3));
-        assert_eq!(VmConfig::parse("name=a", None).unwrap().pcpu, None);
+        assert_eq!(c.pcpus, [3]);
+        assert_eq!(VmConfig::parse("name=a", None).unwrap().pcpus, []);
+        let c = VmConfig::parse("name=a cpus=4 pcpus=4,2,1,3", None).unwrap();
+        assert_eq!((c.vcpus, c.pcpus.as_slice()), (4, &[4, 2, 1, 3][..]));
+        assert_eq!(VmConfig::parse("name=a cpus=2", None).unwrap().vcpus, 2);
         assert!(VmConfig::parse("name=a testdev", None).unwrap().test_device);
         assert!(!VmConfig::parse("name=a", None).unwrap().test_device);
     }
@@ -200,9 +209,10 @@ mod tests {
             ("name=a colour=blue", "unknown word \"colour\""),
             ("name=a/b", "name= needs"),
             ("name=a time_limit=soon", "time_limit= needs a whole number"),
-            ("name=a cpus=2", "cpus=2: this version runs VMs of exactly 1 vCPU"),
+            ("name=a cpus=17", "cpus=17: a VM has 1 to 16 vCPUs"),
             ("name=a cpus=0", "cpus=0"),
-            ("name=a pcpus=1,2", "pcpus=1,2: name one CPU per vCPU"),
+            ("name=a pcpus=1,2", "pcpus= names 2 CPU(s) for cpus=1: name one CPU per vCPU"),
+            ("name=a cpus=2 pcpus=3,3", "names CPU 3 twice"),
             ("name=a pcpus=x", "pcpus= needs CPU numbers"),
             ("name=a testdev mem=2048", "needs RAM of at most 1008 MiB"),
             ("name=a time_limit=100000", "at most 86400 seconds"),

@@ -62,6 +62,12 @@ impl EventQueue {
         self.irr.iter().any(|&w| w != 0)
     }
 
+    /// Whether a halted vCPU has something to wake for: an NMI, or an interrupt if its
+    /// RFLAGS.IF is set (`if_set`).
+    pub fn has_wakeup(&self, if_set: bool) -> bool {
+        self.nmi || (if_set && self.has_interrupt())
+    }
+
     fn highest_interrupt(&self) -> Option<u8> {
         (0..4)
             .rev()

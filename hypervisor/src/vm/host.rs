@@ -4,20 +4,25 @@
 
 use super::account::{Account, ChargeError};
 use super::config::VmConfig;
+use super::vcpus::VmShared;
 use super::{setup, Console, HostHooks, VmOutcome, VmState};
 use crate::frames::FrameAllocator;
 use crate::kernel::FRAMES;
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
 use basalt_arch::cpu::{CpuInfo, Virtualization};
 use basalt_arch::hoststate::{self, Snapshot, Switched};
 use basalt_arch::mtrr::{memtype, Mtrrs};
 use basalt_arch::nested::{self, LeafPolicy, NestedFormat};
 use basalt_arch::paging::PhysTables;
+use basalt_arch::virt::InitialState;
 use basalt_arch::virt::{FrameSource, VirtError};
 use basalt_arch::{apic, idt, svm, vmx};
 use basalt_boot::Module;
 use core::sync::atomic::{AtomicU32, Ordering};
+use spin::Mutex;
 use spin::Once;
 
 /// Which hardware extension runs the VMs, decided once from CPUID.
@@ -177,101 +182,189 @@ pub fn module_label(m: &Module) -> String {
         .map_or_else(|| String::from("?"), String::from)
 }
 
-/// Build a VM from a boot module, run it on this CPU until it stops, free everything it used.
-/// Returns the VM's name, how it ended and its exit statistics.
-pub fn run_module(m: &Module, console: Console, env: &RunEnv) -> (String, VmOutcome, String) {
+/// A VM built by the first of its CPUs and run by all of them, one vCPU each. Everything here
+/// is fixed once built except the locked account and notes; what the vCPUs share while they
+/// run is in `shared` (atomics).
+pub struct BuiltVm {
+    pub config: VmConfig,
+    pub shared: Arc<VmShared>,
+    memory: super::memory::GuestMemory,
+    nested_root: u64,
+    /// vCPU 0's first state (the others wait for a start-up IPI).
+    boot_state: InitialState,
+    account: Mutex<Account>,
+    tag: u32,
+    env: RunEnv,
+    backend: Backend,
+    test_device: Option<Arc<Mutex<super::testdev::TestDevice>>>,
+    /// Findings a vCPU made as it ended (Basalt registers a guest changed), for the report.
+    notes: Mutex<Vec<String>>,
+    /// Each vCPU's statistics line, by index.
+    stats: Mutex<Vec<String>>,
+}
+
+/// How a VM ended, reported by the last of its vCPUs.
+pub struct Ended {
+    pub name: String,
+    pub outcome: VmOutcome,
+    pub stats: String,
+}
+
+/// Build the VM a boot module describes: its RAM (zeroed, the image loaded), its nested page
+/// tables, and what its vCPUs share; every frame charged to it. `Err` is (name, report).
+pub fn build_vm(m: &Module, env: &RunEnv) -> Result<Arc<BuiltVm>, (String, String)> {
     let label = module_label(m);
-    let config = match VmConfig::parse(m.cmdline.as_str(), env.default_time_limit_s) {
-        Ok(c) => c,
-        Err(e) => return (label, VmOutcome::Failed(format!("not started: {e}")), String::new()),
-    };
+    let config = VmConfig::parse(m.cmdline.as_str(), env.default_time_limit_s)
+        .map_err(|e| (label, format!("not started: {e}")))?;
     let Some(backend) = Backend::get() else {
-        return (
-            config.name,
-            VmOutcome::Failed("not started: no virtualization backend".into()),
-            String::new(),
-        );
+        return Err((config.name, "not started: no virtualization backend".into()));
     };
     let mut account = Account::new(config.quota_bytes);
-    let result = build_and_run(&config, backend, module_bytes(m), &mut account, console, env);
-    let charged = account.charged();
-    if let Some(frames) = FRAMES.lock().as_mut() {
-        account.release(frames);
-    }
-    match result {
-        Ok((outcome, stats)) => (
-            config.name,
-            outcome,
-            format!("{stats}; {} KiB charged of {} KiB quota", charged >> 10, config.quota_bytes >> 10),
-        ),
-        Err(e) => (config.name, VmOutcome::Failed(format!("not started: {e}")), String::new()),
+    match build_memory(&config, backend, module_bytes(m), &mut account) {
+        Ok((memory, nested_root, boot_state)) => {
+            let tag = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
+            let tsc_offset = 0u64.wrapping_sub((env.hooks.now)());
+            let shared =
+                Arc::new(VmShared::new(config.name.clone(), config.vcpus, tsc_offset, crate::dispatch::kick));
+            let test_device =
+                config.test_device.then(|| Arc::new(Mutex::new(super::testdev::TestDevice::default())));
+            let stats = Mutex::new(alloc::vec![String::new(); config.vcpus as usize]);
+            Ok(Arc::new(BuiltVm {
+                config,
+                shared,
+                memory,
+                nested_root,
+                boot_state,
+                account: Mutex::new(account),
+                tag,
+                env: *env,
+                backend,
+                test_device,
+                notes: Mutex::new(Vec::new()),
+                stats,
+            }))
+        }
+        Err(e) => {
+            if let Some(frames) = FRAMES.lock().as_mut() {
+                account.release(frames);
+            }
+            Err((config.name, format!("not started: {e}")))
+        }
     }
 }
 
-fn build_and_run(
+/// Guest RAM with the image in it, and the nested page tables that map it.
+fn build_memory(
     config: &VmConfig,
     backend: Backend,
     image: &[u8],
     account: &mut Account,
-    console: Console,
-    env: &RunEnv,
-) -> Result<(VmOutcome, super::stats::ExitStats), String> {
+) -> Result<(super::memory::GuestMemory, u64, InitialState), String> {
     let pages = (config.mem_bytes / 4096) as usize;
-    let tag = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
+    let mut guard = FRAMES.lock();
+    let frames = guard.as_mut().ok_or("frame allocator not ready")?;
+    // Guest RAM: aligned so the nested tables can use large pages (1 GiB for 1 GiB guests).
+    let align = if config.mem_bytes >= 1 << 30 { 1 << 30 } else { 2 << 20 };
+    let ram = match account.alloc(frames, pages, align) {
+        Err(super::account::ChargeError::Host(_)) if align > 2 << 20 => account.alloc(frames, pages, 2 << 20),
+        other => other,
+    }
+    .map_err(|e| format!("guest RAM: {e}"))?;
+    // SAFETY: the RAM was just allocated for this VM and is identity-mapped.
+    unsafe { core::ptr::write_bytes(ram as *mut u8, 0, config.mem_bytes as usize) };
+    let mut memory = super::memory::GuestMemory::new();
+    // SAFETY: [ram, ram + size) belongs to this VM's account until `release`.
+    unsafe { memory.add(super::memory::GuestRegion { gpa: 0, size: config.mem_bytes, host: ram }) };
+    let init = setup::load(&memory, image, config.mode)?;
+
+    let format = backend.format();
+    let paging = NESTED.get().ok_or("nested paging not probed")?;
+    let memory_type = |addr: u64, len: u64| match &paging.mtrrs {
+        Some(m) => m.type_of_range(addr, len),
+        None => Some(memtype::WB),
+    };
+    let policy =
+        LeafPolicy { mib_pages: paging.mib_pages, gib_pages: paging.gib_pages, memory_type: &memory_type };
+    let mut source = Charged { account, frames, failure: None };
+    let root = {
+        let mut tables = PhysTables { alloc: || source.alloc(1) };
+        nested::new_root(&mut tables).and_then(|root| {
+            nested::map_range(&mut tables, root, format, 0, ram, config.mem_bytes, &policy).map(|_| root)
+        })
+    }
+    .map_err(|_| source.explain("nested page tables", "out of memory"))?;
+    Ok((memory, root, init))
+}
+
+/// Run vCPU `index` of `vm` on this CPU until the VM stops. The last vCPU to end frees the VM
+/// and returns how it ended.
+pub fn run_vcpu(vm: &Arc<BuiltVm>, index: u32, console: Console) -> Option<Ended> {
+    let me = &vm.shared.vcpus[index as usize];
+    if let Some(cpu) = crate::percpu::this_cpu() {
+        me.place(cpu.apic_id);
+    }
+    if index != 0 {
+        // Application processors start waiting for INIT-SIPI-SIPI from vCPU 0.
+        me.set_mode(super::vcpus::Mode::WaitForSipi);
+    }
+    if let Err(why) = run_vcpu_here(vm, index, console) {
+        vm.shared.stop(VmOutcome::Failed(format!("vCPU {index}: {why}")));
+    }
+    if !vm.shared.vcpu_ended(index) {
+        return None;
+    }
+    // The last one out: nothing runs on this VM's memory or tables any more.
+    let charged = vm.account.lock().charged();
+    if let Some(frames) = FRAMES.lock().as_mut() {
+        vm.account.lock().release(frames);
+    }
+    let notes = core::mem::take(&mut *vm.notes.lock());
+    let outcome = match (vm.shared.outcome(), notes.is_empty()) {
+        (Some(outcome), true) => outcome,
+        (None, true) => VmOutcome::Failed("stopped with no outcome (a Basalt bug)".into()),
+        (Some(VmOutcome::Failed(why)), false) => {
+            VmOutcome::Failed(format!("{why}; and {}", notes.join("; ")))
+        }
+        (_, false) => VmOutcome::Failed(notes.join("; ")),
+    };
+    let stats = vm.stats.lock().join(" | ");
+    Some(Ended {
+        name: vm.config.name.clone(),
+        outcome,
+        stats: format!("{stats}; {} KiB charged of {} KiB quota", charged >> 10, vm.config.quota_bytes >> 10),
+    })
+}
+
+fn run_vcpu_here(vm: &Arc<BuiltVm>, index: u32, console: Console) -> Result<(), String> {
+    let config = &vm.config;
+    let env = &vm.env;
     let active = crate::mitigations::ACTIVE.get();
     let entry = active.map(|a| a.entry).unwrap_or_default();
-    let (memory, mut vcpu) = {
+    // Application processors get their real state from the start-up IPI.
+    let init = if index == 0 { vm.boot_state } else { InitialState::real_mode(0, 0, 0) };
+    let mut vcpu = {
         let mut guard = FRAMES.lock();
         let frames = guard.as_mut().ok_or("frame allocator not ready")?;
-        // Guest RAM: aligned so the nested tables can use large pages (1 GiB for 1 GiB guests).
-        let align = if config.mem_bytes >= 1 << 30 { 1 << 30 } else { 2 << 20 };
-        let ram = match account.alloc(frames, pages, align) {
-            Err(super::account::ChargeError::Host(_)) if align > 2 << 20 => {
-                account.alloc(frames, pages, 2 << 20)
-            }
-            other => other,
-        }
-        .map_err(|e| format!("guest RAM: {e}"))?;
-        // SAFETY: the RAM was just allocated for this VM and is identity-mapped.
-        unsafe { core::ptr::write_bytes(ram as *mut u8, 0, config.mem_bytes as usize) };
-        let mut memory = super::memory::GuestMemory::new();
-        // SAFETY: [ram, ram + size) belongs to this VM's account until `release`.
-        unsafe { memory.add(super::memory::GuestRegion { gpa: 0, size: config.mem_bytes, host: ram }) };
-        let init = setup::load(&memory, image, config.mode)?;
-
-        let format = backend.format();
-        let paging = NESTED.get().ok_or("nested paging not probed")?;
-        let memory_type = |addr: u64, len: u64| match &paging.mtrrs {
-            Some(m) => m.type_of_range(addr, len),
-            None => Some(memtype::WB),
-        };
-        let policy = LeafPolicy {
-            mib_pages: paging.mib_pages,
-            gib_pages: paging.gib_pages,
-            memory_type: &memory_type,
-        };
-        let mut source = Charged { account, frames, failure: None };
-        let root = {
-            let mut tables = PhysTables { alloc: || source.alloc(1) };
-            nested::new_root(&mut tables).and_then(|root| {
-                nested::map_range(&mut tables, root, format, 0, ram, config.mem_bytes, &policy).map(|_| root)
-            })
-        }
-        .map_err(|_| source.explain("nested page tables", "out of memory"))?;
-        let vcpu: Result<Vcpu, VirtError> = match backend {
+        let mut account = vm.account.lock();
+        let mut source = Charged { account: &mut account, frames, failure: None };
+        // One TLB tag per vCPU.
+        let tag = vm.tag.wrapping_mul(crate::vm::config::MAX_VCPUS as u32).wrapping_add(index);
+        let vcpu: Result<Vcpu, VirtError> = match vm.backend {
             Backend::Vmx => {
                 let vpid = (tag % 0xFFFF + 1) as u16;
-                vmx::VmxVcpu::new(&mut source, root, vpid, &init, entry).map(Vcpu::Vmx)
+                vmx::VmxVcpu::new(&mut source, vm.nested_root, vpid, &init, entry).map(Vcpu::Vmx)
             }
             Backend::Svm { nrips, asids } => {
                 let asid = tag % (asids - 1) + 1;
-                svm::SvmVcpu::new(&mut source, root, asid, &init, nrips, entry).map(Vcpu::Svm)
+                svm::SvmVcpu::new(&mut source, vm.nested_root, asid, &init, nrips, entry).map(Vcpu::Svm)
             }
         };
-        (memory, vcpu.map_err(|e| source.explain("vCPU", e))?)
+        vcpu.map_err(|e| source.explain("vCPU", e))?
     };
-    let mut state = VmState::new(config.name.clone(), memory, console);
-    state.test_device = config.test_device.then(super::testdev::TestDevice::default);
+    let mut state = VmState::new(config.name.clone(), vm.memory.clone(), console);
+    state.shared = vm.shared.clone();
+    state.vcpu = index;
+    state.test_device = vm.test_device.clone();
     match &mut vcpu {
         Vcpu::Vmx(v) => state.on_host(v, env.hooks, config.time_limit_s, env.tsc_khz),
         Vcpu::Svm(v) => state.on_host(v, env.hooks, config.time_limit_s, env.tsc_khz),
@@ -282,14 +375,14 @@ fn build_and_run(
     }
     // The placement rule and the IBPB between VMs (crate::mitigations).
     let cpu = crate::percpu::this_cpu().ok_or("no per-CPU data")?;
-    let placement = crate::mitigations::enter_vm(cpu.apic_id, tag, &cpu.last_vm).map_err(|sibling| {
+    let placement = crate::mitigations::enter_vm(cpu.apic_id, vm.tag, &cpu.last_vm).map_err(|sibling| {
         format!(
             "placement: CPU {} is an SMT sibling of CPU {sibling}, which runs another VM (smt_sharing=allow permits it)",
             cpu.apic_id
         )
     })?;
     log::info!(
-        "VM {}: on CPU {} (APIC ID), {} SMT sibling(s) of its core in a guest{}",
+        "VM {}: vCPU {index} on CPU {} (APIC ID), {} SMT sibling(s) of its core in a guest{}",
         crate::console::Escaped(&config.name),
         cpu.apic_id,
         placement.siblings_in_guests,
@@ -300,16 +393,16 @@ fn build_and_run(
     let before = Snapshot::take();
     let switched = Switched::save();
     hoststate::reset_guest_visible();
+    let slice = slice_ticks(env);
     let svm = matches!(vcpu, Vcpu::Svm(_));
     if svm {
         // Time slices: the local APIC timer with the INTR intercept, and where another CPU is
         // online its NMI watchdog as a backstop (NMIs exit whatever the guest's RFLAGS.IF).
-        let per_ms = *APIC_TICKS_PER_MS.call_once(|| apic::timer_ticks_per_ms(env.tsc_khz));
-        apic::timer_periodic(idt::SLICE_VECTOR, per_ms.saturating_mul(SLICE_MS));
+        apic::timer_periodic(idt::SLICE_VECTOR, slice.saturating_mul(SLICE_MS));
         (env.hooks.watchdog)(true);
     }
     // One run loop per backend, so the exit path makes no indirect calls.
-    let outcome = match &mut vcpu {
+    match &mut vcpu {
         Vcpu::Vmx(v) => super::run(&mut state, v),
         Vcpu::Svm(v) => super::run(&mut state, v),
     };
@@ -322,16 +415,38 @@ fn build_and_run(
     drop(vcpu);
     switched.restore();
     let changed = before.differences(&Snapshot::take());
-    let outcome = match (outcome, changed.is_empty()) {
-        (outcome, true) => outcome,
-        (VmOutcome::Passed, false) => {
-            VmOutcome::Failed(format!("the guest changed Basalt's own registers: {}", changed.join(", ")))
-        }
-        (VmOutcome::Failed(why), false) => VmOutcome::Failed(format!(
-            "{why}; and the guest changed Basalt's own registers: {}",
-            changed.join(", ")
-        )),
-    };
-    log::info!("VM {}: stats {}", crate::console::Escaped(&config.name), state.stats.report());
-    Ok((outcome, state.stats))
+    if !changed.is_empty() {
+        vm.notes.lock().push(format!("the guest changed Basalt's own registers: {}", changed.join(", ")));
+    }
+    let name = crate::console::Escaped(&config.name);
+    if config.vcpus == 1 {
+        log::info!("VM {name}: stats {}", state.stats.report());
+    } else {
+        log::info!("VM {name}: vCPU {index} stats {}", state.stats.report());
+    }
+    if let Some(line) = vm.stats.lock().get_mut(index as usize) {
+        *line = format!("{}", state.stats);
+    }
+    Ok(())
+}
+
+/// Local APIC timer ticks per millisecond.
+fn slice_ticks(env: &RunEnv) -> u32 {
+    *APIC_TICKS_PER_MS.call_once(|| apic::timer_ticks_per_ms(env.tsc_khz))
+}
+
+/// What a halted vCPU does until a host interrupt: on SVM the slice timer already runs; on
+/// VMX, whose slices are the preemption timer, a 10 ms local APIC timer bounds the sleep so
+/// the time limit is still checked.
+pub fn idle() {
+    let vmx = matches!(Backend::get(), Some(Backend::Vmx));
+    if vmx {
+        let ticks = APIC_TICKS_PER_MS.get().copied().unwrap_or(1_000);
+        apic::timer_periodic(idt::SLICE_VECTOR, ticks.saturating_mul(SLICE_MS));
+    }
+    x86_64::instructions::interrupts::enable_and_hlt();
+    x86_64::instructions::interrupts::disable();
+    if vmx {
+        apic::timer_stop();
+    }
 }

@@ -29,7 +29,8 @@ impl core::fmt::Display for OutOfRange {
 }
 
 /// A VM's RAM map.
-#[derive(Debug, Default)]
+/// Cloning shares the same RAM (every vCPU of a VM holds the map).
+#[derive(Debug, Default, Clone)]
 pub struct GuestMemory {
     regions: Vec<GuestRegion>,
 }

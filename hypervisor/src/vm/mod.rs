@@ -13,15 +13,18 @@ pub mod placement;
 pub mod setup;
 pub mod stats;
 pub mod testdev;
+pub mod vcpus;
 pub mod walk;
 
 use crate::exits;
 use alloc::boxed::Box;
 use alloc::string::String;
+use alloc::sync::Arc;
 use basalt_abi::ExitCounter;
 use basalt_arch::virt::VirtualCpu;
 use events::EventQueue;
 use memory::GuestMemory;
+use spin::Mutex;
 use stats::{ExitKind, ExitStats};
 
 /// How a VM ended.
@@ -56,6 +59,8 @@ pub struct HostHooks {
     /// Have another CPU send this CPU an NMI at regular intervals while on (a backstop time
     /// slice); false if no CPU can.
     pub watchdog: fn(bool) -> bool,
+    /// Sleep until a host interrupt arrives (a kick, or a timer within a time slice).
+    pub idle: fn(),
 }
 
 impl HostHooks {
@@ -66,6 +71,7 @@ impl HostHooks {
             nmis_taken: || 0,
             now: basalt_arch::io::rdtsc,
             watchdog: |_| false,
+            idle: || {},
         }
     }
 }
@@ -115,8 +121,12 @@ pub struct VmState {
     pub msrs: msrs::GuestMsrs,
     /// IA32_TSC_ADJUST as the guest sees it (SDM 17.17.3).
     pub tsc_adjust: u64,
-    /// The MMIO test device, where the configuration asks for it (`testdev`).
-    pub test_device: Option<testdev::TestDevice>,
+    /// The MMIO test device, where the configuration asks for it (`testdev`), shared by the
+    /// VM's vCPUs.
+    pub test_device: Option<Arc<Mutex<testdev::TestDevice>>>,
+    /// What this VM's vCPUs share, and this vCPU's index in it.
+    pub shared: Arc<vcpus::VmShared>,
+    pub vcpu: u32,
     /// The guest-linear to guest-physical translation of the code at RIP, reused while it
     /// holds (instruction fetches without NRIPS).
     pub code_walk: walk::TranslationCache,
@@ -149,6 +159,8 @@ impl VmState {
             ),
             tsc_adjust: 0,
             test_device: None,
+            shared: Arc::new(vcpus::VmShared::new(String::new(), 1, 0, |_| {})),
+            vcpu: 0,
             code_walk: walk::TranslationCache::default(),
             guest_spec: crate::mitigations::GuestSpec::default(),
             console,
@@ -156,7 +168,7 @@ impl VmState {
     }
 
     /// Use the machine's services, stop the VM after `seconds` of a TSC at `tsc_khz`, report
-    /// that rate in CPUID, and start the VM's TSC at zero (`vcpu` gets the offset).
+    /// that rate in CPUID, and give the vCPU the VM's TSC offset (its TSC started near zero).
     pub fn on_host<V: VirtualCpu + ?Sized>(
         &mut self,
         vcpu: &mut V,
@@ -166,7 +178,7 @@ impl VmState {
     ) {
         self.host = host;
         self.cpuid.set_tsc_khz(tsc_khz);
-        self.tsc_offset = 0u64.wrapping_sub((host.now)());
+        self.tsc_offset = self.shared.tsc_offset;
         vcpu.set_tsc_offset(self.tsc_offset);
         self.nmis_at_start = (host.nmis_taken)();
         self.time_limit = time_limit_s.map(|seconds| TimeLimit {
@@ -199,12 +211,32 @@ impl VmState {
     }
 }
 
-/// Run `vcpu` until its VM stops. Before each entry the event queue picks the one event to
-/// inject (or asks for an interrupt window); after each exit the event it cut short, if any,
-/// goes back into the queue.
+/// Run `vcpu` until its VM stops (this vCPU's handler stopped it, or another vCPU did). Before
+/// each entry the vCPU takes what other CPUs posted to it, sleeps while it is halted or waits
+/// for a start-up IPI, and the event queue picks the one event to inject (or asks for an
+/// interrupt window); after each exit the event it cut short, if any, goes back into the queue.
 pub fn run<V: VirtualCpu + ?Sized>(state: &mut VmState, vcpu: &mut V) -> VmOutcome {
+    let shared = state.shared.clone();
+    let me = &shared.vcpus[state.vcpu as usize];
+    let stopped = |outcome: Option<VmOutcome>| {
+        outcome.unwrap_or_else(|| VmOutcome::Failed("stopped: the VM was stopped".into()))
+    };
     let mut exited_at = basalt_arch::io::rdtsc();
     loop {
+        if me.has_requests() || me.mode() != vcpus::Mode::Outside {
+            if let Err(stop) = between_runs(state, vcpu, me) {
+                if let Some(outcome) = stop {
+                    shared.stop(outcome);
+                }
+                return stopped(shared.outcome());
+            }
+        }
+        // The kick protocol (vm::vcpus): in the guest first, then a last look at the requests.
+        me.set_mode(vcpus::Mode::InGuest);
+        if me.has_requests() {
+            me.set_mode(vcpus::Mode::Outside);
+            continue;
+        }
         let entry = state.events.next(|| vcpu.interruptible());
         if let Some(event) = entry.inject {
             state.stats.injected(&event);
@@ -216,6 +248,7 @@ pub fn run<V: VirtualCpu + ?Sized>(state: &mut VmState, vcpu: &mut V) -> VmOutco
         let entered_at = basalt_arch::io::rdtsc();
         let exit = vcpu.run();
         let now = basalt_arch::io::rdtsc();
+        me.set_mode(vcpus::Mode::Outside);
         state.stats.basalt_ticks += entered_at.wrapping_sub(exited_at);
         state.stats.guest_ticks += now.wrapping_sub(entered_at);
         exited_at = now;
@@ -224,7 +257,72 @@ pub fn run<V: VirtualCpu + ?Sized>(state: &mut VmState, vcpu: &mut V) -> VmOutco
         }
         state.stats.count(&exit);
         if let Action::Stop(outcome) = exits::dispatch(state, vcpu, exit) {
-            return outcome;
+            shared.stop(outcome);
+            return stopped(shared.outcome());
+        }
+    }
+}
+
+/// Take this vCPU's requests, and sleep while it is halted or waits for SIPI. `Err`: the VM
+/// ends (with this outcome, if it is this vCPU that ends it).
+fn between_runs<V: VirtualCpu + ?Sized>(
+    state: &mut VmState,
+    vcpu: &mut V,
+    me: &vcpus::VcpuShared,
+) -> Result<(), Option<VmOutcome>> {
+    use vcpus::{request, Mode};
+    loop {
+        let requests = me.take_requests();
+        if requests & request::STOP != 0 {
+            return Err(None);
+        }
+        if requests & request::EVENT != 0 {
+            let (irr, _tmr) = me.take_posted();
+            for (word, bits) in irr.iter().enumerate() {
+                let mut bits = *bits;
+                while bits != 0 {
+                    let bit = bits.trailing_zeros();
+                    bits &= bits - 1;
+                    state.events.interrupt((word as u32 * 64 + bit) as u8);
+                }
+            }
+        }
+        if requests & request::NMI != 0 {
+            state.events.nmi();
+        }
+        if requests & request::INIT != 0 {
+            // INIT: the vCPU stops and waits for a start-up IPI; what was pending is dropped.
+            state.events = events::EventQueue::default();
+            me.set_mode(Mode::WaitForSipi);
+        }
+        if requests & request::SIPI != 0 {
+            let vector = me.take_sipi();
+            if let (Some(vector), Mode::WaitForSipi) = (vector, me.mode()) {
+                // SDM 10.4.4: the AP starts in real mode at vector:0000 (CS = vector << 8).
+                vcpu.load_state(&basalt_arch::virt::InitialState::real_mode((vector as u16) << 8, 0, 0));
+                me.set_mode(Mode::Outside);
+            }
+        }
+        let sleeping = match me.mode() {
+            Mode::WaitForSipi => true,
+            Mode::Halted
+                if state.events.has_wakeup(vcpu.rflags() & basalt_arch::virt::bits::RFLAGS_IF != 0) =>
+            {
+                me.set_mode(Mode::Outside);
+                false
+            }
+            Mode::Halted => true,
+            _ => false,
+        };
+        if !sleeping {
+            return Ok(());
+        }
+        if let Some(Action::Stop(outcome)) = exits::past_time_limit(state) {
+            return Err(Some(outcome));
+        }
+        // Asleep in `mode`: a sender that posts from now on sees it and kicks (vm::vcpus).
+        if !me.has_requests() {
+            (state.host.idle)();
         }
     }
 }
@@ -343,6 +441,10 @@ mod tests {
         }
         fn summary(&self) -> StateSummary {
             StateSummary { rip: self.rip, ..Default::default() }
+        }
+        fn load_state(&mut self, init: &basalt_arch::virt::InitialState) {
+            self.rip = init.rip;
+            self.gprs = init.gprs;
         }
     }
 
@@ -550,12 +652,16 @@ mod tests {
         cpu.rflags_if = false;
         let VmOutcome::Failed(msg) = run(&mut vm, &mut cpu) else { panic!() };
         assert!(msg.contains("halted") && msg.contains("interrupts are disabled"), "{msg}");
+        // A stopped VM stays stopped: each run below is a new VM on the same RAM.
+        let restart = |vm: &mut VmState| vm.shared = Arc::new(vcpus::VmShared::new("t".into(), 1, 0, |_| {}));
+        restart(&mut vm);
         let mut cpu = Scripted::new(vec![(
             nothing,
             VmExit::NestedPageFault { gpa: 0x3000_0000, write: false, fetch: false },
         )]);
         let VmOutcome::Failed(msg) = run(&mut vm, &mut cpu) else { panic!() };
         assert!(msg.starts_with("stopped: guest-physical address 0x30000000 is not mapped (read)"), "{msg}");
+        restart(&mut vm);
         let mut cpu = Scripted::new(vec![(nothing, VmExit::Shutdown)]);
         assert!(matches!(run(&mut vm, &mut cpu), VmOutcome::Failed(m) if m.contains("triple fault")));
     }
