@@ -247,7 +247,7 @@ pub fn run_all(modules: &[Module], env: RunEnv) -> (usize, usize) {
         for (index, _) in pending {
             let module = modules[index];
             info!("VM {}: starting on CPU 0", Escaped(host::module_label(&module)));
-            if let Some(done) = run_job(Job::Build { module, env: env, cpus: alloc::vec![0] }) {
+            if let Some(done) = run_job(Job::Build { module, env, cpus: alloc::vec![0] }) {
                 passed += report(&done) as usize;
             }
         }
@@ -281,7 +281,7 @@ pub fn run_all(modules: &[Module], env: RunEnv) -> (usize, usize) {
                         many => info!("VM {}: starting on CPUs {many:?} (one per vCPU)", Escaped(label)),
                     }
                     let first = given[0];
-                    *JOBS[first].lock() = Some(Job::Build { module, env: env, cpus: given });
+                    *JOBS[first].lock() = Some(Job::Build { module, env, cpus: given });
                     wake(APIC_IDS[first].load(Ordering::Acquire));
                     pending.remove(i);
                 }
