@@ -7,11 +7,11 @@
 //! is `#[cold]`: CPUID, MSR and port exits never pay for it.
 
 use super::raise;
-use crate::vm::testdev::{TestDevice, TEST_DEVICE_GPA};
 use crate::vm::walk::{read_linear, translate, PagingMode, WalkError};
 use crate::vm::{Action, VmOutcome, VmState};
 use alloc::format;
 use basalt_arch::virt::{GuestGprs, VirtualCpu};
+use basalt_devices::testdev::{TestDevice, TEST_DEVICE_GPA};
 use basalt_emu::{CodeSize, Error, Fault, Gpr, Machine, Segment};
 
 /// The guest as the emulator sees it: its registers through the vCPU, its memory through its

@@ -158,11 +158,11 @@ impl VmConfig {
         if let Some(c) = pcpus.iter().enumerate().find_map(|(i, c)| pcpus[..i].contains(c).then_some(c)) {
             return Err(ConfigError(alloc::format!("pcpus= names CPU {c} twice: one vCPU per CPU")));
         }
-        if test_device && mem_mib > super::testdev::TEST_DEVICE_MAX_RAM_MIB {
+        if test_device && mem_mib > basalt_devices::testdev::TEST_DEVICE_MAX_RAM_MIB {
             return Err(ConfigError(alloc::format!(
                 "testdev with mem={mem_mib}: the test device at {:#x} needs RAM of at most {} MiB",
-                super::testdev::TEST_DEVICE_GPA,
-                super::testdev::TEST_DEVICE_MAX_RAM_MIB
+                basalt_devices::testdev::TEST_DEVICE_GPA,
+                basalt_devices::testdev::TEST_DEVICE_MAX_RAM_MIB
             )));
         }
         let mem_bytes = mem_mib << 20;

@@ -196,7 +196,7 @@ pub struct BuiltVm {
     tag: u32,
     env: RunEnv,
     backend: Backend,
-    test_device: Option<Arc<Mutex<super::testdev::TestDevice>>>,
+    test_device: Option<Arc<Mutex<basalt_devices::testdev::TestDevice>>>,
     /// Findings a vCPU made as it ended (Basalt registers a guest changed), for the report.
     notes: Mutex<Vec<String>>,
     /// Each vCPU's statistics line, by index.
@@ -226,8 +226,9 @@ pub fn build_vm(m: &Module, env: &RunEnv) -> Result<Arc<BuiltVm>, (String, Strin
             let tsc_offset = 0u64.wrapping_sub((env.hooks.now)());
             let shared =
                 Arc::new(VmShared::new(config.name.clone(), config.vcpus, tsc_offset, crate::dispatch::kick));
-            let test_device =
-                config.test_device.then(|| Arc::new(Mutex::new(super::testdev::TestDevice::default())));
+            let test_device = config
+                .test_device
+                .then(|| Arc::new(Mutex::new(basalt_devices::testdev::TestDevice::default())));
             let stats = Mutex::new(alloc::vec![String::new(); config.vcpus as usize]);
             Ok(Arc::new(BuiltVm {
                 config,

@@ -12,7 +12,6 @@ pub mod msrs;
 pub mod placement;
 pub mod setup;
 pub mod stats;
-pub mod testdev;
 pub mod vcpus;
 pub mod walk;
 
@@ -123,7 +122,7 @@ pub struct VmState {
     pub tsc_adjust: u64,
     /// The MMIO test device, where the configuration asks for it (`testdev`), shared by the
     /// VM's vCPUs.
-    pub test_device: Option<Arc<Mutex<testdev::TestDevice>>>,
+    pub test_device: Option<Arc<Mutex<basalt_devices::testdev::TestDevice>>>,
     /// What this VM's vCPUs share, and this vCPU's index in it.
     pub shared: Arc<vcpus::VmShared>,
     pub vcpu: u32,

@@ -6,6 +6,11 @@
 //!   like RAM.
 //! - Offset 0x100: an 8-byte read-only identification value, [`TEST_DEVICE_ID`]; writes ignored.
 //! - Offset 0x108: a 4-byte counter of the writes the device took.
+//! - Offset 0x110: interrupt line level. A 4-byte write of `gsi | level << 8` sets the level
+//!   the device drives on GSI `gsi` (bit 8: 1 asserted, 0 deasserted), so a guest can test
+//!   its interrupt controllers' edge and level paths. Reads give the last value written.
+//! - Offset 0x114: interrupt pulse. A 4-byte write of `gsi` raises and lowers that line (one
+//!   edge).
 //! - Everything else reads as all ones and ignores writes.
 
 /// Where the device sits (below 1 GiB, so the guests' identity map reaches it, above any RAM
@@ -18,15 +23,24 @@ pub const TEST_DEVICE_ID: u64 = 0x4F49_4D4D_544C_5342; // "BSLTMMIO"
 /// The largest RAM (MiB) a VM with the test device may have.
 pub const TEST_DEVICE_MAX_RAM_MIB: u64 = TEST_DEVICE_GPA >> 20;
 
+use crate::bus::{Ctx, Effect, MmioDevice};
+use crate::irq::IrqLine;
+
+/// The highest GSI the interrupt registers drive (the IOAPIC's pins).
+pub const TEST_DEVICE_MAX_GSI: u32 = 23;
+/// Which source of a shared line the test device is (crate::irq).
+pub const TEST_DEVICE_IRQ_SOURCE: u8 = 31;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestDevice {
     scratch: [u8; 64],
     writes: u32,
+    line: u32,
 }
 
 impl Default for TestDevice {
     fn default() -> Self {
-        TestDevice { scratch: [0; 64], writes: 0 }
+        TestDevice { scratch: [0; 64], writes: 0, line: 0 }
     }
 }
 
@@ -44,8 +58,27 @@ impl TestDevice {
                 0..=0x3F => self.scratch[at as usize],
                 0x100..=0x107 => TEST_DEVICE_ID.to_le_bytes()[(at - 0x100) as usize],
                 0x108..=0x10B => self.writes.to_le_bytes()[(at - 0x108) as usize],
+                0x110..=0x113 => self.line.to_le_bytes()[(at - 0x110) as usize],
                 _ => 0xFF,
             };
+        }
+    }
+
+    /// The interrupt registers: which line to drive how, for a write of `data` at `offset`
+    /// (`Some((gsi, Some(level)))` to set a level, `Some((gsi, None))` to pulse).
+    fn line_write(&mut self, offset: u64, data: &[u8]) -> Option<(u32, Option<bool>)> {
+        let value = u32::from_le_bytes(<[u8; 4]>::try_from(data).ok()?);
+        let gsi = value & 0xFF;
+        if gsi > TEST_DEVICE_MAX_GSI {
+            return None;
+        }
+        match offset {
+            0x110 => {
+                self.line = value & 0x1FF;
+                Some((gsi, Some(value & 0x100 != 0)))
+            }
+            0x114 => Some((gsi, None)),
+            _ => None,
         }
     }
 
@@ -61,9 +94,44 @@ impl TestDevice {
     }
 }
 
+impl MmioDevice for TestDevice {
+    fn read(&mut self, _: &mut Ctx<'_>, offset: u64, data: &mut [u8]) {
+        TestDevice::read(self, offset, data)
+    }
+
+    fn write(&mut self, ctx: &mut Ctx<'_>, offset: u64, data: &[u8]) -> Effect {
+        TestDevice::write(self, offset, data);
+        match self.line_write(offset, data) {
+            Some((gsi, Some(level))) => IrqLine::shared(gsi, TEST_DEVICE_IRQ_SOURCE).set(ctx.irq, level),
+            Some((gsi, None)) => IrqLine::shared(gsi, TEST_DEVICE_IRQ_SOURCE).pulse(ctx.irq),
+            None => {}
+        }
+        Effect::None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::irq::RecordingSink;
+
+    #[test]
+    fn the_interrupt_registers_drive_lines() {
+        let mut d = TestDevice::default();
+        let mut sink = RecordingSink::default();
+        let mut ctx = Ctx { now: 0, vcpu: 0, irq: &mut sink };
+        MmioDevice::write(&mut d, &mut ctx, 0x110, &(10u32 | 1 << 8).to_le_bytes());
+        MmioDevice::write(&mut d, &mut ctx, 0x114, &11u32.to_le_bytes());
+        MmioDevice::write(&mut d, &mut ctx, 0x110, &10u32.to_le_bytes());
+        // Out of range, or the wrong width: nothing.
+        MmioDevice::write(&mut d, &mut ctx, 0x110, &(24u32 | 1 << 8).to_le_bytes());
+        MmioDevice::write(&mut d, &mut ctx, 0x114, &[11]);
+        let mut c = [0u8; 4];
+        MmioDevice::read(&mut d, &mut ctx, 0x110, &mut c);
+        assert_eq!(u32::from_le_bytes(c), 10);
+        let s = TEST_DEVICE_IRQ_SOURCE;
+        assert_eq!(sink.events, [(10, s, true), (11, s, true), (11, s, false), (10, s, false)]);
+    }
 
     #[test]
     fn scratch_id_counter_and_the_rest() {
