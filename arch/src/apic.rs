@@ -150,6 +150,13 @@ pub fn timer_periodic(vector: u8, ticks: u32) {
     write(reg::TIMER_INITIAL, ticks.max(1));
 }
 
+/// Fire `vector` on this CPU once, after `ticks` timer ticks (divide by 1).
+pub fn timer_oneshot(vector: u8, ticks: u32) {
+    write(reg::TIMER_DIVIDE, DIVIDE_BY_1);
+    write(reg::LVT_TIMER, vector as u32);
+    write(reg::TIMER_INITIAL, ticks.max(1));
+}
+
 /// Stop and mask this CPU's local APIC timer.
 pub fn timer_stop() {
     write(reg::LVT_TIMER, LVT_MASKED);

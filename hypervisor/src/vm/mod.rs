@@ -58,8 +58,12 @@ pub struct HostHooks {
     /// Have another CPU send this CPU an NMI at regular intervals while on (a backstop time
     /// slice); false if no CPU can.
     pub watchdog: fn(bool) -> bool,
-    /// Sleep until a host interrupt arrives (a kick, or a timer within a time slice).
-    pub idle: fn(),
+    /// Sleep until a host interrupt arrives (a kick) or the host TSC passes the given value,
+    /// and at most one time slice.
+    pub idle: fn(u64),
+    /// Leave the guest no later than the given host TSC (u64::MAX: no deadline; time slices
+    /// still end).
+    pub arm: fn(u64),
 }
 
 impl HostHooks {
@@ -70,7 +74,8 @@ impl HostHooks {
             nmis_taken: || 0,
             now: basalt_arch::io::rdtsc,
             watchdog: |_| false,
-            idle: || {},
+            idle: |_| {},
+            arm: |_| {},
         }
     }
 }
@@ -186,6 +191,12 @@ impl VmState {
         });
     }
 
+    /// The host TSC by which this vCPU must leave its guest for a timer of its own or of the
+    /// VM's devices (u64::MAX: none).
+    pub fn next_deadline(&self) -> u64 {
+        u64::MAX
+    }
+
     /// Print a line on the VM's console.
     pub fn console(&mut self, args: core::fmt::Arguments<'_>) {
         (self.console)(args)
@@ -244,6 +255,7 @@ pub fn run<V: VirtualCpu + ?Sized>(state: &mut VmState, vcpu: &mut V) -> VmOutco
         if let Some(on) = entry.window {
             vcpu.request_interrupt_window(on);
         }
+        (state.host.arm)(state.next_deadline());
         let entered_at = basalt_arch::io::rdtsc();
         let exit = vcpu.run();
         let now = basalt_arch::io::rdtsc();
@@ -321,7 +333,7 @@ fn between_runs<V: VirtualCpu + ?Sized>(
         }
         // Asleep in `mode`: a sender that posts from now on sees it and kicks (vm::vcpus).
         if !me.has_requests() {
-            (state.host.idle)();
+            (state.host.idle)(state.next_deadline());
         }
     }
 }
