@@ -372,6 +372,11 @@ pub trait VirtualCpu {
     fn interruptible(&self) -> bool;
     /// Ask for an exit as soon as the guest becomes interruptible (interrupt window).
     fn request_interrupt_window(&mut self, on: bool);
+    /// Whether an NMI cannot be injected now: the guest is still handling one (NMIs are
+    /// blocked until its IRET) or is in an STI/MOV SS shadow.
+    fn nmi_blocked(&self) -> bool;
+    /// Ask for an exit as soon as an NMI can be injected (NMI window).
+    fn request_nmi_window(&mut self, on: bool);
     /// Registers for a report.
     fn summary(&self) -> StateSummary;
     /// Replace the whole architectural state with `init`, dropping any event being injected:

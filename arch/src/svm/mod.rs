@@ -110,6 +110,12 @@ pub struct SvmVcpu {
     switch_flags: u64,
     /// The guest's IA32_SPEC_CTRL (live in the MSR only while the guest runs).
     guest_spec_ctrl: u64,
+    /// The guest is handling an NMI: NMIs are blocked until its IRET completes. SVM keeps no
+    /// such state for the guest (without vNMI), so the backend does, as KVM does: it
+    /// intercepts the IRET and takes the NMI as unblocked once RIP has left that IRET.
+    nmi_masked: bool,
+    /// The RIP of the intercepted IRET while it has not completed yet.
+    iret_at: Option<u64>,
 }
 
 fn segment(s: &Segment) -> VmcbSegment {
@@ -203,6 +209,8 @@ impl SvmVcpu {
             mitigations,
             switch_flags: mitigations.switch_flags(),
             guest_spec_ctrl: 0,
+            nmi_masked: false,
+            iret_at: None,
         })
     }
 
@@ -263,10 +271,29 @@ impl VirtualCpu for SvmVcpu {
         // What was injected has been delivered, or the exit cut its delivery short and
         // EXITINTINFO says so (APM 15.7.2): the VM core queues it again.
         c.event_inj = 0;
+        if let Some(at) = self.iret_at {
+            if self.vmcb.save.rip != at {
+                // The guest's IRET ran: its NMI handler is over.
+                self.nmi_masked = false;
+                self.iret_at = None;
+            }
+        }
+        let c = &mut self.vmcb.control;
         match c.exit_code {
             exit_code::VINTR => {
                 c.v_intr &= !(int_ctl::V_IRQ | int_ctl::V_IGN_TPR);
                 c.intercept_misc1 &= !intercept::VINTR;
+            }
+            exit_code::IRET => {
+                // Intercepted before it executes: let it run, and ask for an exit as soon as
+                // interrupts are open after it (a guest's NMI handler returns with IF as it
+                // was; with IF = 0 the next exit of any kind completes the NMI window).
+                c.intercept_misc1 &= !intercept::IRET;
+                self.iret_at = Some(self.vmcb.save.rip);
+                c.v_intr |= int_ctl::V_IRQ | int_ctl::V_IGN_TPR;
+                c.intercept_misc1 |= intercept::VINTR;
+                self.gprs.rax = self.vmcb.save.rax;
+                return VmExit::InterruptWindow;
             }
             // The host interrupt is still pending in the local APIC (IF = 0 since the exit):
             // take it now, or the next VMRUN exits at once.
@@ -309,6 +336,15 @@ impl VirtualCpu for SvmVcpu {
     }
 
     fn inject(&mut self, ev: Event) {
+        if matches!(
+            ev,
+            Event::Nmi | Event::Redeliver(InterruptedEvent { kind: crate::virt::EventKind::Nmi, .. })
+        ) {
+            // Blocked until the handler's IRET, which must exit for Basalt to know.
+            self.nmi_masked = true;
+            self.iret_at = None;
+            self.vmcb.control.intercept_misc1 |= intercept::IRET;
+        }
         self.vmcb.control.event_inj = exit::encode_event(ev);
     }
 
@@ -410,9 +446,23 @@ impl VirtualCpu for SvmVcpu {
         if on {
             c.v_intr |= int_ctl::V_IRQ | int_ctl::V_IGN_TPR;
             c.intercept_misc1 |= intercept::VINTR;
-        } else {
+        } else if self.iret_at.is_none() {
             c.v_intr &= !(int_ctl::V_IRQ | int_ctl::V_IGN_TPR);
             c.intercept_misc1 &= !intercept::VINTR;
+        }
+    }
+
+    fn nmi_blocked(&self) -> bool {
+        self.nmi_masked || self.vmcb.control.interrupt_shadow & INTERRUPT_SHADOW != 0
+    }
+
+    fn request_nmi_window(&mut self, on: bool) {
+        let c = &mut self.vmcb.control;
+        if on && !self.nmi_masked {
+            // Only the shadow: the next interrupt window ends it. (While masked, the IRET
+            // intercept set at injection ends it.)
+            c.v_intr |= int_ctl::V_IRQ | int_ctl::V_IGN_TPR;
+            c.intercept_misc1 |= intercept::VINTR;
         }
     }
 
@@ -422,6 +472,9 @@ impl VirtualCpu for SvmVcpu {
         let c = &mut self.vmcb.control;
         c.event_inj = 0;
         c.interrupt_shadow = 0;
+        c.intercept_misc1 &= !intercept::IRET;
+        self.nmi_masked = false;
+        self.iret_at = None;
         // Every cached piece of guest state changed.
         c.tlb_control = tlb_control::FLUSH_ALL;
     }

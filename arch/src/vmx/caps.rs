@@ -41,6 +41,7 @@ pub mod pin {
 /// Primary processor-based VM-execution controls (SDM Table 25-6).
 pub mod proc1 {
     pub const INTERRUPT_WINDOW_EXITING: u32 = 1 << 2;
+    pub const NMI_WINDOW_EXITING: u32 = 1 << 22;
     pub const USE_TSC_OFFSETTING: u32 = 1 << 3;
     pub const HLT_EXITING: u32 = 1 << 7;
     pub const MWAIT_EXITING: u32 = 1 << 10;
@@ -228,7 +229,7 @@ impl Controls {
 pub fn compute_controls(caps: &VmxCaps, long_mode: bool) -> Result<Controls, VirtError> {
     let pin = adjust(
         caps.pinbased,
-        pin::PREEMPTION_TIMER,
+        pin::PREEMPTION_TIMER | pin::VIRTUAL_NMIS,
         pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING,
         &[(pin::EXTERNAL_INTERRUPT_EXITING, "external-interrupt exiting"), (pin::NMI_EXITING, "NMI exiting")],
     )?;

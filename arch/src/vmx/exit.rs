@@ -9,6 +9,7 @@ pub mod reason {
     pub const EXTERNAL_INTERRUPT: u32 = 1;
     pub const TRIPLE_FAULT: u32 = 2;
     pub const INTERRUPT_WINDOW: u32 = 7;
+    pub const NMI_WINDOW: u32 = 8;
     pub const CPUID: u32 = 10;
     pub const GETSEC: u32 = 11;
     pub const HLT: u32 = 12;
@@ -188,7 +189,7 @@ pub fn decode(info: &ExitInfo) -> VmExit {
         },
         reason::TRIPLE_FAULT => VmExit::Shutdown,
         reason::EXTERNAL_INTERRUPT => VmExit::ExternalInterrupt,
-        reason::INTERRUPT_WINDOW => VmExit::InterruptWindow,
+        reason::INTERRUPT_WINDOW | reason::NMI_WINDOW => VmExit::InterruptWindow,
         reason::PREEMPTION_TIMER => VmExit::Preempted,
         reason::EXCEPTION_OR_NMI => {
             let info_ = info.interruption_info;

@@ -42,6 +42,8 @@ const IA32_FS_BASE: u32 = 0xC000_0100;
 const IA32_GS_BASE: u32 = 0xC000_0101;
 /// Guest interruptibility state: blocking by STI (bit 0) and by MOV SS (bit 1) (SDM 25.4.2).
 const BLOCKING_STI_MOVSS: u64 = 3;
+/// Interruptibility state: blocking by NMI (SDM Table 25-3).
+const BLOCKING_NMI: u64 = 8;
 /// Exceptions that exit (exception bitmap): #DB and #AC, whose delivery can loop inside the CPU
 /// without an exit (CVE-2015-8104, CVE-2015-5307), and #MC, which belongs to the host.
 const EXCEPTION_BITMAP: u64 = (1 << 1) | (1 << 17) | (1 << 18);
@@ -742,6 +744,25 @@ impl VirtualCpu for VmxVcpu {
             self.controls.proc1 |= proc1::INTERRUPT_WINDOW_EXITING;
         } else {
             self.controls.proc1 &= !proc1::INTERRUPT_WINDOW_EXITING;
+        }
+        let _ = v.write(control::PRIMARY_PROCBASED_EXEC_CONTROLS, self.controls.proc1 as u64);
+    }
+
+    fn nmi_blocked(&self) -> bool {
+        self.current().read(guest::INTERRUPTIBILITY_STATE) & (BLOCKING_STI_MOVSS | BLOCKING_NMI) != 0
+    }
+
+    fn request_nmi_window(&mut self, on: bool) {
+        // NMI-window exiting exists only with virtual NMIs (SDM 25.6.2), which `compute_controls`
+        // takes where the CPU has them; without, the NMI waits for the next exit.
+        if self.controls.pin & caps::pin::VIRTUAL_NMIS == 0 {
+            return;
+        }
+        let v = self.current();
+        if on {
+            self.controls.proc1 |= proc1::NMI_WINDOW_EXITING;
+        } else {
+            self.controls.proc1 &= !proc1::NMI_WINDOW_EXITING;
         }
         let _ = v.write(control::PRIMARY_PROCBASED_EXEC_CONTROLS, self.controls.proc1 as u64);
     }

@@ -36,6 +36,8 @@ pub struct Entry {
     pub inject: Option<Event>,
     /// `Some(on)`: turn the interrupt-window request on or off (it changed).
     pub window: Option<bool>,
+    /// `Some(on)`: turn the NMI-window request on or off (it changed).
+    pub nmi_window: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,6 +47,7 @@ pub struct EventQueue {
     nmi: bool,
     redeliver: Option<InterruptedEvent>,
     window: bool,
+    nmi_window: bool,
     /// Anything to do before the next entry (kept so the exit path tests one bool).
     busy: bool,
 }
@@ -123,19 +126,30 @@ impl EventQueue {
         Ok(())
     }
 
-    /// The event to inject at the next entry and the interrupt-window change, given whether the
-    /// guest can take an external interrupt now. The redelivered event comes first, then a
-    /// raised exception, then the highest pending interrupt; an interrupt that cannot go now
-    /// asks for a window.
+    /// The event to inject at the next entry and the window changes, given whether the guest
+    /// can take an external interrupt now and whether NMIs are blocked (it is still in an NMI
+    /// handler, or in an STI/MOV SS shadow). The redelivered event comes first, then a raised
+    /// exception, then an NMI, then the highest pending interrupt; an NMI or interrupt that
+    /// cannot go now asks for its window.
     #[inline]
-    pub fn next(&mut self, interruptible: impl FnOnce() -> bool) -> Entry {
+    pub fn next(
+        &mut self,
+        interruptible: impl FnOnce() -> bool,
+        nmi_blocked: impl FnOnce() -> bool,
+    ) -> Entry {
         if !self.busy {
             return Entry::default();
         }
+        let mut want_nmi_window = false;
         let inject = if let Some(e) = self.redeliver.take() {
+            want_nmi_window = self.nmi;
             Some(Event::Redeliver(e))
         } else if let Some((vector, error_code)) = self.exception.take() {
+            want_nmi_window = self.nmi;
             Some(Event::Exception { vector, error_code })
+        } else if self.nmi && nmi_blocked() {
+            want_nmi_window = true;
+            None
         } else if core::mem::take(&mut self.nmi) {
             Some(Event::Nmi)
         } else {
@@ -160,9 +174,15 @@ impl EventQueue {
         };
         let window = (want_window != self.window).then_some(want_window);
         self.window = want_window;
-        self.busy =
-            self.redeliver.is_some() || self.exception.is_some() || self.has_interrupt() || self.window;
-        Entry { inject, window }
+        let nmi_window = (want_nmi_window != self.nmi_window).then_some(want_nmi_window);
+        self.nmi_window = want_nmi_window;
+        self.busy = self.redeliver.is_some()
+            || self.exception.is_some()
+            || self.nmi
+            || self.has_interrupt()
+            || self.window
+            || self.nmi_window;
+        Entry { inject, window, nmi_window }
     }
 }
 
@@ -180,7 +200,7 @@ mod tests {
     #[test]
     fn nothing_queued_injects_nothing() {
         let mut q = EventQueue::default();
-        assert_eq!(q.next(|| true), Entry::default());
+        assert_eq!(q.next(|| true, || false), Entry::default());
     }
 
     #[test]
@@ -191,16 +211,19 @@ mod tests {
         q.interrupt(0x40);
         assert!(q.has_interrupt());
         // Not interruptible: nothing injected, a window asked for once.
-        assert_eq!(q.next(|| false), Entry { inject: None, window: Some(true) });
-        assert_eq!(q.next(|| false), Entry { inject: None, window: None });
-        assert_eq!(q.next(|| true), Entry { inject: Some(Event::Interrupt { vector: 0x80 }), window: None });
+        assert_eq!(q.next(|| false, || false), Entry { inject: None, window: Some(true), nmi_window: None });
+        assert_eq!(q.next(|| false, || false), Entry { inject: None, window: None, nmi_window: None });
+        assert_eq!(
+            q.next(|| true, || false),
+            Entry { inject: Some(Event::Interrupt { vector: 0x80 }), window: None, nmi_window: None }
+        );
         // The second raised interrupt was not replaced by the first.
         assert_eq!(
-            q.next(|| true),
-            Entry { inject: Some(Event::Interrupt { vector: 0x40 }), window: Some(false) }
+            q.next(|| true, || false),
+            Entry { inject: Some(Event::Interrupt { vector: 0x40 }), window: Some(false), nmi_window: None }
         );
         assert!(!q.has_interrupt());
-        assert_eq!(q.next(|| true), Entry::default());
+        assert_eq!(q.next(|| true, || false), Entry::default());
     }
 
     #[test]
@@ -214,13 +237,13 @@ mod tests {
             instruction_len: 0,
         };
         q.interrupted(pf);
-        let e = q.next(|| true);
+        let e = q.next(|| true, || false);
         assert_eq!(
             e,
-            Entry { inject: Some(Event::Redeliver(pf)), window: Some(true) },
+            Entry { inject: Some(Event::Redeliver(pf)), window: Some(true), nmi_window: None },
             "the interrupt waits"
         );
-        assert_eq!(q.next(|| true).inject, Some(Event::Interrupt { vector: 0x30 }));
+        assert_eq!(q.next(|| true, || false).inject, Some(Event::Interrupt { vector: 0x30 }));
     }
 
     #[test]
@@ -228,8 +251,8 @@ mod tests {
         let mut q = EventQueue::default();
         q.interrupted(interrupted(EventKind::External, 0x41));
         q.exception(1, None).unwrap();
-        assert_eq!(q.next(|| true).inject, exc(1, None));
-        assert_eq!(q.next(|| true).inject, Some(Event::Interrupt { vector: 0x41 }));
+        assert_eq!(q.next(|| true, || false).inject, exc(1, None));
+        assert_eq!(q.next(|| true, || false).inject, Some(Event::Interrupt { vector: 0x41 }));
     }
 
     #[test]
@@ -238,16 +261,16 @@ mod tests {
         let mut q = EventQueue::default();
         q.interrupted(interrupted(EventKind::Exception, 14));
         q.exception(13, Some(0)).unwrap();
-        assert_eq!(q.next(|| true).inject, exc(8, Some(0)));
+        assert_eq!(q.next(|| true, || false).inject, exc(8, Some(0)));
         // #PF while delivering #GP: serially, the #PF (Table 6-5). #GP while delivering #DE: #DF.
         let mut q = EventQueue::default();
         q.interrupted(interrupted(EventKind::Exception, 13));
         q.exception(14, Some(2)).unwrap();
-        assert_eq!(q.next(|| true).inject, exc(14, Some(2)));
+        assert_eq!(q.next(|| true, || false).inject, exc(14, Some(2)));
         let mut q = EventQueue::default();
         q.interrupted(interrupted(EventKind::Exception, 0));
         q.exception(13, Some(0)).unwrap();
-        assert_eq!(q.next(|| true).inject, exc(8, Some(0)));
+        assert_eq!(q.next(|| true, || false).inject, exc(8, Some(0)));
         // #PF while delivering #DF: triple fault.
         let mut q = EventQueue::default();
         q.interrupted(interrupted(EventKind::Exception, 8));
@@ -256,13 +279,13 @@ mod tests {
         let mut q = EventQueue::default();
         q.interrupted(interrupted(EventKind::Exception, 17));
         q.exception(17, Some(0)).unwrap();
-        assert_eq!(q.next(|| true).inject, exc(17, Some(0)));
-        assert_eq!(q.next(|| true).inject, None);
+        assert_eq!(q.next(|| true, || false).inject, exc(17, Some(0)));
+        assert_eq!(q.next(|| true, || false).inject, None);
         // #GP while delivering #PF queued by a handler (no exit in between) also gives #DF.
         let mut q = EventQueue::default();
         q.exception(14, Some(0)).unwrap();
         q.exception(13, Some(0)).unwrap();
-        assert_eq!(q.next(|| true).inject, exc(8, Some(0)));
+        assert_eq!(q.next(|| true, || false).inject, exc(8, Some(0)));
     }
 
     #[test]
@@ -271,10 +294,29 @@ mod tests {
         q.interrupt(0x50);
         q.nmi();
         q.exception(6, None).unwrap();
-        assert_eq!(q.next(|| true).inject, exc(6, None));
-        assert_eq!(q.next(|| true).inject, Some(Event::Nmi));
-        assert_eq!(q.next(|| true).inject, Some(Event::Interrupt { vector: 0x50 }));
-        assert_eq!(q.next(|| true), Entry::default());
+        assert_eq!(q.next(|| true, || false).inject, exc(6, None));
+        assert_eq!(q.next(|| true, || false).inject, Some(Event::Nmi));
+        assert_eq!(q.next(|| true, || false).inject, Some(Event::Interrupt { vector: 0x50 }));
+        assert_eq!(q.next(|| true, || false), Entry::default());
+    }
+
+    #[test]
+    fn an_nmi_waits_for_its_window_while_nmis_are_blocked() {
+        let mut q = EventQueue::default();
+        q.nmi();
+        q.interrupt(0x60);
+        // Still in the guest's NMI handler: nothing for the NMI, the window asked for once; the
+        // interrupt is not held up by it.
+        let e = q.next(|| true, || true);
+        assert_eq!(e.inject, Some(Event::Interrupt { vector: 0x60 }));
+        assert_eq!(e.nmi_window, Some(true));
+        assert_eq!(q.next(|| true, || true), Entry::default());
+        // The handler's IRET opened the window: the NMI goes, the window request ends.
+        assert_eq!(
+            q.next(|| true, || false),
+            Entry { inject: Some(Event::Nmi), window: None, nmi_window: Some(false) }
+        );
+        assert_eq!(q.next(|| true, || false), Entry::default());
     }
 
     #[test]
@@ -287,6 +329,6 @@ mod tests {
             instruction_len: 1,
         };
         q.interrupted(int3);
-        assert_eq!(q.next(|| false).inject, Some(Event::Redeliver(int3)));
+        assert_eq!(q.next(|| false, || false).inject, Some(Event::Redeliver(int3)));
     }
 }

@@ -247,13 +247,16 @@ pub fn run<V: VirtualCpu + ?Sized>(state: &mut VmState, vcpu: &mut V) -> VmOutco
             me.set_mode(vcpus::Mode::Outside);
             continue;
         }
-        let entry = state.events.next(|| vcpu.interruptible());
+        let entry = state.events.next(|| vcpu.interruptible(), || vcpu.nmi_blocked());
         if let Some(event) = entry.inject {
             state.stats.injected(&event);
             vcpu.inject(event);
         }
         if let Some(on) = entry.window {
             vcpu.request_interrupt_window(on);
+        }
+        if let Some(on) = entry.nmi_window {
+            vcpu.request_nmi_window(on);
         }
         (state.host.arm)(state.next_deadline());
         let entered_at = basalt_arch::io::rdtsc();
@@ -453,6 +456,10 @@ mod tests {
         fn summary(&self) -> StateSummary {
             StateSummary { rip: self.rip, ..Default::default() }
         }
+        fn nmi_blocked(&self) -> bool {
+            false
+        }
+        fn request_nmi_window(&mut self, _: bool) {}
         fn load_state(&mut self, init: &basalt_arch::virt::InitialState) {
             self.rip = init.rip;
             self.gprs = init.gprs;
@@ -562,7 +569,7 @@ mod tests {
         let rip = cpu.rip;
         let _ = exits::dispatch(&mut vm, &mut cpu, VmExit::RdMsr { msr: 0xDEAD_0000 });
         assert_eq!(
-            vm.events.next(|| true).inject,
+            vm.events.next(|| true, || false).inject,
             Some(Event::Exception { vector: 13, error_code: Some(0) })
         );
         assert_eq!(cpu.rip, rip, "a faulting RDMSR is not skipped");
@@ -589,7 +596,7 @@ mod tests {
             VmExit::RdMsr { msr: IA32_ARCH_CAPABILITIES },
         ] {
             let _ = exits::dispatch(&mut vm, &mut cpu, exit);
-            assert_eq!(vm.events.next(|| true).inject, gp, "{exit:?}");
+            assert_eq!(vm.events.next(|| true, || false).inject, gp, "{exit:?}");
         }
         // SPEC_CTRL with IBRS and SSBD, PRED_CMD and ARCH_CAPABILITIES advertised.
         cpu.spec_ctrl = Some((0, 0b101));
@@ -598,10 +605,10 @@ mod tests {
         vm.guest_spec.view.arch_caps = Some(0x21);
         let _ = exits::dispatch(&mut vm, &mut cpu, VmExit::WrMsr { msr: IA32_SPEC_CTRL, value: 0b101 });
         let _ = exits::dispatch(&mut vm, &mut cpu, VmExit::RdMsr { msr: IA32_SPEC_CTRL });
-        assert_eq!((cpu.gprs.rax, vm.events.next(|| true).inject), (0b101, None));
+        assert_eq!((cpu.gprs.rax, vm.events.next(|| true, || false).inject), (0b101, None));
         // STIBP is not implemented: #GP, and the value stays.
         let _ = exits::dispatch(&mut vm, &mut cpu, VmExit::WrMsr { msr: IA32_SPEC_CTRL, value: 0b010 });
-        assert_eq!((cpu.spec_ctrl, vm.events.next(|| true).inject), (Some((0b101, 0b101)), gp));
+        assert_eq!((cpu.spec_ctrl, vm.events.next(|| true, || false).inject), (Some((0b101, 0b101)), gp));
         let _ = exits::dispatch(&mut vm, &mut cpu, VmExit::WrMsr { msr: IA32_PRED_CMD, value: 1 });
         assert_eq!(GUEST_IBPBS.load(core::sync::atomic::Ordering::Relaxed), 1);
         for bad in [
@@ -611,7 +618,7 @@ mod tests {
             VmExit::WrMsr { msr: IA32_FLUSH_CMD, value: 1 },
         ] {
             let _ = exits::dispatch(&mut vm, &mut cpu, bad);
-            assert_eq!(vm.events.next(|| true).inject, gp, "{bad:?}");
+            assert_eq!(vm.events.next(|| true, || false).inject, gp, "{bad:?}");
         }
         let _ = exits::dispatch(&mut vm, &mut cpu, VmExit::RdMsr { msr: IA32_ARCH_CAPABILITIES });
         assert_eq!((cpu.gprs.rax, cpu.gprs.rdx), (0x21, 0));
