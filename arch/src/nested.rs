@@ -141,6 +141,58 @@ fn next(mem: &mut dyn TableMemory, format: NestedFormat, table: u64, index: u64)
     Ok(t)
 }
 
+/// Make the 4 KiB page at `gpa` present or not present, keeping its host address and memory
+/// type: a larger leaf over it is first split into 512 smaller ones that map the same (so the
+/// rest of the range is unchanged). Returns `Ok(false)` if `gpa` is not mapped at all. The
+/// caller flushes the guest's TLB (INVEPT / a VMCB TLB flush) before the change counts.
+pub fn set_page_present(
+    mem: &mut dyn TableMemory,
+    root: u64,
+    format: NestedFormat,
+    gpa: u64,
+    present: bool,
+) -> Result<bool, OutOfTables> {
+    let mut table = root;
+    for (level, shift) in [(4u32, 39u32), (3, 30), (2, 21)] {
+        let index = ((gpa >> shift) & 511) as usize;
+        let e = mem.read(table, index);
+        if level == 4 || e & (1 << 7) == 0 {
+            if !format.present(e) {
+                return Ok(false);
+            }
+            table = e & ADDR_MASK;
+            continue;
+        }
+        // A large leaf: split it into 512 leaves of the next size with the same attributes.
+        let child = mem.alloc_table().ok_or(OutOfTables)?;
+        let size = if level == 3 { LARGE } else { 4096 };
+        let base = e & ADDR_MASK & !((size << 9) - 1);
+        let attrs = e & !ADDR_MASK & if level == 3 { !0 } else { !(1 << 7) };
+        for i in 0..512u64 {
+            mem.write(child, i as usize, (base + i * size) | attrs);
+        }
+        mem.write(table, index, format.table_entry(child));
+        table = child;
+    }
+    let index = ((gpa >> 12) & 511) as usize;
+    let e = mem.read(table, index);
+    // A page made not present keeps its address and type with the permission bits cleared,
+    // so making it present again restores exactly what was there.
+    let perms = match format {
+        NestedFormat::Npt => npt::PRESENT,
+        NestedFormat::Ept => ept::READ | ept::WRITE | ept::EXECUTE,
+    };
+    let all = match format {
+        NestedFormat::Npt => npt::PRESENT | npt::WRITE | npt::USER,
+        NestedFormat::Ept => ept::READ | ept::WRITE | ept::EXECUTE,
+    };
+    if e & ADDR_MASK == 0 && !format.present(e) {
+        return Ok(false);
+    }
+    mem.write(table, index, if present { e | all } else { e & !perms });
+    Ok(true)
+}
+
 /// Translate a guest-physical address by walking the tables (tests and reports).
 pub fn translate(mem: &dyn TableMemory, root: u64, format: NestedFormat, gpa: u64) -> Option<u64> {
     let mut table = root;
@@ -247,6 +299,32 @@ mod tests {
         assert_eq!((pt_entry(0x20_3000) >> 3) & 7, 0, "the UC page");
         assert_eq!((pt_entry(0x20_4000) >> 3) & 7, 6);
         assert_eq!(translate(&m, root, NestedFormat::Ept, 0x30_0010), Some(0x30_0010));
+    }
+
+    #[test]
+    fn one_page_goes_and_comes_back_and_its_neighbours_stay() {
+        for format in [NestedFormat::Npt, NestedFormat::Ept] {
+            let mut m = Host::default();
+            let root = new_root(&mut m).unwrap();
+            let gib = LeafPolicy { mib_pages: true, gib_pages: true, memory_type: &|_, _| Some(6) };
+            map_range(&mut m, root, format, 0, 1 << 30, 1 << 30, &gib).unwrap();
+            let page = 0x20_5000;
+            assert_eq!(set_page_present(&mut m, root, format, page, false), Ok(true));
+            assert_eq!(translate(&m, root, format, page + 0x10), None);
+            for gpa in [page - 4096, page + 4096, 0, 0x3FFF_F000, 0x40_0000] {
+                assert_eq!(translate(&m, root, format, gpa), Some((1 << 30) + gpa), "{gpa:#x}");
+            }
+            assert_eq!(set_page_present(&mut m, root, format, page, true), Ok(true));
+            assert_eq!(translate(&m, root, format, page + 0x10), Some((1 << 30) + page + 0x10));
+            // The split leaves keep the memory type (EPT) and a 4 KiB leaf has no large bit.
+            let pdpt = m.read(root, 0) & ADDR_MASK;
+            let pd = m.read(pdpt, 0) & ADDR_MASK;
+            assert_ne!(m.read(pd, 2) & (1 << 7), 0, "a split 1 GiB leaf gives 2 MiB leaves");
+            let pt = m.read(pd, 1) & ADDR_MASK;
+            assert_eq!(m.read(pt, 5), format.leaf((1 << 30) + page, false, 6));
+            assert_eq!(m.tables, 4, "root, PDPT, the PD and the PT from the splits");
+            assert_eq!(set_page_present(&mut m, root, format, 2 << 30, false), Ok(false), "not mapped");
+        }
     }
 
     #[test]

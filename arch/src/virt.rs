@@ -379,6 +379,9 @@ pub trait VirtualCpu {
     fn request_nmi_window(&mut self, on: bool);
     /// Registers for a report.
     fn summary(&self) -> StateSummary;
+    /// Drop the guest's cached translations (after the VM core changed its nested page tables):
+    /// they are gone before the next entry.
+    fn flush_guest_tlb(&mut self);
     /// Replace the whole architectural state with `init`, dropping any event being injected:
     /// what INIT followed by a start-up IPI does to an application processor.
     fn load_state(&mut self, init: &InitialState);

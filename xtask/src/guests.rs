@@ -25,6 +25,7 @@ pub const PASSING: &[&str] = &[
     "events",
     "stats",
     "msrs",
+    "reinject",
     "demo",
 ];
 
@@ -47,7 +48,7 @@ pub fn path(name: &str) -> PathBuf {
 
 /// The module command line of guest `name`: `name=<name>`, plus `mode=real` where it needs it.
 pub fn module_args(name: &str) -> String {
-    if name == "mmio" {
+    if name == "mmio" || name == "reinject" {
         return format!("name={name} testdev");
     }
     if REAL_MODE.contains(&name) {

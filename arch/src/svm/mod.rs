@@ -452,6 +452,11 @@ impl VirtualCpu for SvmVcpu {
         }
     }
 
+    fn flush_guest_tlb(&mut self) {
+        // Flush everything on the next VMRUN (QEMU TCG has no flush-by-ASID).
+        self.vmcb.control.tlb_control = tlb_control::FLUSH_ALL;
+    }
+
     fn nmi_blocked(&self) -> bool {
         self.nmi_masked || self.vmcb.control.interrupt_shadow & INTERRUPT_SHADOW != 0
     }

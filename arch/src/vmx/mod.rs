@@ -748,6 +748,12 @@ impl VirtualCpu for VmxVcpu {
         let _ = v.write(control::PRIMARY_PROCBASED_EXEC_CONTROLS, self.controls.proc1 as u64);
     }
 
+    fn flush_guest_tlb(&mut self) {
+        // All contexts: simple, and rare (a test device's unmap); Basalt's own mappings are not
+        // EPT-tagged, so nothing of the host is lost.
+        flush_all_contexts(&self.caps);
+    }
+
     fn nmi_blocked(&self) -> bool {
         self.current().read(guest::INTERRUPTIBILITY_STATE) & (BLOCKING_STI_MOVSS | BLOCKING_NMI) != 0
     }

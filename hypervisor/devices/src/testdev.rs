@@ -11,6 +11,10 @@
 //!   its interrupt controllers' edge and level paths. Reads give the last value written.
 //! - Offset 0x114: interrupt pulse. A 4-byte write of `gsi` raises and lowers that line (one
 //!   edge).
+//! - Offset 0x118: unmap. An 8-byte write of a guest-physical address asks the VM core to
+//!   make that RAM page not present until the next nested fault on it, so that delivering an
+//!   event through a stack or IDT on that page exits half-way (the re-injection path). Reads
+//!   give the last address written.
 //! - Everything else reads as all ones and ignores writes.
 
 /// Where the device sits (below 1 GiB, so the guests' identity map reaches it, above any RAM
@@ -36,11 +40,13 @@ pub struct TestDevice {
     scratch: [u8; 64],
     writes: u32,
     line: u32,
+    unmap: u64,
+    unmap_pending: bool,
 }
 
 impl Default for TestDevice {
     fn default() -> Self {
-        TestDevice { scratch: [0; 64], writes: 0, line: 0 }
+        TestDevice { scratch: [0; 64], writes: 0, line: 0, unmap: 0, unmap_pending: false }
     }
 }
 
@@ -59,6 +65,7 @@ impl TestDevice {
                 0x100..=0x107 => TEST_DEVICE_ID.to_le_bytes()[(at - 0x100) as usize],
                 0x108..=0x10B => self.writes.to_le_bytes()[(at - 0x108) as usize],
                 0x110..=0x113 => self.line.to_le_bytes()[(at - 0x110) as usize],
+                0x118..=0x11F => self.unmap.to_le_bytes()[(at - 0x118) as usize],
                 _ => 0xFF,
             };
         }
@@ -82,8 +89,17 @@ impl TestDevice {
         }
     }
 
+    /// The page the guest asked to unmap, once (offset 0x118).
+    pub fn take_unmap(&mut self) -> Option<u64> {
+        core::mem::take(&mut self.unmap_pending).then_some(self.unmap)
+    }
+
     /// Write `data` at device offset `offset`.
     pub fn write(&mut self, offset: u64, data: &[u8]) {
+        if let (0x118, Ok(bytes)) = (offset, <[u8; 8]>::try_from(data)) {
+            self.unmap = u64::from_le_bytes(bytes);
+            self.unmap_pending = true;
+        }
         self.writes = self.writes.wrapping_add(1);
         for (i, &b) in data.iter().enumerate() {
             let at = offset.wrapping_add(i as u64);
@@ -131,6 +147,16 @@ mod tests {
         assert_eq!(u32::from_le_bytes(c), 10);
         let s = TEST_DEVICE_IRQ_SOURCE;
         assert_eq!(sink.events, [(10, s, true), (11, s, true), (11, s, false), (10, s, false)]);
+    }
+
+    #[test]
+    fn an_unmap_request_is_taken_once() {
+        let mut d = TestDevice::default();
+        assert_eq!(d.take_unmap(), None);
+        d.write(0x118, &0x12_3000u64.to_le_bytes());
+        d.write(0x118, &[1, 2, 3, 4]);
+        assert_eq!(d.take_unmap(), Some(0x12_3000), "an 8-byte write only");
+        assert_eq!(d.take_unmap(), None);
     }
 
     #[test]

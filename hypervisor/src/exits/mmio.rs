@@ -205,6 +205,13 @@ fn emulate_with<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, string_i
             s.rip
         )));
     }
+    let unmap = vm.test_device.as_ref().and_then(|d| d.lock().take_unmap());
+    if let (Some(gpa), Some(nested)) = (unmap, vm.nested.clone()) {
+        if let Err(why) = nested.hide(gpa) {
+            return Action::Stop(VmOutcome::Failed(format!("stopped: the test device's unmap of {gpa:#x}: {why}")));
+        }
+        vm.nested_tables_changed(vcpu);
+    }
     match (result, unmapped) {
         (_, Some(gpa)) => Action::Stop(VmOutcome::Failed(format!(
             "stopped: guest-physical address {gpa:#x} is not mapped (an emulated access at RIP {:#x})",

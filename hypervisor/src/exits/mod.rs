@@ -50,6 +50,12 @@ pub fn dispatch<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, exit: Vm
         VmExit::InterruptWindow => Action::Continue,
         VmExit::Instruction(insn) => guarded::instruction(vm, vcpu, insn),
         VmExit::CrWrite { cr, value } => guarded::cr_write(vm, vcpu, cr, value),
+        // A page the test device hid: mapped again; the guest retries, and an event whose
+        // delivery touched it is delivered again (the run loop queued it).
+        VmExit::NestedPageFault { gpa, .. } if vm.nested.as_ref().is_some_and(|n| n.reveal(gpa)) => {
+            vm.nested_tables_changed(vcpu);
+            Action::Continue
+        }
         VmExit::NestedPageFault { gpa, fetch: false, .. } if mmio::is_mmio(vm, gpa) => {
             match vm.events.interrupted_event() {
                 // The access was the CPU's own, delivering an event (a stack or IDT in MMIO):

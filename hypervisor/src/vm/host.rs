@@ -201,6 +201,51 @@ pub struct BuiltVm {
     notes: Mutex<Vec<String>>,
     /// Each vCPU's statistics line, by index.
     stats: Mutex<Vec<String>>,
+    /// RAM pages the test device hid (not present in the nested tables until their next
+    /// nested fault).
+    hidden: Mutex<Vec<u64>>,
+}
+
+impl BuiltVm {
+    /// Make the page at `gpa` present or not in this VM's nested tables (tables split for it
+    /// are charged to the VM).
+    fn set_present(&self, gpa: u64, present: bool) -> Result<(), String> {
+        let mut guard = FRAMES.lock();
+        let frames = guard.as_mut().ok_or("frame allocator not ready")?;
+        let mut account = self.account.lock();
+        let mut source = Charged { account: &mut account, frames, failure: None };
+        let mut tables = PhysTables { alloc: || source.alloc(1) };
+        match nested::set_page_present(&mut tables, self.nested_root, self.backend.format(), gpa & !0xFFF, present) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!("{gpa:#x} is not mapped")),
+            Err(_) => Err(source.explain("nested page tables", "out of memory")),
+        }
+    }
+}
+
+impl super::NestedControl for BuiltVm {
+    fn hide(&self, gpa: u64) -> Result<(), String> {
+        if !self.memory.contains(gpa) {
+            return Err(format!("{gpa:#x} is not guest RAM"));
+        }
+        let mut hidden = self.hidden.lock();
+        if !hidden.contains(&(gpa & !0xFFF)) {
+            self.set_present(gpa, false)?;
+            hidden.push(gpa & !0xFFF);
+        }
+        Ok(())
+    }
+
+    fn reveal(&self, gpa: u64) -> bool {
+        let mut hidden = self.hidden.lock();
+        match hidden.iter().position(|&p| p == gpa & !0xFFF) {
+            Some(i) => {
+                hidden.swap_remove(i);
+                self.set_present(gpa, true).is_ok()
+            }
+            None => false,
+        }
+    }
 }
 
 /// How a VM ended, reported by the last of its vCPUs.
@@ -243,6 +288,7 @@ pub fn build_vm(m: &Module, env: &RunEnv) -> Result<Arc<BuiltVm>, (String, Strin
                 test_device,
                 notes: Mutex::new(Vec::new()),
                 stats,
+                hidden: Mutex::new(Vec::new()),
             }))
         }
         Err(e) => {
@@ -366,6 +412,7 @@ fn run_vcpu_here(vm: &Arc<BuiltVm>, index: u32, console: Console) -> Result<(), 
     state.shared = vm.shared.clone();
     state.vcpu = index;
     state.test_device = vm.test_device.clone();
+    state.nested = Some(vm.clone());
     match &mut vcpu {
         Vcpu::Vmx(v) => state.on_host(v, env.hooks, config.time_limit_s, env.tsc_khz),
         Vcpu::Svm(v) => state.on_host(v, env.hooks, config.time_limit_s, env.tsc_khz),

@@ -80,6 +80,16 @@ impl HostHooks {
     }
 }
 
+/// Changes to a VM's nested page tables while it runs (the kernel implements it on the VM's
+/// tables and frames; host tests have none).
+pub trait NestedControl: Send + Sync {
+    /// Make the RAM page at `gpa` not present until the next nested fault on it (the test
+    /// device's unmap, to make an event's delivery exit half-way).
+    fn hide(&self, gpa: u64) -> Result<(), String>;
+    /// If the page at `gpa` was hidden, map it again and say so.
+    fn reveal(&self, gpa: u64) -> bool;
+}
+
 /// The time limit of a running VM, in TSC ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeLimit {
@@ -128,6 +138,8 @@ pub struct VmState {
     /// The MMIO test device, where the configuration asks for it (`testdev`), shared by the
     /// VM's vCPUs.
     pub test_device: Option<Arc<Mutex<basalt_devices::testdev::TestDevice>>>,
+    /// Changes to the VM's nested page tables, where the machine offers them.
+    pub nested: Option<Arc<dyn NestedControl>>,
     /// What this VM's vCPUs share, and this vCPU's index in it.
     pub shared: Arc<vcpus::VmShared>,
     pub vcpu: u32,
@@ -163,6 +175,7 @@ impl VmState {
             ),
             tsc_adjust: 0,
             test_device: None,
+            nested: None,
             shared: Arc::new(vcpus::VmShared::new(String::new(), 1, 0, |_| {})),
             vcpu: 0,
             code_walk: walk::TranslationCache::default(),
@@ -197,6 +210,17 @@ impl VmState {
         u64::MAX
     }
 
+    /// The nested page tables changed: flush this vCPU's guest TLB and have the others flush
+    /// theirs before they next enter.
+    pub fn nested_tables_changed<V: VirtualCpu + ?Sized>(&self, vcpu: &mut V) {
+        vcpu.flush_guest_tlb();
+        for (i, other) in self.shared.vcpus.iter().enumerate() {
+            if i != self.vcpu as usize {
+                self.shared.kick(other.request(vcpus::request::TLB_FLUSH));
+            }
+        }
+    }
+
     /// Print a line on the VM's console.
     pub fn console(&mut self, args: core::fmt::Arguments<'_>) {
         (self.console)(args)
@@ -212,6 +236,7 @@ impl VmState {
             c if c == ExitCounter::Hypercall as u64 => ExitKind::Hypercall,
             c if c == ExitCounter::Nmi as u64 => ExitKind::Nmi,
             c if c == ExitCounter::Instruction as u64 => ExitKind::Instruction,
+            c if c == ExitCounter::Redelivered as u64 => return self.stats.injected.redelivered,
             c if c == ExitCounter::HostNmi as u64 => {
                 return (self.host.nmis_taken)().wrapping_sub(self.nmis_at_start)
             }
@@ -303,6 +328,9 @@ fn between_runs<V: VirtualCpu + ?Sized>(
         }
         if requests & request::NMI != 0 {
             state.events.nmi();
+        }
+        if requests & request::TLB_FLUSH != 0 {
+            vcpu.flush_guest_tlb();
         }
         if requests & request::INIT != 0 {
             // INIT: the vCPU stops and waits for a start-up IPI; what was pending is dropped.
@@ -459,6 +487,7 @@ mod tests {
         fn nmi_blocked(&self) -> bool {
             false
         }
+        fn flush_guest_tlb(&mut self) {}
         fn request_nmi_window(&mut self, _: bool) {}
         fn load_state(&mut self, init: &basalt_arch::virt::InitialState) {
             self.rip = init.rip;

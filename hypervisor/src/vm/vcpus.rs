@@ -28,6 +28,8 @@ pub mod request {
     pub const SIPI: u32 = 1 << 3;
     /// The VM is stopping: leave the guest and end.
     pub const STOP: u32 = 1 << 4;
+    /// The VM's nested page tables changed: flush the guest TLB before entering.
+    pub const TLB_FLUSH: u32 = 1 << 5;
 }
 
 /// Where a vCPU is.

@@ -98,6 +98,8 @@ pub enum ExitCounter {
     /// Exits for instructions Basalt does not let a guest run (SVM/VMX instructions, INVD,
     /// WBINVD, MONITOR/MWAIT, XSETBV, RDPMC).
     Instruction = 7,
+    /// Events Basalt delivered again because an exit cut their delivery short.
+    Redelivered = 8,
 }
 
 /// Capacity of the file name in a record.
