@@ -714,6 +714,10 @@ impl Lapic {
 
     /// Whether a message for `dest` selects this LAPIC. Shorthands always match (the core
     /// applies them relative to the sender). A globally disabled APIC matches nothing.
+    /// Physical broadcast is 0xFF in xAPIC mode and 0xFFFF_FFFF in x2APIC mode, each judged by
+    /// this LAPIC's own mode: a source with 8-bit destinations (IOAPIC, MSI) that means
+    /// "all" to x2APIC targets must say 0xFFFF_FFFF (the core maps it, as KVM's x2APIC
+    /// broadcast quirk does). Logical xAPIC destinations use their low 8 bits.
     pub fn matches(&self, dest: Destination) -> bool {
         match (self.mode(), dest) {
             (Mode::Disabled, _) => false,
