@@ -18,5 +18,6 @@ extern crate alloc;
 
 pub mod bus;
 pub mod irq;
+pub mod lapic;
 pub mod testdev;
 pub mod time;
