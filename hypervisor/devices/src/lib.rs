@@ -17,5 +17,6 @@
 extern crate alloc;
 
 pub mod bus;
+pub mod ioapic;
 pub mod irq;
 pub mod time;
