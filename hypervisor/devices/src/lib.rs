@@ -19,4 +19,5 @@ extern crate alloc;
 pub mod bus;
 pub mod ioapic;
 pub mod irq;
+pub mod pic;
 pub mod time;
