@@ -20,4 +20,5 @@ pub mod bus;
 pub mod ioapic;
 pub mod irq;
 pub mod pic;
+pub mod router;
 pub mod time;
