@@ -321,7 +321,8 @@ impl Pic {
         self.sync();
     }
 
-    fn cascaded(&self) -> bool {
+    /// Whether the slave is cascaded on the master's IR2 (the master is not in single mode).
+    pub fn cascaded(&self) -> bool {
         !self.master.single
     }
 
