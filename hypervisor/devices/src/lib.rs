@@ -17,7 +17,10 @@
 extern crate alloc;
 
 pub mod bus;
+pub mod ioapic;
 pub mod irq;
 pub mod lapic;
+pub mod pic;
+pub mod router;
 pub mod testdev;
 pub mod time;
