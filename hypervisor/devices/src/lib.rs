@@ -1,6 +1,6 @@
 //! The PC a guest expects, as plain state machines: no hardware access, no `unsafe`, no
 //! globals. Each model is driven by the VM core through the traits in [`bus`], raises
-//! interrupts through [`irq::IrqSink`] and keeps time from [`time::Clock`] values passed in,
+//! interrupts through [`irq::IrqSink`] and keeps time from guest TSC values passed in,
 //! so every model builds, is unit-tested and is fuzzed on the host.
 //!
 //! Conventions every model follows:
