@@ -17,7 +17,7 @@ core::arch::global_asm!(
     .set MB1_MAGIC, 0x1BADB002
     .set MB1_FLAGS, 0x00010003          /* page-align modules, memory info, a.out kludge */
     .set MB2_MAGIC, 0xE85250D6
-    .set BOOT_STACK_SIZE, 0x10000
+    .set BOOT_STACK_SIZE, 0x40000
 
     .section .multiboot_header, "a"
     .balign 8

@@ -25,7 +25,7 @@ use spin::{Mutex, Once};
 /// Heap size: per-CPU tables, stacks and (later) VM bookkeeping.
 const HEAP_BYTES: usize = 16 << 20;
 /// Stack of each application processor.
-const AP_STACK_BYTES: usize = 64 << 10;
+const AP_STACK_BYTES: usize = 256 << 10;
 
 extern "C" {
     static __kernel_start: u8;

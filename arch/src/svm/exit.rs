@@ -109,6 +109,14 @@ pub fn interrupted_event(exit_int_info: u64) -> Option<InterruptedEvent> {
     if exit_int_info & event::VALID == 0 {
         return None;
     }
+    // Software interrupts (INT n; QEMU reports INT3 this way too) and #BP/#OF (from INT3 and
+    // INTO) leave RIP at their instruction when their delivery is cut short: it runs again and
+    // raises them again (as KVM does without NRIPS), where injecting them would push that RIP
+    // as the return address and run the instruction twice.
+    let ty = exit_int_info & event::TYPE_MASK;
+    if ty == event::TYPE_SOFT_INT || (ty == event::TYPE_EXCEPTION && matches!(exit_int_info as u8, 3 | 4)) {
+        return None;
+    }
     let kind = match exit_int_info & event::TYPE_MASK {
         event::TYPE_NMI => EventKind::Nmi,
         event::TYPE_EXCEPTION => EventKind::Exception,
@@ -383,6 +391,8 @@ mod tests {
     #[test]
     fn interrupted_events_round_trip_through_eventinj() {
         assert_eq!(interrupted_event(0x0E | event::TYPE_EXCEPTION), None, "not valid");
+        assert_eq!(interrupted_event(event::VALID | event::TYPE_EXCEPTION | 3), None, "INT3 runs again");
+        assert_eq!(interrupted_event(event::VALID | event::TYPE_EXCEPTION | 4), None, "INTO runs again");
         let pf = event::VALID | event::TYPE_EXCEPTION | event::EV | (0x6 << 32) | 14;
         let e = interrupted_event(pf).unwrap();
         assert_eq!(
@@ -399,7 +409,7 @@ mod tests {
         assert_eq!(interrupted_event(irq).unwrap().kind, EventKind::External);
         assert_eq!(encode_event(Event::Redeliver(interrupted_event(irq).unwrap())), irq);
         let int80 = event::VALID | event::TYPE_SOFT_INT | 0x80;
-        assert_eq!(encode_event(Event::Redeliver(interrupted_event(int80).unwrap())), int80);
+        assert_eq!(interrupted_event(int80), None, "INT n runs again");
         assert_eq!(
             encode_event(Event::Exception { vector: 6, error_code: None }),
             event::VALID | event::TYPE_EXCEPTION | 6

@@ -19,7 +19,7 @@ const CONFIG_PATH: &str = "\\basalt\\basalt.cfg";
 /// Everything the kernel must read is allocated below 4 GiB: its boot map covers only that.
 const BELOW_4G: u64 = 0xFFFF_FFFF;
 /// The stack the loader switches to for the jump (the kernel moves to its own at once).
-const STACK_BYTES: usize = 16 << 10;
+const STACK_BYTES: usize = 256 << 10;
 const PAGE: u64 = 4096;
 
 /// What is left to do once every file is loaded: nothing of it lives on the heap, because

@@ -177,6 +177,19 @@ fn dynamic<V: VirtualCpu + ?Sized>(answer: &mut [u64; 4], leaf: u32, subleaf: u3
 
 const CR4_OSXSAVE: u64 = 1 << 18;
 
+/// CPUID leaf 0xB subleaf `subleaf` for x2APIC ID `id` in a package of `vcpus` single-thread
+/// cores (SDM Vol. 2A CPUID): level 0 SMT (1 thread, shift 0), level 1 core (shift enough for
+/// every vCPU), then invalid levels.
+fn topology_leaf(subleaf: u32, id: u32, vcpus: u32) -> [u64; 4] {
+    let core_shift = 32 - vcpus.max(1).saturating_sub(1).leading_zeros();
+    let [a, b, c] = match subleaf {
+        0 => [0, 1, 1 << 8],
+        1 => [core_shift, vcpus, 1 | (2 << 8)],
+        n => [0, 0, n & 0xFF],
+    };
+    [a as u64, b as u64, c as u64, id as u64]
+}
+
 fn host_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
     [r.eax, r.ebx, r.ecx, r.edx]
@@ -205,6 +218,8 @@ pub struct CpuidTable {
     /// EAX, EBX, ECX, EDX as the 64-bit register values the guest gets (zero-extended).
     basic: [[u64; 4]; BASIC_LEAVES],
     ext: [[u64; 4]; EXT_LEAVES],
+    /// This vCPU's APIC ID and the VM's vCPU count (leaf 0xB), once set.
+    topology: Option<(u32, u32)>,
 }
 
 impl CpuidTable {
@@ -216,7 +231,7 @@ impl CpuidTable {
     /// The table for a host that answers like `host` (tests).
     pub fn with_host(host: &dyn Fn(u32, u32) -> [u32; 4]) -> Self {
         let widen = |a: [u32; 4]| a.map(u64::from);
-        let mut t = CpuidTable { basic: [[0; 4]; BASIC_LEAVES], ext: [[0; 4]; EXT_LEAVES] };
+        let mut t = CpuidTable { basic: [[0; 4]; BASIC_LEAVES], ext: [[0; 4]; EXT_LEAVES], topology: None };
         for (leaf, answer) in (0u32..).zip(t.basic.iter_mut()) {
             *answer = widen(virtual_cpuid(leaf, 0, host));
         }
@@ -241,22 +256,43 @@ impl CpuidTable {
     }
 
     /// The answer for `leaf`/`subleaf`, from the table where it holds it.
-    /// Report a TSC of `khz` (invariant where the host's is): CPUID 0x15 (crystal 1 kHz, ratio
-    /// `khz`/1, so TSC = 1000 * khz Hz, SDM Vol. 2A CPUID) and 0x16 (base and maximum MHz, a
-    /// 100 MHz bus), raising the maximum basic leaf to 0x16 where the host's is lower. A guest
-    /// then needs no calibration against a timer.
+    /// Report a TSC of `khz` (invariant where the host's is): CPUID 0x15 (a 25 MHz crystal,
+    /// which is also the local APIC timer's input clock, and the ratio `khz`/25000, so TSC =
+    /// 1000 * khz Hz, SDM Vol. 2A CPUID) and 0x16 (base and maximum MHz, a 100 MHz bus),
+    /// raising the maximum basic leaf to 0x16 where the host's is lower. A guest then needs no
+    /// calibration against a timer.
     pub fn set_tsc_khz(&mut self, khz: u64) {
         if khz == 0 || khz > u32::MAX as u64 {
             return;
         }
         let mhz = khz / 1000;
-        self.basic[0x15] = [1, khz, 1000, 0];
+        let crystal = crate::vm::apic::APIC_BUS_HZ;
+        self.basic[0x15] = [crystal / 1000, khz, crystal, 0];
         self.basic[0x16] = [mhz, mhz, 100, 0];
         self.basic[0][0] = self.basic[0][0].max(0x16);
     }
 
+    /// The virtual local APIC and the VM's topology: leaf 1 offers the APIC, x2APIC and the
+    /// TSC-deadline timer and gives this vCPU's initial APIC ID; leaf 0xB describes `vcpus`
+    /// cores of one thread each in one package, with x2APIC ID `apic_id`.
+    pub fn set_topology(&mut self, apic_id: u32, vcpus: u32) {
+        let l1 = &mut self.basic[1];
+        l1[1] = (l1[1] & 0x00FF_FFFF) | ((apic_id as u64 & 0xFF) << 24);
+        l1[2] |= (bit::X2APIC | bit::TSC_DEADLINE) as u64;
+        l1[3] |= bit::APIC as u64;
+        self.topology = Some((apic_id, vcpus.max(1)));
+        if self.basic[0][0] >= 0xB {
+            self.basic[0xB] = topology_leaf(0, apic_id, vcpus);
+        }
+    }
+
     #[inline]
     pub fn lookup(&self, leaf: u32, subleaf: u32) -> [u64; 4] {
+        if leaf == 0xB && subleaf != 0 {
+            if let Some((id, n)) = self.topology.filter(|_| self.basic[0][0] >= 0xB) {
+                return topology_leaf(subleaf, id, n);
+            }
+        }
         let answer = match self.basic.get(leaf as usize) {
             Some(a) => Some(a),
             None => self.ext.get(leaf.wrapping_sub(0x8000_0000) as usize),
@@ -280,6 +316,10 @@ pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action 
     let mut answer = vm.cpuid.lookup(leaf, subleaf);
     if leaf == 1 || leaf == 0xD {
         dynamic(&mut answer, leaf, subleaf, vcpu);
+        if leaf == 1 && vm.lapic.mode() == basalt_devices::lapic::Mode::Disabled {
+            // A globally disabled APIC is absent from CPUID (SDM 10.4.3).
+            answer[3] &= !(bit::APIC as u64);
+        }
     }
     let regs = vcpu.gprs();
     [regs.rax, regs.rbx, regs.rcx, regs.rdx] = answer;
@@ -300,6 +340,15 @@ mod tests {
             0x8000_0001 => [0, 0, 0xFFFF_FFFF, 0xFFFF_FFFF],
             _ => [0x11, 0x22, 0x33, 0x44],
         }
+    }
+
+    #[test]
+    fn topology_leaf_describes_the_vms_vcpus() {
+        assert_eq!(topology_leaf(0, 3, 4), [0, 1, 0x100, 3]);
+        assert_eq!(topology_leaf(1, 3, 4), [2, 4, 0x201, 3]);
+        assert_eq!(topology_leaf(1, 0, 1), [0, 1, 0x201, 0]);
+        assert_eq!(topology_leaf(1, 2, 3), [2, 3, 0x201, 2]);
+        assert_eq!(topology_leaf(2, 2, 3), [0, 0, 2, 2]);
     }
 
     #[test]

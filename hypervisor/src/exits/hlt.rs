@@ -13,15 +13,17 @@ pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action 
     if let Action::Stop(outcome) = super::skip(vm, vcpu) {
         return Action::Stop(outcome);
     }
-    if vm.events.has_interrupt() {
+    let if_set = vcpu.interruptible();
+    if vm.events.has_interrupt() || (if_set && vm.lapic.pending_interrupt().is_some()) {
         // Delivered before the next entry if the guest can take it (see `Vm::run`).
         return Action::Continue;
     }
-    if vm.shared.vcpus.len() > 1 {
+    // Something can wake it: another vCPU (NMI, INIT, IPIs), or its timer.
+    if vm.shared.vcpus.len() > 1 || (if_set && vm.lapic.timer_deadline().is_some()) {
         vm.shared.vcpus[vm.vcpu as usize].set_mode(crate::vm::vcpus::Mode::Halted);
         return Action::Continue;
     }
-    let reason = if vcpu.interruptible() {
+    let reason = if if_set {
         "no device of this VM can send it an interrupt"
     } else {
         "interrupts are disabled, so nothing can wake it"

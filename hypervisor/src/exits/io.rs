@@ -23,6 +23,10 @@ pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, io: IoAcce
         return super::mmio::string_io(vm, vcpu);
     }
     let m = mask(io.size);
+    let pic_port = vm.shared.irq.lock().claims_port(io.port, io.size as usize);
+    if pic_port {
+        return pic(vm, vcpu, io);
+    }
     if io.write {
         let value = vcpu.gprs().rax as u32 & m;
         match io.port {
@@ -40,15 +44,40 @@ pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, io: IoAcce
         let value = match io.port {
             SCRATCH_PORT => vm.scratch_port,
             _ => UNASSIGNED_READ,
-        } & m;
-        let regs = vcpu.gprs();
-        // IN AL/AX keeps the rest of RAX; IN EAX zero-extends into RAX (SDM Vol. 1 3.4.1.1).
-        regs.rax = match io.size {
-            4 => value as u64,
-            _ => (regs.rax & !(m as u64)) | value as u64,
         };
+        set_in(vcpu, io.size, value);
     }
     super::skip(vm, vcpu)
+}
+
+/// The PIC pair's ports (and its ELCR), in the VM's interrupt router.
+#[cold]
+fn pic<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, io: IoAccess) -> Action {
+    let size = io.size as usize;
+    let mut data = (vcpu.gprs().rax as u32).to_le_bytes();
+    {
+        let mut irq = vm.shared.irq.lock();
+        if io.write {
+            irq.port_write(io.port, &data[..size]);
+        } else {
+            irq.port_read(io.port, &mut data[..size]);
+        }
+    }
+    if !io.write {
+        set_in(vcpu, io.size, u32::from_le_bytes(data));
+    }
+    crate::vm::apic::drain_router(vm);
+    super::skip(vm, vcpu)
+}
+
+/// IN AL/AX keeps the rest of RAX; IN EAX zero-extends into RAX (SDM Vol. 1 3.4.1.1).
+fn set_in<V: VirtualCpu + ?Sized>(vcpu: &mut V, size: u8, value: u32) {
+    let m = mask(size);
+    let regs = vcpu.gprs();
+    regs.rax = match size {
+        4 => value as u64,
+        _ => (regs.rax & !(m as u64)) | (value & m) as u64,
+    };
 }
 
 /// A ucall: the guest wrote the guest-physical address of a record.

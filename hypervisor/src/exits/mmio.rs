@@ -70,10 +70,43 @@ impl<V: VirtualCpu + ?Sized> Guest<'_, V> {
                 continue;
             }
             let gpa = self.physical(at, write)?;
+            if crate::vm::apic::is_xapic(self.vm, gpa) {
+                let now = crate::vm::apic::guest_now(self.vm);
+                let offset = gpa & 0xFFF;
+                if write {
+                    let action = self.vm.lapic.mmio_write(now, offset, piece);
+                    crate::vm::apic::after_access(self.vm, action);
+                } else {
+                    self.vm.lapic.mmio_read(now, offset, piece);
+                }
+                continue;
+            }
+            let ioapic = self.vm.shared.irq.lock().claims_mmio(gpa, piece.len());
+            if ioapic {
+                let mut irq = self.vm.shared.irq.lock();
+                if write {
+                    irq.mmio_write(gpa, piece);
+                } else {
+                    irq.mmio_read(gpa, piece);
+                }
+                drop(irq);
+                crate::vm::apic::drain_router(self.vm);
+                continue;
+            }
             let on_device = TestDevice::contains(gpa, piece.len());
             let done = match (&self.vm.test_device, on_device) {
                 (Some(dev), true) if write => {
-                    dev.lock().write(gpa - TEST_DEVICE_GPA, piece);
+                    // Its interrupt registers drive lines of the VM's interrupt router.
+                    let mut irq = self.vm.shared.irq.lock();
+                    let mut ctx = basalt_devices::bus::Ctx { now: 0, vcpu: self.vm.vcpu, irq: &mut *irq };
+                    basalt_devices::bus::MmioDevice::write(
+                        &mut *dev.lock(),
+                        &mut ctx,
+                        gpa - TEST_DEVICE_GPA,
+                        piece,
+                    );
+                    drop(irq);
+                    crate::vm::apic::drain_router(self.vm);
                     true
                 }
                 (Some(dev), true) => {
@@ -134,9 +167,14 @@ impl<V: VirtualCpu + ?Sized> Machine for Guest<'_, V> {
     }
 }
 
-/// Whether a nested page fault at `gpa` is emulated MMIO of this VM.
+/// Whether a nested page fault at `gpa` is emulated MMIO of this VM: its vCPU's xAPIC page,
+/// the IOAPIC, the test device.
 pub fn is_mmio(vm: &VmState, gpa: u64) -> bool {
-    vm.test_device.is_some() && TestDevice::contains(gpa, 1)
+    if crate::vm::apic::is_xapic(vm, gpa) || (vm.test_device.is_some() && TestDevice::contains(gpa, 1)) {
+        return true;
+    }
+    let ioapic = vm.shared.irq.lock().claims_mmio(gpa, 1);
+    ioapic
 }
 
 /// Emulate the instruction that touched MMIO.
@@ -208,7 +246,9 @@ fn emulate_with<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, string_i
     let unmap = vm.test_device.as_ref().and_then(|d| d.lock().take_unmap());
     if let (Some(gpa), Some(nested)) = (unmap, vm.nested.clone()) {
         if let Err(why) = nested.hide(gpa) {
-            return Action::Stop(VmOutcome::Failed(format!("stopped: the test device's unmap of {gpa:#x}: {why}")));
+            return Action::Stop(VmOutcome::Failed(format!(
+                "stopped: the test device's unmap of {gpa:#x}: {why}"
+            )));
         }
         vm.nested_tables_changed(vcpu);
     }

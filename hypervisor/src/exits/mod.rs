@@ -53,6 +53,12 @@ pub fn dispatch<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, exit: Vm
         // A page the test device hid: mapped again; the guest retries, and an event whose
         // delivery touched it is delivered again (the run loop queued it).
         VmExit::NestedPageFault { gpa, .. } if vm.nested.as_ref().is_some_and(|n| n.reveal(gpa)) => {
+            log::debug!(
+                "VM {}: page {gpa:#x} mapped again at RIP {:#x}, cut short: {:?}",
+                crate::console::Escaped(&vm.name),
+                vcpu.summary().rip,
+                vm.events.interrupted_event()
+            );
             vm.nested_tables_changed(vcpu);
             Action::Continue
         }

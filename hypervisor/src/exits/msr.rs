@@ -5,9 +5,10 @@
 //! so (crate::mitigations::GuestSpec); SPEC_CTRL is emulated and loaded by the backend around
 //! each entry, so the guest's value is live only while the guest runs.
 
-use crate::vm::{Action, VmState};
+use crate::vm::{apic, Action, VmState};
 use basalt_arch::virt::bits::{CR0_PG, EFER_LMA, EFER_LME, EFER_NXE};
 use basalt_arch::virt::{msr, VirtualCpu};
+use basalt_devices::lapic;
 
 pub use basalt_abi::SCRATCH_MSR;
 const IA32_TSC: u32 = 0x10;
@@ -54,6 +55,18 @@ fn gp<V: VirtualCpu + ?Sized>(_vcpu: &mut V, vm: &mut VmState) -> Action {
 pub fn read<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32) -> Action {
     let value = match msr {
         SCRATCH_MSR => vm.scratch_msr,
+        lapic::MSR_APIC_BASE => vm.lapic.apic_base(),
+        lapic::MSR_TSC_DEADLINE => {
+            let now = apic::guest_now(vm);
+            vm.lapic.tsc_deadline(now)
+        }
+        lapic::MSR_X2APIC_FIRST..=lapic::MSR_X2APIC_LAST => {
+            let now = apic::guest_now(vm);
+            match vm.lapic.msr_read(now, msr) {
+                Ok(value) => value,
+                Err(_) => return gp(vcpu, vm),
+            }
+        }
         IA32_TSC => (vm.host.now)().wrapping_add(vm.tsc_offset),
         IA32_EFER => vcpu.efer(),
         IA32_TSC_ADJUST if tsc_adjust_offered(vm) => vm.tsc_adjust,
@@ -83,6 +96,23 @@ pub fn read<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32) ->
 pub fn write<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32, value: u64) -> Action {
     match msr {
         SCRATCH_MSR => vm.scratch_msr = value,
+        lapic::MSR_APIC_BASE => {
+            if vm.lapic.set_apic_base(value, true).is_err() {
+                return gp(vcpu, vm);
+            }
+            apic::after_access(vm, None);
+        }
+        lapic::MSR_TSC_DEADLINE => {
+            let now = apic::guest_now(vm);
+            vm.lapic.set_tsc_deadline(now, value);
+        }
+        lapic::MSR_X2APIC_FIRST..=lapic::MSR_X2APIC_LAST => {
+            let now = apic::guest_now(vm);
+            match vm.lapic.msr_write(now, msr, value) {
+                Ok(action) => apic::after_access(vm, action),
+                Err(_) => return gp(vcpu, vm),
+            }
+        }
         // A write of the TSC moves TSC_ADJUST by the same amount (SDM 17.17.3).
         IA32_TSC => {
             let offset = value.wrapping_sub((vm.host.now)());

@@ -40,6 +40,36 @@ pub struct Entry {
     pub nmi_window: Option<bool>,
 }
 
+/// Where external interrupts come from besides the queue's own IRR: the vCPU's local APIC.
+pub trait InterruptSource {
+    /// The vector the CPU would take now, if any (above the APIC's priority).
+    fn pending(&self) -> Option<u8>;
+    /// The CPU takes it (INTA): it moves to in-service.
+    fn acknowledge(&mut self) -> Option<u8>;
+}
+
+/// No interrupt source (host tests).
+pub struct NoSource;
+
+impl InterruptSource for NoSource {
+    fn pending(&self) -> Option<u8> {
+        None
+    }
+    fn acknowledge(&mut self) -> Option<u8> {
+        None
+    }
+}
+
+impl InterruptSource for basalt_devices::lapic::Lapic {
+    #[inline]
+    fn pending(&self) -> Option<u8> {
+        self.pending_interrupt()
+    }
+    fn acknowledge(&mut self) -> Option<u8> {
+        basalt_devices::lapic::Lapic::acknowledge(self)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventQueue {
     irr: [u64; 4],
@@ -136,8 +166,10 @@ impl EventQueue {
         &mut self,
         interruptible: impl FnOnce() -> bool,
         nmi_blocked: impl FnOnce() -> bool,
+        source: &mut impl InterruptSource,
     ) -> Entry {
-        if !self.busy {
+        let from_source = source.pending();
+        if !self.busy && from_source.is_none() {
             return Entry::default();
         }
         let mut want_nmi_window = false;
@@ -156,16 +188,24 @@ impl EventQueue {
             None
         };
         let mut want_window = false;
-        let inject = match (inject, self.highest_interrupt()) {
+        // The queue's own interrupts (raised through a ucall) first, then the local APIC's.
+        let own = self.highest_interrupt();
+        let inject = match (inject, own.or(from_source)) {
             (Some(e), v) => {
                 want_window = v.is_some();
                 Some(e)
             }
-            (None, Some(v)) if interruptible() => {
-                self.irr[v as usize / 64] &= !(1 << (v % 64));
-                want_window = self.has_interrupt();
-                Some(Event::Interrupt { vector: v })
-            }
+            (None, Some(v)) if interruptible() => match own {
+                Some(_) => {
+                    self.irr[v as usize / 64] &= !(1 << (v % 64));
+                    want_window = self.has_interrupt() || from_source.is_some();
+                    Some(Event::Interrupt { vector: v })
+                }
+                None => source.acknowledge().map(|vector| {
+                    want_window = source.pending().is_some();
+                    Event::Interrupt { vector }
+                }),
+            },
             (None, Some(_)) => {
                 want_window = true;
                 None
@@ -200,7 +240,7 @@ mod tests {
     #[test]
     fn nothing_queued_injects_nothing() {
         let mut q = EventQueue::default();
-        assert_eq!(q.next(|| true, || false), Entry::default());
+        assert_eq!(q.next(|| true, || false, &mut NoSource), Entry::default());
     }
 
     #[test]
@@ -211,19 +251,25 @@ mod tests {
         q.interrupt(0x40);
         assert!(q.has_interrupt());
         // Not interruptible: nothing injected, a window asked for once.
-        assert_eq!(q.next(|| false, || false), Entry { inject: None, window: Some(true), nmi_window: None });
-        assert_eq!(q.next(|| false, || false), Entry { inject: None, window: None, nmi_window: None });
         assert_eq!(
-            q.next(|| true, || false),
+            q.next(|| false, || false, &mut NoSource),
+            Entry { inject: None, window: Some(true), nmi_window: None }
+        );
+        assert_eq!(
+            q.next(|| false, || false, &mut NoSource),
+            Entry { inject: None, window: None, nmi_window: None }
+        );
+        assert_eq!(
+            q.next(|| true, || false, &mut NoSource),
             Entry { inject: Some(Event::Interrupt { vector: 0x80 }), window: None, nmi_window: None }
         );
         // The second raised interrupt was not replaced by the first.
         assert_eq!(
-            q.next(|| true, || false),
+            q.next(|| true, || false, &mut NoSource),
             Entry { inject: Some(Event::Interrupt { vector: 0x40 }), window: Some(false), nmi_window: None }
         );
         assert!(!q.has_interrupt());
-        assert_eq!(q.next(|| true, || false), Entry::default());
+        assert_eq!(q.next(|| true, || false, &mut NoSource), Entry::default());
     }
 
     #[test]
@@ -237,13 +283,13 @@ mod tests {
             instruction_len: 0,
         };
         q.interrupted(pf);
-        let e = q.next(|| true, || false);
+        let e = q.next(|| true, || false, &mut NoSource);
         assert_eq!(
             e,
             Entry { inject: Some(Event::Redeliver(pf)), window: Some(true), nmi_window: None },
             "the interrupt waits"
         );
-        assert_eq!(q.next(|| true, || false).inject, Some(Event::Interrupt { vector: 0x30 }));
+        assert_eq!(q.next(|| true, || false, &mut NoSource).inject, Some(Event::Interrupt { vector: 0x30 }));
     }
 
     #[test]
@@ -251,8 +297,8 @@ mod tests {
         let mut q = EventQueue::default();
         q.interrupted(interrupted(EventKind::External, 0x41));
         q.exception(1, None).unwrap();
-        assert_eq!(q.next(|| true, || false).inject, exc(1, None));
-        assert_eq!(q.next(|| true, || false).inject, Some(Event::Interrupt { vector: 0x41 }));
+        assert_eq!(q.next(|| true, || false, &mut NoSource).inject, exc(1, None));
+        assert_eq!(q.next(|| true, || false, &mut NoSource).inject, Some(Event::Interrupt { vector: 0x41 }));
     }
 
     #[test]
@@ -261,16 +307,16 @@ mod tests {
         let mut q = EventQueue::default();
         q.interrupted(interrupted(EventKind::Exception, 14));
         q.exception(13, Some(0)).unwrap();
-        assert_eq!(q.next(|| true, || false).inject, exc(8, Some(0)));
+        assert_eq!(q.next(|| true, || false, &mut NoSource).inject, exc(8, Some(0)));
         // #PF while delivering #GP: serially, the #PF (Table 6-5). #GP while delivering #DE: #DF.
         let mut q = EventQueue::default();
         q.interrupted(interrupted(EventKind::Exception, 13));
         q.exception(14, Some(2)).unwrap();
-        assert_eq!(q.next(|| true, || false).inject, exc(14, Some(2)));
+        assert_eq!(q.next(|| true, || false, &mut NoSource).inject, exc(14, Some(2)));
         let mut q = EventQueue::default();
         q.interrupted(interrupted(EventKind::Exception, 0));
         q.exception(13, Some(0)).unwrap();
-        assert_eq!(q.next(|| true, || false).inject, exc(8, Some(0)));
+        assert_eq!(q.next(|| true, || false, &mut NoSource).inject, exc(8, Some(0)));
         // #PF while delivering #DF: triple fault.
         let mut q = EventQueue::default();
         q.interrupted(interrupted(EventKind::Exception, 8));
@@ -279,13 +325,13 @@ mod tests {
         let mut q = EventQueue::default();
         q.interrupted(interrupted(EventKind::Exception, 17));
         q.exception(17, Some(0)).unwrap();
-        assert_eq!(q.next(|| true, || false).inject, exc(17, Some(0)));
-        assert_eq!(q.next(|| true, || false).inject, None);
+        assert_eq!(q.next(|| true, || false, &mut NoSource).inject, exc(17, Some(0)));
+        assert_eq!(q.next(|| true, || false, &mut NoSource).inject, None);
         // #GP while delivering #PF queued by a handler (no exit in between) also gives #DF.
         let mut q = EventQueue::default();
         q.exception(14, Some(0)).unwrap();
         q.exception(13, Some(0)).unwrap();
-        assert_eq!(q.next(|| true, || false).inject, exc(8, Some(0)));
+        assert_eq!(q.next(|| true, || false, &mut NoSource).inject, exc(8, Some(0)));
     }
 
     #[test]
@@ -294,10 +340,10 @@ mod tests {
         q.interrupt(0x50);
         q.nmi();
         q.exception(6, None).unwrap();
-        assert_eq!(q.next(|| true, || false).inject, exc(6, None));
-        assert_eq!(q.next(|| true, || false).inject, Some(Event::Nmi));
-        assert_eq!(q.next(|| true, || false).inject, Some(Event::Interrupt { vector: 0x50 }));
-        assert_eq!(q.next(|| true, || false), Entry::default());
+        assert_eq!(q.next(|| true, || false, &mut NoSource).inject, exc(6, None));
+        assert_eq!(q.next(|| true, || false, &mut NoSource).inject, Some(Event::Nmi));
+        assert_eq!(q.next(|| true, || false, &mut NoSource).inject, Some(Event::Interrupt { vector: 0x50 }));
+        assert_eq!(q.next(|| true, || false, &mut NoSource), Entry::default());
     }
 
     #[test]
@@ -307,16 +353,16 @@ mod tests {
         q.interrupt(0x60);
         // Still in the guest's NMI handler: nothing for the NMI, the window asked for once; the
         // interrupt is not held up by it.
-        let e = q.next(|| true, || true);
+        let e = q.next(|| true, || true, &mut NoSource);
         assert_eq!(e.inject, Some(Event::Interrupt { vector: 0x60 }));
         assert_eq!(e.nmi_window, Some(true));
-        assert_eq!(q.next(|| true, || true), Entry::default());
+        assert_eq!(q.next(|| true, || true, &mut NoSource), Entry::default());
         // The handler's IRET opened the window: the NMI goes, the window request ends.
         assert_eq!(
-            q.next(|| true, || false),
+            q.next(|| true, || false, &mut NoSource),
             Entry { inject: Some(Event::Nmi), window: None, nmi_window: Some(false) }
         );
-        assert_eq!(q.next(|| true, || false), Entry::default());
+        assert_eq!(q.next(|| true, || false, &mut NoSource), Entry::default());
     }
 
     #[test]
@@ -329,6 +375,6 @@ mod tests {
             instruction_len: 1,
         };
         q.interrupted(int3);
-        assert_eq!(q.next(|| false, || false).inject, Some(Event::Redeliver(int3)));
+        assert_eq!(q.next(|| false, || false, &mut NoSource).inject, Some(Event::Redeliver(int3)));
     }
 }

@@ -215,7 +215,13 @@ impl BuiltVm {
         let mut account = self.account.lock();
         let mut source = Charged { account: &mut account, frames, failure: None };
         let mut tables = PhysTables { alloc: || source.alloc(1) };
-        match nested::set_page_present(&mut tables, self.nested_root, self.backend.format(), gpa & !0xFFF, present) {
+        match nested::set_page_present(
+            &mut tables,
+            self.nested_root,
+            self.backend.format(),
+            gpa & !0xFFF,
+            present,
+        ) {
             Ok(true) => Ok(()),
             Ok(false) => Err(format!("{gpa:#x} is not mapped")),
             Err(_) => Err(source.explain("nested page tables", "out of memory")),

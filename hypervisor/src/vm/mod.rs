@@ -3,6 +3,7 @@
 //! the vCPU is any [`VirtualCpu`] (VMX, SVM, or a scripted one in the tests).
 
 pub mod account;
+pub mod apic;
 pub mod config;
 pub mod events;
 #[cfg(target_os = "none")]
@@ -143,6 +144,8 @@ pub struct VmState {
     /// What this VM's vCPUs share, and this vCPU's index in it.
     pub shared: Arc<vcpus::VmShared>,
     pub vcpu: u32,
+    /// This vCPU's local APIC (private to it: other CPUs post to `shared`).
+    pub lapic: basalt_devices::lapic::Lapic,
     /// The guest-linear to guest-physical translation of the code at RIP, reused while it
     /// holds (instruction fetches without NRIPS).
     pub code_walk: walk::TranslationCache,
@@ -178,6 +181,7 @@ impl VmState {
             nested: None,
             shared: Arc::new(vcpus::VmShared::new(String::new(), 1, 0, |_| {})),
             vcpu: 0,
+            lapic: apic::new_lapic(0, 1_000_000_000, 36),
             code_walk: walk::TranslationCache::default(),
             guest_spec: crate::mitigations::GuestSpec::default(),
             console,
@@ -195,7 +199,10 @@ impl VmState {
     ) {
         self.host = host;
         self.cpuid.set_tsc_khz(tsc_khz);
+        self.cpuid.set_topology(self.vcpu, self.shared.vcpus.len() as u32);
         self.tsc_offset = self.shared.tsc_offset;
+        self.lapic = apic::new_lapic(self.vcpu, tsc_khz.saturating_mul(1000), self.msrs.phys_bits);
+        self.shared.vcpus[self.vcpu as usize].publish_apic(self.lapic.destination_state());
         vcpu.set_tsc_offset(self.tsc_offset);
         self.nmis_at_start = (host.nmis_taken)();
         self.time_limit = time_limit_s.map(|seconds| TimeLimit {
@@ -206,8 +213,12 @@ impl VmState {
 
     /// The host TSC by which this vCPU must leave its guest for a timer of its own or of the
     /// VM's devices (u64::MAX: none).
+    #[inline]
     pub fn next_deadline(&self) -> u64 {
-        u64::MAX
+        match self.lapic.timer_deadline() {
+            Some(guest) => guest.wrapping_sub(self.tsc_offset),
+            None => u64::MAX,
+        }
     }
 
     /// The nested page tables changed: flush this vCPU's guest TLB and have the others flush
@@ -272,7 +283,8 @@ pub fn run<V: VirtualCpu + ?Sized>(state: &mut VmState, vcpu: &mut V) -> VmOutco
             me.set_mode(vcpus::Mode::Outside);
             continue;
         }
-        let entry = state.events.next(|| vcpu.interruptible(), || vcpu.nmi_blocked());
+        apic::before_entry(state);
+        let entry = state.events.next(|| vcpu.interruptible(), || vcpu.nmi_blocked(), &mut state.lapic);
         if let Some(event) = entry.inject {
             state.stats.injected(&event);
             vcpu.inject(event);
@@ -316,13 +328,20 @@ fn between_runs<V: VirtualCpu + ?Sized>(
             return Err(None);
         }
         if requests & request::EVENT != 0 {
-            let (irr, _tmr) = me.take_posted();
+            let (irr, tmr) = me.take_posted();
             for (word, bits) in irr.iter().enumerate() {
                 let mut bits = *bits;
                 while bits != 0 {
                     let bit = bits.trailing_zeros();
                     bits &= bits - 1;
-                    state.events.interrupt((word as u32 * 64 + bit) as u8);
+                    let msg = basalt_devices::irq::InterruptMessage {
+                        vector: (word as u32 * 64 + bit) as u8,
+                        delivery: basalt_devices::irq::DeliveryMode::Fixed,
+                        destination: basalt_devices::irq::Destination::This,
+                        level_triggered: tmr[word] & (1 << bit) != 0,
+                        assert: true,
+                    };
+                    state.lapic.deliver(&msg);
                 }
             }
         }
@@ -335,6 +354,8 @@ fn between_runs<V: VirtualCpu + ?Sized>(
         if requests & request::INIT != 0 {
             // INIT: the vCPU stops and waits for a start-up IPI; what was pending is dropped.
             state.events = events::EventQueue::default();
+            state.lapic.reset_init();
+            me.publish_apic(state.lapic.destination_state());
             me.set_mode(Mode::WaitForSipi);
         }
         if requests & request::SIPI != 0 {
@@ -598,7 +619,7 @@ mod tests {
         let rip = cpu.rip;
         let _ = exits::dispatch(&mut vm, &mut cpu, VmExit::RdMsr { msr: 0xDEAD_0000 });
         assert_eq!(
-            vm.events.next(|| true, || false).inject,
+            vm.events.next(|| true, || false, &mut crate::vm::events::NoSource).inject,
             Some(Event::Exception { vector: 13, error_code: Some(0) })
         );
         assert_eq!(cpu.rip, rip, "a faulting RDMSR is not skipped");
@@ -625,7 +646,11 @@ mod tests {
             VmExit::RdMsr { msr: IA32_ARCH_CAPABILITIES },
         ] {
             let _ = exits::dispatch(&mut vm, &mut cpu, exit);
-            assert_eq!(vm.events.next(|| true, || false).inject, gp, "{exit:?}");
+            assert_eq!(
+                vm.events.next(|| true, || false, &mut crate::vm::events::NoSource).inject,
+                gp,
+                "{exit:?}"
+            );
         }
         // SPEC_CTRL with IBRS and SSBD, PRED_CMD and ARCH_CAPABILITIES advertised.
         cpu.spec_ctrl = Some((0, 0b101));
@@ -634,10 +659,16 @@ mod tests {
         vm.guest_spec.view.arch_caps = Some(0x21);
         let _ = exits::dispatch(&mut vm, &mut cpu, VmExit::WrMsr { msr: IA32_SPEC_CTRL, value: 0b101 });
         let _ = exits::dispatch(&mut vm, &mut cpu, VmExit::RdMsr { msr: IA32_SPEC_CTRL });
-        assert_eq!((cpu.gprs.rax, vm.events.next(|| true, || false).inject), (0b101, None));
+        assert_eq!(
+            (cpu.gprs.rax, vm.events.next(|| true, || false, &mut crate::vm::events::NoSource).inject),
+            (0b101, None)
+        );
         // STIBP is not implemented: #GP, and the value stays.
         let _ = exits::dispatch(&mut vm, &mut cpu, VmExit::WrMsr { msr: IA32_SPEC_CTRL, value: 0b010 });
-        assert_eq!((cpu.spec_ctrl, vm.events.next(|| true, || false).inject), (Some((0b101, 0b101)), gp));
+        assert_eq!(
+            (cpu.spec_ctrl, vm.events.next(|| true, || false, &mut crate::vm::events::NoSource).inject),
+            (Some((0b101, 0b101)), gp)
+        );
         let _ = exits::dispatch(&mut vm, &mut cpu, VmExit::WrMsr { msr: IA32_PRED_CMD, value: 1 });
         assert_eq!(GUEST_IBPBS.load(core::sync::atomic::Ordering::Relaxed), 1);
         for bad in [
@@ -647,7 +678,11 @@ mod tests {
             VmExit::WrMsr { msr: IA32_FLUSH_CMD, value: 1 },
         ] {
             let _ = exits::dispatch(&mut vm, &mut cpu, bad);
-            assert_eq!(vm.events.next(|| true, || false).inject, gp, "{bad:?}");
+            assert_eq!(
+                vm.events.next(|| true, || false, &mut crate::vm::events::NoSource).inject,
+                gp,
+                "{bad:?}"
+            );
         }
         let _ = exits::dispatch(&mut vm, &mut cpu, VmExit::RdMsr { msr: IA32_ARCH_CAPABILITIES });
         assert_eq!((cpu.gprs.rax, cpu.gprs.rdx), (0x21, 0));

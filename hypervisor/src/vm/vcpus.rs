@@ -13,6 +13,10 @@
 use super::VmOutcome;
 use alloc::string::String;
 use alloc::vec::Vec;
+use basalt_devices::ioapic::IOAPIC_DEFAULT_BASE;
+use basalt_devices::irq::Destination;
+use basalt_devices::lapic::{destination_matches, Mode as LapicMode};
+use basalt_devices::router::IrqRouter;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::SeqCst};
 use spin::Mutex;
 
@@ -77,11 +81,13 @@ pub struct VcpuShared {
     irr: [AtomicU64; 4],
     /// Their trigger modes (1: level).
     tmr: [AtomicU64; 4],
-    /// The LAPIC's destination state as its owner last published it, for other CPUs' matching:
-    /// LDR, DFR, and whether it is software-enabled and in x2APIC mode (bits 0 and 1).
-    pub ldr: AtomicU32,
-    pub dfr: AtomicU32,
-    pub apic_flags: AtomicU32,
+    /// The LAPIC's destination state as its owner last published it (its ID, LDR and DFR
+    /// registers and its mode), so other CPUs match IPI and IOAPIC destinations without
+    /// touching it.
+    apic_mode: AtomicU8,
+    apic_id_reg: AtomicU32,
+    ldr: AtomicU32,
+    dfr: AtomicU32,
 }
 
 impl VcpuShared {
@@ -95,10 +101,30 @@ impl VcpuShared {
             sipi: AtomicU32::new(0),
             irr: [const { AtomicU64::new(0) }; 4],
             tmr: [const { AtomicU64::new(0) }; 4],
+            apic_mode: AtomicU8::new(LapicMode::XApic as u8),
+            apic_id_reg: AtomicU32::new(apic_id << 24),
             ldr: AtomicU32::new(0),
             dfr: AtomicU32::new(u32::MAX),
-            apic_flags: AtomicU32::new(0),
         }
+    }
+
+    /// The owner publishes its LAPIC's destination state (after any access that may change it).
+    pub fn publish_apic(&self, (mode, id, ldr, dfr): (LapicMode, u32, u32, u32)) {
+        self.apic_id_reg.store(id, SeqCst);
+        self.ldr.store(ldr, SeqCst);
+        self.dfr.store(dfr, SeqCst);
+        self.apic_mode.store(mode as u8, SeqCst);
+    }
+
+    /// Whether `dest` selects this vCPU's LAPIC, as last published.
+    pub fn apic_matches(&self, dest: Destination) -> bool {
+        let mode = match self.apic_mode.load(SeqCst) {
+            0 => LapicMode::Disabled,
+            1 => LapicMode::XApic,
+            _ => LapicMode::X2Apic,
+        };
+        let (id, ldr, dfr) = (self.apic_id_reg.load(SeqCst), self.ldr.load(SeqCst), self.dfr.load(SeqCst));
+        destination_matches(mode, id, ldr, dfr, dest)
     }
 
     pub fn mode(&self) -> Mode {
@@ -197,6 +223,8 @@ pub struct VmShared {
     active: AtomicU32,
     /// Sends the kick IPI to a physical CPU (its APIC ID); a no-op in host tests.
     kick: fn(u32),
+    /// The VM's IOAPIC and PIC pair, behind one lock; devices raise lines into it.
+    pub irq: Mutex<IrqRouter>,
 }
 
 impl VmShared {
@@ -210,6 +238,8 @@ impl VmShared {
             outcome: Mutex::new(None),
             active: AtomicU32::new(vcpus),
             kick,
+            // The IOAPIC's ID follows the vCPUs' APIC IDs (as the MADT says).
+            irq: Mutex::new(IrqRouter::new(IOAPIC_DEFAULT_BASE, vcpus.min(0xF) as u8)),
         }
     }
 

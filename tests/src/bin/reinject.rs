@@ -108,11 +108,13 @@ fn run() {
     guest_assert_eq!(idt::last().map(|e| (e.vector, e.rip)), Some((3, after)));
     let after_int3 = exit_count(ExitCounter::Redelivered);
 
-    // Each delivery was cut short by the missing page and delivered again (at least once:
-    // a delivery may touch the page more than once).
+    // Each interrupt's delivery was cut short by the missing page and delivered again (at
+    // least once: a delivery may touch the page more than once). An INT3 cut short is either
+    // delivered again with its length (VMX) or, its RIP still at the INT3, runs again (SVM):
+    // either way once, as checked above.
     guest_assert_eq!(after_stack > redelivered, true);
     guest_assert_eq!(after_idt > after_stack, true);
-    guest_assert_eq!(after_int3 > after_idt, true);
+    guest_assert_eq!(after_int3 >= after_idt, true);
     guest_println!(
         "interrupt through a missing stack page, interrupt through a missing IDT page and INT3 through a missing stack page: each delivered once, {} redeliveries",
         after_int3 - redelivered

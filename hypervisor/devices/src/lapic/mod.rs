@@ -719,29 +719,13 @@ impl Lapic {
     /// "all" to x2APIC targets must say 0xFFFF_FFFF (the core maps it, as KVM's x2APIC
     /// broadcast quirk does). Logical xAPIC destinations use their low 8 bits.
     pub fn matches(&self, dest: Destination) -> bool {
-        match (self.mode(), dest) {
-            (Mode::Disabled, _) => false,
-            (_, Destination::This | Destination::AllIncludingSelf | Destination::AllExcludingSelf) => true,
-            (Mode::XApic, Destination::Physical(id)) => id == 0xFF || id == self.regs[ID] >> 24,
-            (Mode::X2Apic, Destination::Physical(id)) => id == 0xFFFF_FFFF || id == self.regs[ID],
-            (Mode::XApic, Destination::Logical(mda)) => {
-                let mda = mda & 0xFF;
-                let ldr = self.regs[LDR] >> 24;
-                if mda == 0xFF {
-                    true
-                } else if self.regs[DFR] >> 28 == 0xF {
-                    // Flat: one bit per APIC.
-                    mda & ldr != 0
-                } else {
-                    // Cluster: cluster in bits 7:4, one bit of 4 in bits 3:0.
-                    (mda >> 4) == (ldr >> 4) && mda & ldr & 0xF != 0
-                }
-            }
-            (Mode::X2Apic, Destination::Logical(mda)) => {
-                let ldr = self.regs[LDR];
-                mda == 0xFFFF_FFFF || ((mda >> 16) == (ldr >> 16) && mda & ldr & 0xFFFF != 0)
-            }
-        }
+        destination_matches(self.mode(), self.regs[ID], self.regs[LDR], self.regs[DFR], dest)
+    }
+
+    /// What another CPU needs to match destinations against this LAPIC without touching it:
+    /// (mode, ID register, LDR, DFR), for [`destination_matches`].
+    pub fn destination_state(&self) -> (Mode, u32, u32, u32) {
+        (self.mode(), self.regs[ID], self.regs[LDR], self.regs[DFR])
     }
 
     /// Accept a message that [`Lapic::matches`] selected. Fixed and lowest priority set IRR
@@ -1034,6 +1018,36 @@ impl Lapic {
         self.write_svr(self.regs[SVR] | SVR_ENABLE);
         self.regs[LVT_LINT0] = (DeliveryMode::ExtInt as u32) << 8;
         self.regs[LVT_LINT1] = (DeliveryMode::Nmi as u32) << 8;
+    }
+}
+
+/// Whether a LAPIC in `mode` whose ID, LDR and DFR registers hold `id`, `ldr` and `dfr` is
+/// selected by `dest` (SDM 10.6.2): physical IDs with the broadcast of its mode, logical flat
+/// and cluster per the DFR in xAPIC mode, x2APIC cluster; the shorthands select every enabled
+/// LAPIC (the caller excludes the sender where it must). [`Lapic::matches`] uses it, and so
+/// does the VM core on the state each vCPU publishes.
+pub fn destination_matches(mode: Mode, id: u32, ldr: u32, dfr: u32, dest: Destination) -> bool {
+    match (mode, dest) {
+        (Mode::Disabled, _) => false,
+        (_, Destination::This | Destination::AllIncludingSelf | Destination::AllExcludingSelf) => true,
+        (Mode::XApic, Destination::Physical(p)) => p == 0xFF || p == id >> 24,
+        (Mode::X2Apic, Destination::Physical(p)) => p == 0xFFFF_FFFF || p == id,
+        (Mode::XApic, Destination::Logical(mda)) => {
+            let mda = mda & 0xFF;
+            let ldr = ldr >> 24;
+            if mda == 0xFF {
+                true
+            } else if dfr >> 28 == 0xF {
+                // Flat: one bit per APIC.
+                mda & ldr != 0
+            } else {
+                // Cluster: cluster in bits 7:4, one bit of 4 in bits 3:0.
+                (mda >> 4) == (ldr >> 4) && mda & ldr & 0xF != 0
+            }
+        }
+        (Mode::X2Apic, Destination::Logical(mda)) => {
+            mda == 0xFFFF_FFFF || ((mda >> 16) == (ldr >> 16) && mda & ldr & 0xFFFF != 0)
+        }
     }
 }
 
