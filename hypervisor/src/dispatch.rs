@@ -168,6 +168,11 @@ fn report(done: &Done) -> bool {
             println!("VM {name}: PASS");
             true
         }
+        // Not a failure: the guest ended its VM itself (power-off, reset, debug-exit).
+        VmOutcome::Ended(how) => {
+            println!("VM {name}: ENDED: {}", Escaped(how));
+            true
+        }
         // A report can quote the guest (its assertion's message and file): escaped.
         VmOutcome::Failed(report) => {
             println!("VM {name}: FAIL: {}", Escaped(report));

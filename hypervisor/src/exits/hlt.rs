@@ -19,7 +19,7 @@ pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action 
         return Action::Continue;
     }
     // Something can wake it: another vCPU (NMI, INIT, IPIs), or its timer.
-    if vm.shared.vcpus.len() > 1 || (if_set && vm.lapic.timer_deadline().is_some()) {
+    if vm.shared.vcpus.len() > 1 || (if_set && vm.next_deadline() != u64::MAX) {
         vm.shared.vcpus[vm.vcpu as usize].set_mode(crate::vm::vcpus::Mode::Halted);
         return Action::Continue;
     }

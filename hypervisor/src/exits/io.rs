@@ -27,6 +27,22 @@ pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, io: IoAcce
     if pic_port {
         return pic(vm, vcpu, io);
     }
+    // The VM's port devices (UART, RTC, PIT, PM blocks, PCI, fw_cfg, ...).
+    let mut data = (vcpu.gprs().rax as u32).to_le_bytes();
+    let now = crate::vm::apic::guest_now(vm);
+    let shared = vm.shared.clone();
+    if let Some(effect) =
+        shared.platform.port(&shared.irq, now, vm.vcpu, io.port, &mut data[..io.size as usize], io.write)
+    {
+        if !io.write {
+            set_in(vcpu, io.size, u32::from_le_bytes(data));
+        }
+        crate::vm::apic::drain_router(vm);
+        return match crate::vm::device_effect(effect) {
+            Action::Continue => super::skip(vm, vcpu),
+            stop => stop,
+        };
+    }
     if io.write {
         let value = vcpu.gprs().rax as u32 & m;
         match io.port {

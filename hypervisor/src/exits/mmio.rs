@@ -93,6 +93,14 @@ impl<V: VirtualCpu + ?Sized> Guest<'_, V> {
                 crate::vm::apic::drain_router(self.vm);
                 continue;
             }
+            let shared = self.vm.shared.clone();
+            if shared.platform.claims_mmio(gpa, piece.len() as u64) {
+                let now = crate::vm::apic::guest_now(self.vm);
+                // MMIO devices ask nothing of the VM (no power or reset registers in MMIO).
+                let _ = shared.platform.mmio(&shared.irq, now, self.vm.vcpu, gpa, piece, write);
+                crate::vm::apic::drain_router(self.vm);
+                continue;
+            }
             let on_device = TestDevice::contains(gpa, piece.len());
             let done = match (&self.vm.test_device, on_device) {
                 (Some(dev), true) if write => {
@@ -174,7 +182,7 @@ pub fn is_mmio(vm: &VmState, gpa: u64) -> bool {
         return true;
     }
     let ioapic = vm.shared.irq.lock().claims_mmio(gpa, 1);
-    ioapic
+    ioapic || vm.shared.platform.claims_mmio(gpa, 1)
 }
 
 /// Emulate the instruction that touched MMIO.

@@ -107,6 +107,15 @@ pub fn send(vm: &mut VmState, msg: &InterruptMessage) {
 /// received (from itself: a self-IPI or LINT1).
 #[inline]
 pub fn before_entry(vm: &mut VmState) {
+    // vCPU 0 keeps the VM's device clocks (PIT, RTC...) and wakes for them.
+    if vm.vcpu == 0 && vm.shared.platform.deadline() != u64::MAX {
+        let now = guest_now(vm);
+        if now >= vm.shared.platform.deadline() {
+            let shared = vm.shared.clone();
+            shared.platform.advance(now, 0, &shared.irq);
+            drain_router(vm);
+        }
+    }
     if let Some(deadline) = vm.lapic.timer_deadline() {
         let now = guest_now(vm);
         if now >= deadline {

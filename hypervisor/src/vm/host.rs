@@ -361,7 +361,8 @@ pub fn run_vcpu(vm: &Arc<BuiltVm>, index: u32, console: Console) -> Option<Ended
         me.set_mode(super::vcpus::Mode::WaitForSipi);
     }
     if let Err(why) = run_vcpu_here(vm, index, console) {
-        vm.shared.stop(VmOutcome::Failed(format!("vCPU {index}: {why}")));
+        let what = if index == 0 { "not started" } else { "stopped: a vCPU could not start" };
+        vm.shared.stop(VmOutcome::Failed(format!("{what}: vCPU {index}: {why}")));
     }
     if !vm.shared.vcpu_ended(index) {
         return None;

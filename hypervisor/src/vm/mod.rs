@@ -11,6 +11,7 @@ pub mod host;
 pub mod memory;
 pub mod msrs;
 pub mod placement;
+pub mod platform;
 pub mod setup;
 pub mod stats;
 pub mod vcpus;
@@ -32,6 +33,9 @@ use stats::{ExitKind, ExitStats};
 pub enum VmOutcome {
     /// The guest reported success (ucall Done).
     Passed,
+    /// The guest ended its VM itself without a verdict: it powered off, reset (with
+    /// `on_reset=stop`), or wrote to its debug-exit port; the text says which (and the status).
+    Ended(String),
     /// The guest failed an assertion, or Basalt stopped it; the text says which and where.
     Failed(String),
 }
@@ -89,6 +93,19 @@ pub trait NestedControl: Send + Sync {
     fn hide(&self, gpa: u64) -> Result<(), String>;
     /// If the page at `gpa` was hidden, map it again and say so.
     fn reveal(&self, gpa: u64) -> bool;
+}
+
+/// What a device access asked of the VM (basalt_devices::bus::Effect).
+pub fn device_effect(effect: basalt_devices::bus::Effect) -> Action {
+    use basalt_devices::bus::Effect;
+    match effect {
+        Effect::None => Action::Continue,
+        Effect::PowerOff => Action::Stop(VmOutcome::Ended("powered off (ACPI S5)".into())),
+        Effect::Reset => Action::Stop(VmOutcome::Ended("reset by the guest".into())),
+        Effect::DebugExit(value) => {
+            Action::Stop(VmOutcome::Ended(alloc::format!("debug-exit status {}", (value << 1) | 1)))
+        }
+    }
 }
 
 /// The time limit of a running VM, in TSC ticks.
@@ -215,9 +232,10 @@ impl VmState {
     /// VM's devices (u64::MAX: none).
     #[inline]
     pub fn next_deadline(&self) -> u64 {
-        match self.lapic.timer_deadline() {
-            Some(guest) => guest.wrapping_sub(self.tsc_offset),
-            None => u64::MAX,
+        let devices = if self.vcpu == 0 { self.shared.platform.deadline() } else { u64::MAX };
+        match self.lapic.timer_deadline().map_or(devices, |t| t.min(devices)) {
+            u64::MAX => u64::MAX,
+            guest => guest.wrapping_sub(self.tsc_offset),
         }
     }
 

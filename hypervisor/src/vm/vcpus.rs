@@ -225,11 +225,24 @@ pub struct VmShared {
     kick: fn(u32),
     /// The VM's IOAPIC and PIC pair, behind one lock; devices raise lines into it.
     pub irq: Mutex<IrqRouter>,
+    /// Its buses and timed devices.
+    pub platform: super::platform::Platform,
 }
 
 impl VmShared {
     /// A VM of `vcpus` vCPUs with APIC IDs 0, 1, 2...
     pub fn new(name: String, vcpus: u32, tsc_offset: u64, kick: fn(u32)) -> Self {
+        Self::with_platform(name, vcpus, tsc_offset, kick, super::platform::Platform::new())
+    }
+
+    /// A VM with the devices of `platform`.
+    pub fn with_platform(
+        name: String,
+        vcpus: u32,
+        tsc_offset: u64,
+        kick: fn(u32),
+        platform: super::platform::Platform,
+    ) -> Self {
         VmShared {
             name,
             vcpus: (0..vcpus).map(|i| VcpuShared::new(i, i)).collect(),
@@ -240,6 +253,7 @@ impl VmShared {
             kick,
             // The IOAPIC's ID follows the vCPUs' APIC IDs (as the MADT says).
             irq: Mutex::new(IrqRouter::new(IOAPIC_DEFAULT_BASE, vcpus.min(0xF) as u8)),
+            platform,
         }
     }
 

@@ -1,0 +1,174 @@
+//! A VM's PC platform beyond the interrupt router (which `vcpus::VmShared::irq` holds): its
+//! port and MMIO buses, built once from the configuration, and the devices that keep time.
+//! Devices raise lines into a buffer during an access or an advance, applied to the router
+//! once the device's and the bus's locks are released, so the router's lock never nests with
+//! theirs.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use basalt_devices::bus::{Ctx, Effect, MmioBus, MmioDevice, PortBus, PortDevice, Timed};
+use basalt_devices::irq::{IrqSink, RecordingSink};
+use basalt_devices::router::IrqRouter;
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Mutex;
+
+/// A device shared between a bus and the timed list: the bus calls it through this.
+pub struct Shared<T: ?Sized>(pub Arc<Mutex<T>>);
+
+impl<T: PortDevice + ?Sized> PortDevice for Shared<T> {
+    fn read(&mut self, ctx: &mut Ctx<'_>, offset: u16, data: &mut [u8]) {
+        self.0.lock().read(ctx, offset, data)
+    }
+    fn write(&mut self, ctx: &mut Ctx<'_>, offset: u16, data: &[u8]) -> Effect {
+        self.0.lock().write(ctx, offset, data)
+    }
+}
+
+impl<T: MmioDevice + ?Sized> MmioDevice for Shared<T> {
+    fn read(&mut self, ctx: &mut Ctx<'_>, offset: u64, data: &mut [u8]) {
+        self.0.lock().read(ctx, offset, data)
+    }
+    fn write(&mut self, ctx: &mut Ctx<'_>, offset: u64, data: &[u8]) -> Effect {
+        self.0.lock().write(ctx, offset, data)
+    }
+}
+
+/// Apply the line changes an access or advance recorded, in order.
+pub fn apply(lines: RecordingSink, irq: &Mutex<IrqRouter>) {
+    if lines.events.is_empty() {
+        return;
+    }
+    let mut router = irq.lock();
+    for (gsi, source, level) in lines.events {
+        router.set_level(gsi, source, level);
+    }
+}
+
+/// A timed device, as the platform advances it.
+pub type TimedDevice = Arc<Mutex<dyn Timed + Send>>;
+
+/// The buses and timed devices of one VM.
+#[derive(Default)]
+pub struct Platform {
+    pub ports: Mutex<PortBus>,
+    pub mmio: Mutex<MmioBus>,
+    timed: Vec<TimedDevice>,
+    /// The nearest deadline of the timed devices (guest TSC; u64::MAX: none), kept current
+    /// after every access and advance so the exit path reads one atomic.
+    next: AtomicU64,
+}
+
+impl Platform {
+    pub fn new() -> Self {
+        Platform { next: AtomicU64::new(u64::MAX), ..Default::default() }
+    }
+
+    /// Add a port device (and, if it keeps time, to the timed list).
+    pub fn add_port(
+        &mut self,
+        base: u16,
+        len: u16,
+        dev: Box<dyn PortDevice>,
+    ) -> Result<(), basalt_devices::bus::BusError> {
+        self.ports.get_mut().add(base, len, dev)
+    }
+
+    pub fn add_mmio(
+        &mut self,
+        base: u64,
+        len: u64,
+        dev: Box<dyn MmioDevice>,
+    ) -> Result<(), basalt_devices::bus::BusError> {
+        self.mmio.get_mut().add(base, len, dev)
+    }
+
+    pub fn add_timed(&mut self, dev: TimedDevice) {
+        self.timed.push(dev);
+        self.refresh();
+    }
+
+    /// The guest TSC by which the timed devices next need `advance`.
+    #[inline]
+    pub fn deadline(&self) -> u64 {
+        self.next.load(Ordering::Relaxed)
+    }
+
+    /// Recompute the nearest deadline (after an access that may have changed one).
+    pub fn refresh(&self) {
+        let next = self.timed.iter().filter_map(|d| d.lock().deadline()).min().unwrap_or(u64::MAX);
+        self.next.store(next, Ordering::Relaxed);
+    }
+
+    /// Fire what is due at guest TSC `now` into the router.
+    pub fn advance(&self, now: u64, vcpu: u32, irq: &Mutex<IrqRouter>) {
+        let mut lines = RecordingSink::default();
+        for d in &self.timed {
+            let mut d = d.lock();
+            if d.deadline().is_some_and(|t| t <= now) {
+                d.advance(&mut Ctx { now, vcpu, irq: &mut lines });
+            }
+        }
+        self.refresh();
+        apply(lines, irq);
+    }
+
+    /// A port access through the bus; `None` if no device holds it.
+    pub fn port(
+        &self,
+        irq: &Mutex<IrqRouter>,
+        now: u64,
+        vcpu: u32,
+        port: u16,
+        data: &mut [u8],
+        write: bool,
+    ) -> Option<Effect> {
+        let mut lines = RecordingSink::default();
+        let mut ctx = Ctx { now, vcpu, irq: &mut lines };
+        let effect = {
+            let mut bus = self.ports.lock();
+            if write {
+                bus.write(&mut ctx, port, data)
+            } else {
+                bus.read(&mut ctx, port, data).then_some(Effect::None)
+            }
+        };
+        apply(lines, irq);
+        if effect.is_some() && !self.timed.is_empty() {
+            self.refresh();
+        }
+        effect
+    }
+
+    /// Whether an MMIO access of `len` bytes at `gpa` is a bus device's.
+    pub fn claims_mmio(&self, gpa: u64, len: u64) -> bool {
+        self.mmio.lock().claims(gpa, len)
+    }
+
+    /// An MMIO access through the bus; `None` if no device holds it.
+    pub fn mmio(
+        &self,
+        irq: &Mutex<IrqRouter>,
+        now: u64,
+        vcpu: u32,
+        gpa: u64,
+        data: &mut [u8],
+        write: bool,
+    ) -> Option<Effect> {
+        let mut lines = RecordingSink::default();
+        let mut ctx = Ctx { now, vcpu, irq: &mut lines };
+        let effect = {
+            let mut bus = self.mmio.lock();
+            if write {
+                bus.write(&mut ctx, gpa, data)
+            } else {
+                bus.read(&mut ctx, gpa, data).then_some(Effect::None)
+            }
+        };
+        apply(lines, irq);
+        if effect.is_some() && !self.timed.is_empty() {
+            self.refresh();
+        }
+        effect
+    }
+}
