@@ -376,7 +376,19 @@ pub fn all() -> Vec<IntegrationTest> {
         tests.extend(guest_tests(platform, lines));
     }
     tests.push(too_many_modules());
+    // Last: one L0 boot runs them all (xtask/src/nested.rs).
+    tests.extend(guest_tests(Platform::NestedSvm, lines));
     tests
+}
+
+/// `cargo xtask test --kvm`: the guest tests on this machine's KVM (`-accel kvm -cpu host`),
+/// where it offers VMX or SVM to guests. Not part of `all()`: most machines cannot run them.
+pub fn kvm_tests() -> Vec<IntegrationTest> {
+    let lines = AssertionLines {
+        fail: guests::fail_line().expect("the fail guest's assertion"),
+        forge: guests::forge_line().expect("the forge guest's assertion"),
+    };
+    guest_tests(Platform::Kvm, lines)
 }
 
 /// The tests of the kernel itself, without guests.
@@ -487,7 +499,7 @@ mod tests {
     #[test]
     fn every_guest_runs_on_every_platform() {
         let tests = all();
-        for platform in GUEST_PLATFORMS {
+        for platform in GUEST_PLATFORMS.into_iter().chain([Platform::NestedSvm]) {
             for name in guests::PASSING.iter().chain(&["fail", "unmapped", "config", "isolation-console"]) {
                 let t = tests.iter().find(|t| t.platform == platform && t.name == *name).unwrap();
                 assert_eq!(t.smp, 1);
