@@ -363,6 +363,7 @@ fn useful_stderr(stderr: &str) -> String {
 /// Prints the end of a test's line: `ok (<seconds>s)`, or `FAILED (<reason>)` with the last
 /// serial lines (from `log`) and the emulator's useful stderr. Returns whether it passed.
 pub fn report(
+    test: &IntegrationTest,
     verdict: &Result<(), String>,
     elapsed: Duration,
     serial: &str,
@@ -371,11 +372,19 @@ pub fn report(
 ) -> bool {
     match verdict {
         Ok(()) => {
-            println!("ok ({:.1}s)", elapsed.as_secs_f64());
+            match &test.known_failure {
+                Some(why) => {
+                    println!("ok ({:.1}s; known failure, as expected: {why})", elapsed.as_secs_f64())
+                }
+                None => println!("ok ({:.1}s)", elapsed.as_secs_f64()),
+            }
             true
         }
         Err(reason) => {
-            println!("FAILED ({reason})");
+            match &test.known_failure {
+                Some(why) => println!("FAILED ({reason}; expected the known failure: {why})"),
+                None => println!("FAILED ({reason})"),
+            }
             println!("    --- last serial lines ({}):", log.display());
             print_tail("serial output", serial, TAIL_LINES);
             let stderr = useful_stderr(stderr);
@@ -414,7 +423,7 @@ pub fn run_all(tests: &[IntegrationTest], kernel: Result<&Path, &str>) -> (u64, 
                     &Observed { token: &token, serial: &outcome.serial, exit: outcome.exit, bochs },
                 );
                 let log = work_dir(test).join("serial.log");
-                if report(&verdict, outcome.elapsed, &outcome.serial, &outcome.stderr, &log) {
+                if report(test, &verdict, outcome.elapsed, &outcome.serial, &outcome.stderr, &log) {
                     passed += 1;
                 } else {
                     failed += 1;

@@ -488,7 +488,7 @@ fn run_nested(tests: &[IntegrationTest], kernel: &Path) -> Result<(u64, u64)> {
             },
         );
         let elapsed = Duration::from_secs_f64(segment.seconds.unwrap_or(0.0).max(0.0));
-        if integration::report(&verdict, elapsed, &segment.serial, &segment.stderr, &log) {
+        if integration::report(test, &verdict, elapsed, &segment.serial, &segment.stderr, &log) {
             passed += 1;
         } else {
             failed += 1;
