@@ -282,6 +282,7 @@ pub fn work_dir(test: &IntegrationTest) -> std::path::PathBuf {
 fn launch(vm: &Vm) -> Result<emulator::Launch> {
     match vm.platform {
         Platform::BochsVmx | Platform::BochsSvm => bochs::prepare(vm),
+        Platform::NestedSvm => anyhow::bail!("nested-svm runs inside L1 Linux (nested::run_all)"),
         Platform::QemuSvm | Platform::Kvm | Platform::Uefi => qemu::launch(vm),
     }
 }
@@ -359,6 +360,43 @@ fn useful_stderr(stderr: &str) -> String {
         .collect()
 }
 
+/// Prints the end of a test's line: `ok (<seconds>s)`, or `FAILED (<reason>)` with the last
+/// serial lines (from `log`) and the emulator's useful stderr. Returns whether it passed.
+pub fn report(
+    test: &IntegrationTest,
+    verdict: &Result<(), String>,
+    elapsed: Duration,
+    serial: &str,
+    stderr: &str,
+    log: &Path,
+) -> bool {
+    match verdict {
+        Ok(()) => {
+            match &test.known_failure {
+                Some(why) => {
+                    println!("ok ({:.1}s; known failure, as expected: {why})", elapsed.as_secs_f64())
+                }
+                None => println!("ok ({:.1}s)", elapsed.as_secs_f64()),
+            }
+            true
+        }
+        Err(reason) => {
+            match &test.known_failure {
+                Some(why) => println!("FAILED ({reason}; expected the known failure: {why})"),
+                None => println!("FAILED ({reason})"),
+            }
+            println!("    --- last serial lines ({}):", log.display());
+            print_tail("serial output", serial, TAIL_LINES);
+            let stderr = useful_stderr(stderr);
+            if !stderr.trim().is_empty() {
+                println!("    --- emulator stderr:");
+                print_tail("stderr", &stderr, 10);
+            }
+            false
+        }
+    }
+}
+
 /// Runs `tests` one after another (they are CPU-bound, and Bochs instances must not overlap).
 /// `kernel` is the ELF, or the reason there is none. Returns (passed, failed).
 pub fn run_all(tests: &[IntegrationTest], kernel: Result<&Path, &str>) -> (u64, u64) {
@@ -379,26 +417,18 @@ pub fn run_all(tests: &[IntegrationTest], kernel: Result<&Path, &str>) -> (u64, 
                 println!("FAILED ({err:#})");
                 failed += 1;
             }
-            Ok(Finished { outcome, token, bochs }) => match check(
-                test,
-                &Observed { token: &token, serial: &outcome.serial, exit: outcome.exit, bochs },
-            ) {
-                Ok(()) => {
-                    println!("ok ({:.1}s)", outcome.elapsed.as_secs_f64());
+            Ok(Finished { outcome, token, bochs }) => {
+                let verdict = check(
+                    test,
+                    &Observed { token: &token, serial: &outcome.serial, exit: outcome.exit, bochs },
+                );
+                let log = work_dir(test).join("serial.log");
+                if report(test, &verdict, outcome.elapsed, &outcome.serial, &outcome.stderr, &log) {
                     passed += 1;
-                }
-                Err(reason) => {
-                    println!("FAILED ({reason})");
-                    println!("    --- last serial lines ({}):", work_dir(test).join("serial.log").display());
-                    print_tail("serial output", &outcome.serial, TAIL_LINES);
-                    let stderr = useful_stderr(&outcome.stderr);
-                    if !stderr.trim().is_empty() {
-                        println!("    --- emulator stderr:");
-                        print_tail("stderr", &stderr, 10);
-                    }
+                } else {
                     failed += 1;
                 }
-            },
+            }
         }
     }
     (passed, failed)
@@ -696,12 +726,17 @@ mod tests {
         let cpuid = select(all.clone(), Some(": cpuid"));
         assert_eq!(
             cpuid.iter().map(|t| t.full_name()).collect::<Vec<_>>(),
-            ["svm: cpuid", "svm-nrips: cpuid", "vmx: cpuid"]
+            ["svm: cpuid", "svm-nrips: cpuid", "vmx: cpuid", "nested-svm: cpuid"]
         );
         let isolation = select(all, Some(": isolation-console"));
         assert_eq!(
             isolation.iter().map(|t| t.full_name()).collect::<Vec<_>>(),
-            ["svm: isolation-console", "svm-nrips: isolation-console", "vmx: isolation-console"]
+            [
+                "svm: isolation-console",
+                "svm-nrips: isolation-console",
+                "vmx: isolation-console",
+                "nested-svm: isolation-console"
+            ]
         );
     }
 }

@@ -3,7 +3,7 @@
 //! - `cargo xtask build [--debug]`
 //! - `cargo xtask run [--bochs | --bochs-svm | --kvm] [--smp N] [--mem MB] [--debug] [--guest FILE]
 //!   [-- CMDLINE...]`: boots the demo guest unless given `--guest` or `--module`
-//! - `cargo xtask test [FILTER] [--host-only | --no-host] [--list]`
+//! - `cargo xtask test [FILTER] [--host-only | --no-host] [--nested | --kvm] [--list]`
 //! - `cargo xtask image [--config FILE] [--guest FILE]... [-o PATH]`: a UEFI USB-stick image.
 //! - `cargo xtask run --uefi`: boot that image in QEMU with OVMF, from a USB stick.
 //! - `cargo xtask setup`: install every host tool xtask knows about.
@@ -12,12 +12,15 @@
 
 mod bench;
 mod bochs;
+mod cpio;
 mod emulator;
 mod guests;
 mod host_tests;
 mod image;
 mod integration;
 mod kernel;
+mod kvm;
+mod nested;
 mod platform;
 mod qemu;
 mod tests_table;
@@ -105,7 +108,8 @@ struct RunArgs {
     /// Bochs with AMD SVM and NRIPS (ryzen).
     #[arg(long, group = "platform")]
     bochs_svm: bool,
-    /// QEMU on this machine's KVM (needs /dev/kvm).
+    /// QEMU on this machine's KVM (`-accel kvm -cpu host`; needs a /dev/kvm that offers VMX or
+    /// SVM to guests, i.e. nested virtualization).
     #[arg(long, group = "platform")]
     kvm: bool,
     /// QEMU (TCG, EPYC) with OVMF, booting the `cargo xtask image` disk as a USB stick.
@@ -144,6 +148,14 @@ struct TestArgs {
     /// Skip the host unit tests.
     #[arg(long)]
     no_host: bool,
+    /// Run only the `nested-svm` tests: Basalt under Linux KVM (nested SVM) inside QEMU TCG,
+    /// one L0 boot for all of them.
+    #[arg(long, conflicts_with_all = ["host_only", "kvm"])]
+    nested: bool,
+    /// Run the guest tests on this machine's KVM (`-accel kvm -cpu host`) instead; needs a
+    /// /dev/kvm that offers VMX or SVM to guests.
+    #[arg(long, conflicts_with = "host_only")]
+    kvm: bool,
     /// List the selected integration tests and exit.
     #[arg(long)]
     list: bool,
@@ -240,8 +252,9 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     } else {
         Platform::QemuSvm
     };
-    if platform == Platform::Kvm && !std::path::Path::new("/dev/kvm").exists() {
-        bail!("--kvm needs /dev/kvm, which this machine does not have (use the default QEMU TCG platform)");
+    if platform == Platform::Kvm {
+        // Before building or starting anything: say why KVM cannot run Basalt here.
+        kvm_usable()?;
     }
     if args.smp == 0 {
         bail!("--smp must be at least 1");
@@ -286,6 +299,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let vm = Vm { platform, kernel, smp: args.smp, mem_mb: args.mem, cmdline, modules, work_dir };
     let launch = match platform {
         Platform::BochsVmx | Platform::BochsSvm => bochs::prepare(&vm)?,
+        Platform::NestedSvm => bail!("nested-svm is a test platform only (cargo xtask test --nested)"),
         Platform::QemuSvm | Platform::Kvm | Platform::Uefi => qemu::launch(&vm)?,
     };
     let code = emulator::run_interactive(&launch)?;
@@ -306,11 +320,33 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     }
 }
 
+/// Whether this machine's KVM offers VMX or SVM to guests; the error is one line saying why not.
+fn kvm_usable() -> Result<()> {
+    match kvm::judge(&kvm::Facts::of_this_machine()) {
+        Ok(ext) => {
+            println!("xtask: KVM offers {ext} to guests (nested virtualization)");
+            Ok(())
+        }
+        Err(why) => bail!("{why}"),
+    }
+}
+
 fn test(args: TestArgs) -> Result<ExitCode> {
+    if args.kvm && !args.list {
+        kvm_usable()?;
+    }
     let selected = if args.host_only {
         Vec::new()
+    } else if args.kvm {
+        integration::select(tests_table::kvm_tests(), args.filter.as_deref())
     } else {
-        integration::select(tests_table::all(), args.filter.as_deref())
+        let all = tests_table::all();
+        let all = if args.nested {
+            all.into_iter().filter(|t| t.platform == Platform::NestedSvm).collect()
+        } else {
+            all
+        };
+        integration::select(all, args.filter.as_deref())
     };
     if !args.host_only && selected.is_empty() {
         bail!("no integration test matches {:?}", args.filter.unwrap_or_default());
@@ -333,7 +369,8 @@ fn test(args: TestArgs) -> Result<ExitCode> {
     tools::ensure(&needed)?;
 
     let mut total = host_tests::Counts::default();
-    if !args.no_host {
+    // --nested and --kvm are about the emulator runs; the host tests run in the plain suite.
+    if !args.no_host && !args.nested && !args.kvm {
         total += host_tests::run()?;
     }
     if !selected.is_empty() {
@@ -349,19 +386,24 @@ fn test(args: TestArgs) -> Result<ExitCode> {
         };
         let (runnable, unbuilt): (Vec<_>, Vec<_>) =
             selected.into_iter().partition(|t| guests_built || !t.needs_guests());
-        let (passed, failed) = match &kernel {
+        // The nested tests share one L0 boot (xtask/src/nested.rs), after the others.
+        let (nested, direct): (Vec<_>, Vec<_>) =
+            runnable.into_iter().partition(|t| t.platform == Platform::NestedSvm);
+        let kernel = match &kernel {
             Ok(path) => {
                 println!("xtask: kernel {}", path.display());
-                integration::run_all(&runnable, Ok(path))
+                Ok(path.as_path())
             }
             Err(err) => {
                 println!("xtask: {err:#}");
-                integration::run_all(&runnable, Err("kernel build failed"))
+                Err("kernel build failed")
             }
         };
+        let (passed, failed) = integration::run_all(&direct, kernel);
+        let (nested_passed, nested_failed) = nested::run_all(&nested, kernel);
         let (_, unbuilt_failed) = integration::run_all(&unbuilt, Err("guest build failed"));
-        total.passed += passed;
-        total.failed += failed + unbuilt_failed;
+        total.passed += passed + nested_passed;
+        total.failed += failed + nested_failed + unbuilt_failed;
     }
     println!("{} passed, {} failed", total.passed, total.failed);
     Ok(if total.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })

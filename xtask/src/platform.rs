@@ -13,8 +13,12 @@ pub enum Platform {
     BochsVmx,
     /// Bochs, `ryzen`: AMD SVM with NPT and NRIPS.
     BochsSvm,
-    /// QEMU on the host's KVM (`cargo xtask run --kvm` only; needs /dev/kvm).
+    /// QEMU on the host's KVM (`cargo xtask run --kvm`, `cargo xtask test --kvm`; needs a
+    /// /dev/kvm that offers VMX or SVM to its guests).
     Kvm,
+    /// QEMU `-accel kvm -cpu host` inside Linux KVM (nested SVM) inside QEMU TCG `-cpu EPYC`:
+    /// `cargo xtask test --nested` (xtask/src/nested.rs).
+    NestedSvm,
     /// QEMU TCG `-cpu EPYC` on q35 with OVMF, booting the `cargo xtask image` disk from a USB
     /// stick through Basalt's UEFI loader. `Vm::kernel` is the disk image.
     Uefi,
@@ -28,6 +32,7 @@ impl Platform {
             Platform::BochsVmx => "vmx",
             Platform::BochsSvm => "svm-nrips",
             Platform::Kvm => "kvm",
+            Platform::NestedSvm => "nested-svm",
             Platform::Uefi => "uefi",
         }
     }
@@ -41,7 +46,7 @@ impl Platform {
         match self {
             Platform::BochsVmx => Some("corei7_skylake_x"),
             Platform::BochsSvm => Some("ryzen"),
-            Platform::QemuSvm | Platform::Kvm | Platform::Uefi => None,
+            Platform::QemuSvm | Platform::Kvm | Platform::NestedSvm | Platform::Uefi => None,
         }
     }
 
@@ -53,6 +58,8 @@ impl Platform {
             tools
         } else if self == Platform::Uefi {
             vec![Tool::Qemu, Tool::Ovmf]
+        } else if self == Platform::NestedSvm {
+            vec![Tool::Qemu, Tool::LinuxImage, Tool::Busybox]
         } else {
             vec![Tool::Qemu]
         }

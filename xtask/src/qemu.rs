@@ -38,6 +38,8 @@ pub fn args(vm: &Vm) -> Result<Vec<String>> {
             // machines) refuses QEMU's write of MSR 0x10a and QEMU aborts.
             push(&["-accel", "kvm", "-cpu", "host,-arch-capabilities"]);
         }
+        // Inside L1 Linux (xtask/src/nested.rs): KVM's nested SVM, which `-cpu host` offers.
+        Platform::NestedSvm => push(&["-accel", "kvm", "-cpu", "host"]),
         Platform::BochsVmx | Platform::BochsSvm => bail!("{} is not a QEMU platform", vm.platform),
     }
     let smp = vm.smp.to_string();

@@ -55,6 +55,9 @@ pub struct IntegrationTest {
     /// `Platform::Uefi`: the basalt.cfg to put in the image (default: `cmdline = <cmdline>`).
     pub uefi_config: Option<String>,
     pub timeout: Duration,
+    /// Why this test's expectation on this platform is a failure the platform causes (not
+    /// Basalt); printed with its result every run, so it is never silent.
+    pub known_failure: Option<String>,
 }
 
 impl IntegrationTest {
@@ -75,6 +78,7 @@ impl IntegrationTest {
             serial_must_not_contain: Vec::new(),
             uefi_config: None,
             timeout: platform.default_timeout(),
+            known_failure: None,
         }
     }
 
@@ -116,6 +120,13 @@ impl IntegrationTest {
     /// The basalt.cfg of a `Platform::Uefi` test.
     pub fn uefi_config(mut self, config: &str) -> Self {
         self.uefi_config = Some(config.into());
+        self
+    }
+
+    /// Expect the failure `must_contain` describes, for the reason given (see `known_failure`).
+    pub fn known_failure(mut self, why: &str) -> Self {
+        self.known_failure = Some(why.into());
+        self.expect = Expect::Fail;
         self
     }
 
@@ -168,6 +179,11 @@ pub fn guest_tests(platform: Platform, lines: AssertionLines) -> Vec<Integration
                 .must_contain(&[&format!("VM {name}: PASS")])
         })
         .collect();
+    if platform == Platform::NestedSvm {
+        if let Some(fpu) = tests.iter_mut().find(|t| t.name == "fpu") {
+            *fpu = nested_fpu();
+        }
+    }
     // The statistics line asked for by the stats guest (HC_STATS), and the one at its end.
     if let Some(stats) = tests.iter_mut().find(|t| t.name == "stats") {
         stats.must_contain.extend(
@@ -215,6 +231,23 @@ pub fn guest_tests(platform: Platform, lines: AssertionLines) -> Vec<Integration
     );
     tests.push(isolation_console(platform, lines.forge));
     tests
+}
+
+/// Why `fpu` fails on `nested-svm`: QEMU 7.2 TCG (L0) never takes the SVM XSETBV intercept,
+/// so a guest's XSETBV changes the emulated CPU's XCR0 behind KVM and Basalt; at the next exit
+/// to L1, KVM puts back the XCR0 it knows (Basalt's, 1), and Basalt's CPUID 0xD then reports
+/// the XSAVE area for XCR0 = 1. On `svm` the same XSETBVs never exit either (Basalt's XSETBV
+/// handler runs only on Bochs), but there nothing switches XCR0 back.
+pub const NESTED_FPU_WHY: &str = "QEMU 7.2 TCG (L0) does not emulate the SVM XSETBV intercept: the guest's \
+    XSETBV bypasses KVM and Basalt, KVM restores its own XCR0 (1) at the next exit, and CPUID 0xD's \
+    XSAVE size follows that";
+
+/// `fpu` on `nested-svm`: it must fail exactly where [`NESTED_FPU_WHY`] says.
+fn nested_fpu() -> IntegrationTest {
+    IntegrationTest::new(Platform::NestedSvm, "fpu", GUESTS_CMDLINE)
+        .guest("fpu")
+        .known_failure(NESTED_FPU_WHY)
+        .must_contain(&["VM fpu: FAIL: guest assertion failed at tests/src/bin/fpu.rs:", "size == if avx"])
 }
 
 /// A short time limit for the guests that must be stopped by it (seconds of the emulated TSC).
@@ -393,7 +426,19 @@ pub fn all() -> Vec<IntegrationTest> {
         tests.extend(guest_tests(platform, lines));
     }
     tests.push(too_many_modules());
+    // Last: one L0 boot runs them all (xtask/src/nested.rs).
+    tests.extend(guest_tests(Platform::NestedSvm, lines));
     tests
+}
+
+/// `cargo xtask test --kvm`: the guest tests on this machine's KVM (`-accel kvm -cpu host`),
+/// where it offers VMX or SVM to guests. Not part of `all()`: most machines cannot run them.
+pub fn kvm_tests() -> Vec<IntegrationTest> {
+    let lines = AssertionLines {
+        fail: guests::fail_line().expect("the fail guest's assertion"),
+        forge: guests::forge_line().expect("the forge guest's assertion"),
+    };
+    guest_tests(Platform::Kvm, lines)
 }
 
 /// The tests of the kernel itself, without guests.
@@ -504,13 +549,40 @@ mod tests {
     #[test]
     fn every_guest_runs_on_every_platform() {
         let tests = all();
-        for platform in GUEST_PLATFORMS {
+        for platform in GUEST_PLATFORMS.into_iter().chain([Platform::NestedSvm]) {
             for name in guests::PASSING.iter().chain(&["fail", "unmapped", "config", "isolation-console"]) {
                 let t = tests.iter().find(|t| t.platform == platform && t.name == *name).unwrap();
                 assert_eq!(t.smp, 1);
                 assert_eq!(t.cmdline, GUESTS_CMDLINE);
             }
         }
+    }
+
+    #[test]
+    fn known_failures_are_listed_with_their_reason() {
+        let tests = all();
+        let known: Vec<String> =
+            tests.iter().filter(|t| t.known_failure.is_some()).map(|t| t.full_name()).collect();
+        assert_eq!(known, ["nested-svm: fpu"]);
+        let fpu = tests.iter().find(|t| t.full_name() == "nested-svm: fpu").unwrap();
+        assert_eq!(fpu.expect, Expect::Fail);
+        assert!(fpu.known_failure.as_deref().unwrap().contains("XSETBV intercept"));
+        // The same guest test on every other platform is expected to pass.
+        assert!(tests
+            .iter()
+            .filter(|t| t.name == "fpu" && t.platform != Platform::NestedSvm)
+            .all(|t| t.expect == Expect::Pass));
+        // The nested set is the svm set of guest tests.
+        let names = |p| {
+            tests
+                .iter()
+                .filter(|t| t.platform == p && t.needs_guests())
+                .map(|t| t.name.clone())
+                .collect::<Vec<_>>()
+        };
+        let mut svm = names(Platform::QemuSvm);
+        svm.retain(|n| n != "mitigations-off" && n != "modules-over-limit");
+        assert_eq!(names(Platform::NestedSvm), svm);
     }
 
     #[test]

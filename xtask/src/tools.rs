@@ -20,6 +20,10 @@ pub enum Tool {
     Xorriso,
     Mtools,
     Ovmf,
+    /// Debian's Linux kernel with its modules (the nested platform's L1).
+    LinuxImage,
+    /// A static busybox (the nested platform's /init and shell).
+    Busybox,
 }
 
 /// How a tool is found.
@@ -29,6 +33,8 @@ pub enum Probe {
     Program(&'static str),
     /// A file or directory.
     Path(&'static str),
+    /// A `/boot/vmlinuz-<version>` whose `/lib/modules/<version>` tree is there.
+    LinuxKernel,
 }
 
 /// What building a GRUB rescue ISO needs.
@@ -45,6 +51,8 @@ pub const ALL: &[Tool] = &[
     Tool::Xorriso,
     Tool::Mtools,
     Tool::Ovmf,
+    Tool::LinuxImage,
+    Tool::Busybox,
 ];
 
 impl Tool {
@@ -59,6 +67,8 @@ impl Tool {
             Tool::Xorriso => Probe::Program("xorriso"),
             Tool::Mtools => Probe::Program("mformat"),
             Tool::Ovmf => Probe::Path("/usr/share/OVMF/OVMF_CODE_4M.fd"),
+            Tool::LinuxImage => Probe::LinuxKernel,
+            Tool::Busybox => Probe::Program("busybox"),
         }
     }
 
@@ -76,6 +86,8 @@ impl Tool {
             Tool::Xorriso => "xorriso",
             Tool::Mtools => "mtools",
             Tool::Ovmf => "ovmf",
+            Tool::LinuxImage => "linux-image-amd64",
+            Tool::Busybox => "busybox-static",
         }
     }
 
@@ -83,12 +95,14 @@ impl Tool {
         match self.probe() {
             Probe::Program(name) => find_program(name),
             Probe::Path(path) => Path::new(path).exists(),
+            Probe::LinuxKernel => crate::nested::find_linux().is_ok(),
         }
     }
 
     fn describe(self) -> &'static str {
         match self.probe() {
             Probe::Program(name) | Probe::Path(name) => name,
+            Probe::LinuxKernel => "/boot/vmlinuz-* with /lib/modules",
         }
     }
 }
