@@ -14,7 +14,7 @@ pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action 
         return Action::Stop(outcome);
     }
     let if_set = vcpu.interruptible();
-    if vm.events.has_interrupt() || (if_set && vm.lapic.pending_interrupt().is_some()) {
+    if vm.events.has_interrupt() || (if_set && vm.interrupt_waiting()) {
         // Delivered before the next entry if the guest can take it (see `Vm::run`).
         return Action::Continue;
     }

@@ -51,15 +51,22 @@ pub fn after_access(vm: &mut VmState, action: Option<Action>) {
     }
 }
 
-/// Deliver what the interrupt router queued (after this vCPU touched a device).
+/// Deliver what the interrupt router queued (after this vCPU touched a device), and tell
+/// vCPU 0 when the PIC's INTR is up (the PIC reaches the CPU through vCPU 0's LINT0).
 pub fn drain_router(vm: &mut VmState) {
-    let messages: Vec<InterruptMessage> = {
+    let (messages, pic): (Vec<InterruptMessage>, bool) = {
         let mut irq = vm.shared.irq.lock();
+        let pic = irq.pic_intr();
         if !irq.has_messages() {
-            return;
+            (Vec::new(), pic)
+        } else {
+            (irq.take_messages().collect(), pic)
         }
-        irq.take_messages().collect()
     };
+    if pic && vm.vcpu != 0 {
+        let bsp = &vm.shared.vcpus[0];
+        vm.shared.kick(bsp.request(request::EVENT));
+    }
     for m in &messages {
         send(vm, m);
     }
@@ -100,6 +107,32 @@ pub fn send(vm: &mut VmState, msg: &InterruptMessage) {
         if msg.delivery == DeliveryMode::LowestPriority {
             break;
         }
+    }
+}
+
+/// The interrupts the CPU can take: its LAPIC's, and on vCPU 0 the PIC's through LINT0 in
+/// ExtINT (virtual wire) mode or with the APIC globally disabled.
+pub struct Sources<'a> {
+    pub lapic: &'a mut Lapic,
+    pub pic: Option<&'a spin::Mutex<basalt_devices::router::IrqRouter>>,
+}
+
+impl super::events::InterruptSource for Sources<'_> {
+    #[inline]
+    fn pending(&self) -> Option<u8> {
+        self.lapic.pending_interrupt().or_else(|| {
+            let pic = self.pic.filter(|_| self.lapic.pic_accepted())?;
+            // The PIC's vector is known only at INTA; any value says "one is pending".
+            pic.lock().pic_intr().then_some(0)
+        })
+    }
+    fn acknowledge(&mut self) -> Option<u8> {
+        if self.lapic.pending_interrupt().is_some() {
+            return self.lapic.acknowledge();
+        }
+        let pic = self.pic.filter(|_| self.lapic.pic_accepted())?;
+        let mut irq = pic.lock();
+        irq.pic_intr().then(|| irq.pic_acknowledge())
     }
 }
 

@@ -250,6 +250,12 @@ impl VmState {
         }
     }
 
+    /// Whether an external interrupt waits for this vCPU (its LAPIC's; the PIC's on vCPU 0).
+    pub fn interrupt_waiting(&self) -> bool {
+        self.lapic.pending_interrupt().is_some()
+            || (self.vcpu == 0 && self.lapic.pic_accepted() && self.shared.irq.lock().pic_intr())
+    }
+
     /// Print a line on the VM's console.
     pub fn console(&mut self, args: core::fmt::Arguments<'_>) {
         (self.console)(args)
@@ -302,7 +308,10 @@ pub fn run<V: VirtualCpu + ?Sized>(state: &mut VmState, vcpu: &mut V) -> VmOutco
             continue;
         }
         apic::before_entry(state);
-        let entry = state.events.next(|| vcpu.interruptible(), || vcpu.nmi_blocked(), &mut state.lapic);
+        let shared_irq = &shared.irq;
+        let mut sources =
+            apic::Sources { lapic: &mut state.lapic, pic: (state.vcpu == 0).then_some(shared_irq) };
+        let entry = state.events.next(|| vcpu.interruptible(), || vcpu.nmi_blocked(), &mut sources);
         if let Some(event) = entry.inject {
             state.stats.injected(&event);
             vcpu.inject(event);
