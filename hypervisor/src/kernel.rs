@@ -301,7 +301,7 @@ fn run_modules(boot: &BootInfo) -> (usize, usize) {
             now: io::rdtsc,
             watchdog: dispatch::watch_this_cpu,
             idle: host::idle,
-            arm: host::arm_timer,
+            arm_at: host::arm_at,
         },
         default_time_limit_s: OPTIONS.get().and_then(|o| o.test).map(|_| TEST_TIME_LIMIT_S),
     };

@@ -185,6 +185,12 @@ impl IrqRouter {
 
     /// Whether an access of `len` bytes at `port` is the PIC's.
     pub fn claims_port(&self, port: u16, len: usize) -> bool {
+        Self::is_pic_port(port, len)
+    }
+
+    /// Whether an access of `len` bytes at `port` is the PIC's (the ports are fixed: no need to
+    /// hold the router's lock to ask).
+    pub fn is_pic_port(port: u16, len: usize) -> bool {
         PIC_PORTS.iter().any(|&(b, n)| port >= b && (port as usize - b as usize) + len <= n as usize)
             && len > 0
     }

@@ -23,25 +23,12 @@ pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, io: IoAcce
         return super::mmio::string_io(vm, vcpu);
     }
     let m = mask(io.size);
-    let pic_port = vm.shared.irq.lock().claims_port(io.port, io.size as usize);
-    if pic_port {
-        return pic(vm, vcpu, io);
-    }
-    // The VM's port devices (UART, RTC, PIT, PM blocks, PCI, fw_cfg, ...).
-    let mut data = (vcpu.gprs().rax as u32).to_le_bytes();
-    let now = crate::vm::apic::guest_now(vm);
-    let shared = vm.shared.clone();
-    if let Some(effect) =
-        shared.platform.port(&shared.irq, now, vm.vcpu, io.port, &mut data[..io.size as usize], io.write)
-    {
-        if !io.write {
-            set_in(vcpu, io.size, u32::from_le_bytes(data));
+    // Basalt's own ports first (the ucall and scratch ports: the exits tests and benchmarks
+    // make), then the PIC's, then the VM's port devices.
+    if !matches!(io.port, UCALL_PORT | SCRATCH_PORT) {
+        if let Some(action) = device(vm, vcpu, io) {
+            return action;
         }
-        crate::vm::apic::drain_router(vm);
-        return match crate::vm::device_effect(effect) {
-            Action::Continue => super::skip(vm, vcpu),
-            stop => stop,
-        };
     }
     if io.write {
         let value = vcpu.gprs().rax as u32 & m;
@@ -64,6 +51,30 @@ pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, io: IoAcce
         set_in(vcpu, io.size, value);
     }
     super::skip(vm, vcpu)
+}
+
+/// A port of the PIC or of the VM's port devices (UART, RTC, PIT, PM blocks, PCI, fw_cfg,
+/// ...); `None` if no device decodes it.
+fn device<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, io: IoAccess) -> Option<Action> {
+    if basalt_devices::router::IrqRouter::is_pic_port(io.port, io.size as usize) {
+        return Some(pic(vm, vcpu, io));
+    }
+    let shared = vm.shared.clone();
+    if !shared.platform.claims_port(io.port, io.size) {
+        return None;
+    }
+    let mut data = (vcpu.gprs().rax as u32).to_le_bytes();
+    let now = crate::vm::apic::guest_now(vm);
+    let effect =
+        shared.platform.port(&shared.irq, now, vm.vcpu, io.port, &mut data[..io.size as usize], io.write)?;
+    if !io.write {
+        set_in(vcpu, io.size, u32::from_le_bytes(data));
+    }
+    crate::vm::apic::drain_router(vm);
+    Some(match crate::vm::device_effect(effect) {
+        Action::Continue => super::skip(vm, vcpu),
+        stop => stop,
+    })
 }
 
 /// The PIC pair's ports (and its ELCR), in the VM's interrupt router.

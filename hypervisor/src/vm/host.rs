@@ -449,8 +449,12 @@ fn run_vcpu_here(vm: &Arc<BuiltVm>, index: u32, console: Console) -> Result<(), 
     let switched = Switched::save();
     hoststate::reset_guest_visible();
     slice_ticks(env);
-    disarm_timer();
+    apic::timer_stop();
     let svm = matches!(vcpu, Vcpu::Svm(_));
+    let slice = env.tsc_khz.saturating_mul(SLICE_MS as u64);
+    // SVM's slices are the host timer; VMX's its preemption timer.
+    state.slice_ticks = if svm { slice } else { 0 };
+    state.idle_ticks = slice;
     if svm {
         // Time slices: the local APIC timer with the INTR intercept (armed before each entry,
         // `arm_timer`), and where another CPU is online its NMI watchdog as a backstop (NMIs
@@ -465,7 +469,7 @@ fn run_vcpu_here(vm: &Arc<BuiltVm>, index: u32, console: Console) -> Result<(), 
     if svm {
         (env.hooks.watchdog)(false);
     }
-    disarm_timer();
+    apic::timer_stop();
     basalt_arch::io::take_pending_interrupts();
     crate::mitigations::leave_vm(cpu.apic_id);
     drop(vcpu);
@@ -492,57 +496,20 @@ fn slice_ticks(env: &RunEnv) -> u32 {
     *APIC_TICKS_PER_MS.call_once(|| apic::timer_ticks_per_ms(env.tsc_khz))
 }
 
-/// Per CPU: the host TSC at which its local APIC timer fires next (u64::MAX: not armed).
-static ARMED: [AtomicU64; crate::dispatch::MAX_CPUS] =
-    [const { AtomicU64::new(u64::MAX) }; crate::dispatch::MAX_CPUS];
 static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
 
-/// Program this CPU's local APIC timer to fire once at host TSC `at`.
-fn arm_at(at: u64, now: u64) {
+/// The `arm_at` service of the VM core: this CPU's local APIC timer fires once at host TSC
+/// `at` (`now` is the TSC now). On SVM it ends time slices (with the INTR intercept); on both
+/// backends it brings a vCPU out of its guest or its sleep for a device's deadline.
+pub fn arm_at(at: u64, now: u64) {
     let khz = TSC_KHZ.load(Ordering::Relaxed).max(1);
     let per_ms = APIC_TICKS_PER_MS.get().copied().unwrap_or(1_000) as u64;
     let ticks = (at.saturating_sub(now) as u128 * per_ms as u128 / khz as u128).min(u32::MAX as u128) as u32;
     apic::timer_oneshot(idt::SLICE_VECTOR, ticks);
-    ARMED[crate::percpu::index() % ARMED.len()].store(at, Ordering::Relaxed);
 }
 
-/// The `arm` service of the VM core: make this CPU leave its guest no later than host TSC
-/// `want` (a device's deadline; u64::MAX: none). On SVM the same one-shot timer also ends each
-/// time slice (at most `SLICE_MS` from now); VMX slices are its preemption timer. The timer
-/// is reprogrammed only when the wanted time is sooner than the armed one or the armed one has
-/// passed, so most entries cost one comparison.
-pub fn arm_timer(want: u64) {
-    let slices = matches!(Backend::get(), Some(Backend::Svm { .. }));
-    if want == u64::MAX && !slices {
-        return;
-    }
-    let armed = ARMED[crate::percpu::index() % ARMED.len()].load(Ordering::Relaxed);
-    let now = basalt_arch::io::rdtsc();
-    if want < armed || armed <= now {
-        let slice = if slices {
-            now.saturating_add(TSC_KHZ.load(Ordering::Relaxed).saturating_mul(SLICE_MS as u64))
-        } else {
-            u64::MAX
-        };
-        let at = want.min(slice);
-        if at != u64::MAX {
-            arm_at(at, now);
-        }
-    }
-}
-
-/// Stop this CPU's timer (its vCPU ended).
-fn disarm_timer() {
-    apic::timer_stop();
-    ARMED[crate::percpu::index() % ARMED.len()].store(u64::MAX, Ordering::Relaxed);
-}
-
-/// What a halted vCPU does: sleep until a host interrupt (a kick) or host TSC `until` (its
-/// next timer), and at most `SLICE_MS`, so the time limit is still checked.
-pub fn idle(until: u64) {
-    let now = basalt_arch::io::rdtsc();
-    let slice = now.saturating_add(TSC_KHZ.load(Ordering::Relaxed).saturating_mul(SLICE_MS as u64));
-    arm_at(until.min(slice), now);
+/// What a halted vCPU does: sleep until a host interrupt (a kick, or the timer `arm_at` set).
+pub fn idle() {
     x86_64::instructions::interrupts::enable_and_hlt();
     x86_64::instructions::interrupts::disable();
 }

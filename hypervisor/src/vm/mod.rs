@@ -63,12 +63,11 @@ pub struct HostHooks {
     /// Have another CPU send this CPU an NMI at regular intervals while on (a backstop time
     /// slice); false if no CPU can.
     pub watchdog: fn(bool) -> bool,
-    /// Sleep until a host interrupt arrives (a kick) or the host TSC passes the given value,
-    /// and at most one time slice.
-    pub idle: fn(u64),
-    /// Leave the guest no later than the given host TSC (u64::MAX: no deadline; time slices
-    /// still end).
-    pub arm: fn(u64),
+    /// Sleep until a host interrupt arrives (a kick, or the timer `arm_at` set).
+    pub idle: fn(),
+    /// Have this CPU's timer interrupt it at host TSC `at` (the first argument; the second
+    /// is the TSC now): a guest running then exits.
+    pub arm_at: fn(u64, u64),
 }
 
 impl HostHooks {
@@ -79,8 +78,8 @@ impl HostHooks {
             nmis_taken: || 0,
             now: basalt_arch::io::rdtsc,
             watchdog: |_| false,
-            idle: |_| {},
-            arm: |_| {},
+            idle: || {},
+            arm_at: |_, _| {},
         }
     }
 }
@@ -163,6 +162,12 @@ pub struct VmState {
     pub vcpu: u32,
     /// This vCPU's local APIC (private to it: other CPUs post to `shared`).
     pub lapic: basalt_devices::lapic::Lapic,
+    /// The host TSC at which this CPU's timer is armed (u64::MAX: not armed).
+    pub armed: u64,
+    /// The time slice the host timer enforces, in TSC ticks (0: the backend has its own,
+    /// VMX's preemption timer), and the longest a halted vCPU sleeps between time-limit checks.
+    pub slice_ticks: u64,
+    pub idle_ticks: u64,
     /// The guest-linear to guest-physical translation of the code at RIP, reused while it
     /// holds (instruction fetches without NRIPS).
     pub code_walk: walk::TranslationCache,
@@ -199,6 +204,9 @@ impl VmState {
             shared: Arc::new(vcpus::VmShared::new(String::new(), 1, 0, |_| {})),
             vcpu: 0,
             lapic: apic::new_lapic(0, 1_000_000_000, 36),
+            armed: u64::MAX,
+            slice_ticks: 0,
+            idle_ticks: 0,
             code_walk: walk::TranslationCache::default(),
             guest_spec: crate::mitigations::GuestSpec::default(),
             console,
@@ -322,11 +330,23 @@ pub fn run<V: VirtualCpu + ?Sized>(state: &mut VmState, vcpu: &mut V) -> VmOutco
         if let Some(on) = entry.nmi_window {
             vcpu.request_nmi_window(on);
         }
-        (state.host.arm)(state.next_deadline());
+        // The host timer: armed for the nearest device deadline and (SVM) the slice's end,
+        // reprogrammed only when that is sooner than what is armed or the armed time passed.
         let entered_at = basalt_arch::io::rdtsc();
+        let deadline = state.next_deadline();
+        if deadline < state.armed || state.armed <= entered_at {
+            let slice_end = match state.slice_ticks {
+                0 => u64::MAX,
+                t => entered_at.saturating_add(t),
+            };
+            state.armed = deadline.min(slice_end);
+            if state.armed != u64::MAX {
+                (state.host.arm_at)(state.armed, entered_at);
+            }
+        }
         let exit = vcpu.run();
         let now = basalt_arch::io::rdtsc();
-        me.set_mode(vcpus::Mode::Outside);
+        me.leave_guest();
         state.stats.basalt_ticks += entered_at.wrapping_sub(exited_at);
         state.stats.guest_ticks += now.wrapping_sub(entered_at);
         exited_at = now;
@@ -412,7 +432,10 @@ fn between_runs<V: VirtualCpu + ?Sized>(
         }
         // Asleep in `mode`: a sender that posts from now on sees it and kicks (vm::vcpus).
         if !me.has_requests() {
-            (state.host.idle)(state.next_deadline());
+            let now = basalt_arch::io::rdtsc();
+            state.armed = state.next_deadline().min(now.saturating_add(state.idle_ticks.max(1)));
+            (state.host.arm_at)(state.armed, now);
+            (state.host.idle)();
         }
     }
 }

@@ -54,6 +54,8 @@ pub struct Platform {
     pub ports: Mutex<PortBus>,
     pub mmio: Mutex<MmioBus>,
     timed: Vec<TimedDevice>,
+    /// The port ranges of `ports` (fixed once built), to ask without its lock.
+    port_ranges: basalt_devices::bus::RangeTable,
     /// The nearest deadline of the timed devices (guest TSC; u64::MAX: none), kept current
     /// after every access and advance so the exit path reads one atomic.
     next: AtomicU64,
@@ -71,7 +73,14 @@ impl Platform {
         len: u16,
         dev: Box<dyn PortDevice>,
     ) -> Result<(), basalt_devices::bus::BusError> {
+        self.port_ranges.insert(base as u64, len as u64, 0)?;
         self.ports.get_mut().add(base, len, dev)
+    }
+
+    /// Whether a device decodes an access of `len` bytes at `port`.
+    #[inline]
+    pub fn claims_port(&self, port: u16, len: u8) -> bool {
+        self.port_ranges.lookup(port as u64, len as u64).is_some()
     }
 
     pub fn add_mmio(

@@ -136,6 +136,14 @@ impl VcpuShared {
         self.mode.store(mode as u8, SeqCst);
     }
 
+    /// The owner is back from its guest. A plain store suffices: a sender that still sees
+    /// `InGuest` sends a kick that costs one spurious exit, and the owner looks at its
+    /// requests again (after a sequentially consistent `set_mode(InGuest)`) before it enters.
+    #[inline]
+    pub fn leave_guest(&self) {
+        self.mode.store(Mode::Outside as u8, core::sync::atomic::Ordering::Release);
+    }
+
     /// The owner records the physical CPU it runs on.
     pub fn place(&self, host_apic: u32) {
         self.host_apic.store(host_apic, SeqCst);
