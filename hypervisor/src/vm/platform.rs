@@ -132,21 +132,14 @@ impl Platform {
         data: &mut [u8],
         write: bool,
     ) -> Option<Effect> {
-        let mut lines = RecordingSink::default();
-        let mut ctx = Ctx { now, vcpu, irq: &mut lines };
-        let effect = {
+        self.access(irq, now, vcpu, |ctx| {
             let mut bus = self.ports.lock();
             if write {
-                bus.write(&mut ctx, port, data)
+                bus.write(ctx, port, data)
             } else {
-                bus.read(&mut ctx, port, data).then_some(Effect::None)
+                bus.read(ctx, port, data).then_some(Effect::None)
             }
-        };
-        apply(lines, irq);
-        if effect.is_some() && !self.timed.is_empty() {
-            self.refresh();
-        }
-        effect
+        })
     }
 
     /// Whether an MMIO access of `len` bytes at `gpa` is a bus device's.
@@ -164,16 +157,27 @@ impl Platform {
         data: &mut [u8],
         write: bool,
     ) -> Option<Effect> {
-        let mut lines = RecordingSink::default();
-        let mut ctx = Ctx { now, vcpu, irq: &mut lines };
-        let effect = {
+        self.access(irq, now, vcpu, |ctx| {
             let mut bus = self.mmio.lock();
             if write {
-                bus.write(&mut ctx, gpa, data)
+                bus.write(ctx, gpa, data)
             } else {
-                bus.read(&mut ctx, gpa, data).then_some(Effect::None)
+                bus.read(ctx, gpa, data).then_some(Effect::None)
             }
-        };
+        })
+    }
+
+    /// One bus access: the lines it raises are applied to the router after the bus's and the
+    /// device's locks are released, and the timed devices' deadline is recomputed.
+    fn access(
+        &self,
+        irq: &Mutex<IrqRouter>,
+        now: u64,
+        vcpu: u32,
+        on_bus: impl FnOnce(&mut Ctx<'_>) -> Option<Effect>,
+    ) -> Option<Effect> {
+        let mut lines = RecordingSink::default();
+        let effect = on_bus(&mut Ctx { now, vcpu, irq: &mut lines });
         apply(lines, irq);
         if effect.is_some() && !self.timed.is_empty() {
             self.refresh();
