@@ -177,10 +177,6 @@ impl Placer {
         Placer { ram, taken: Vec::new() }
     }
 
-    pub fn taken(&self) -> &[(Range, &'static str)] {
-        &self.taken
-    }
-
     /// Take exactly `r` for `what`: refused if any byte of it is not RAM or already taken.
     pub fn claim(&mut self, r: Range, what: &'static str) -> Result<Range, LoadError> {
         if r.is_empty() {
