@@ -62,6 +62,8 @@ pub mod pic;
 #[cfg(target_arch = "x86_64")]
 pub mod pit;
 #[cfg(target_arch = "x86_64")]
+pub mod power;
+#[cfg(target_arch = "x86_64")]
 pub mod smp;
 #[cfg(target_arch = "x86_64")]
 pub mod time;
