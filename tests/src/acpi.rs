@@ -163,7 +163,13 @@ pub struct Gas {
 }
 
 pub fn gas(at: u64) -> Gas {
-    Gas { space: rd8(at), bit_width: rd8(at + 1), bit_offset: rd8(at + 2), access_size: rd8(at + 3), address: rd64(at + 4) }
+    Gas {
+        space: rd8(at),
+        bit_width: rd8(at + 1),
+        bit_offset: rd8(at + 2),
+        access_size: rd8(at + 3),
+        address: rd64(at + 4),
+    }
 }
 
 /// FADT offsets (ACPI 6.x, 5.2.9).

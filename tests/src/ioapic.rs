@@ -47,10 +47,7 @@ pub fn set_entry(pin: u32, v: u64) {
 
 /// A fixed, physical-destination entry for `vector` to APIC ID `dest`.
 pub const fn fixed(vector: u8, dest: u32, level: bool, masked: bool) -> u64 {
-    (vector as u64)
-        | ((dest as u64) << 56)
-        | if level { LEVEL } else { 0 }
-        | if masked { MASKED } else { 0 }
+    (vector as u64) | ((dest as u64) << 56) | if level { LEVEL } else { 0 } | if masked { MASKED } else { 0 }
 }
 
 /// Masks pin `pin`, leaving the rest of its entry.

@@ -52,9 +52,16 @@ pub mod fwcfg;
 #[cfg(target_arch = "x86_64")]
 pub mod hw;
 #[cfg(target_arch = "x86_64")]
+pub mod idt;
+#[cfg(target_arch = "x86_64")]
 pub mod ioapic;
 #[cfg(target_arch = "x86_64")]
 pub mod irqline;
+#[cfg(target_arch = "x86_64")]
+mod macros;
+pub mod multiboot;
+#[cfg(target_arch = "x86_64")]
+pub mod paging;
 #[cfg(target_arch = "x86_64")]
 pub mod pci;
 #[cfg(target_arch = "x86_64")]
@@ -67,13 +74,6 @@ pub mod power;
 pub mod smp;
 #[cfg(target_arch = "x86_64")]
 pub mod time;
-#[cfg(target_arch = "x86_64")]
-pub mod idt;
-#[cfg(target_arch = "x86_64")]
-mod macros;
-pub mod multiboot;
-#[cfg(target_arch = "x86_64")]
-pub mod paging;
 #[cfg(target_arch = "x86_64")]
 pub mod ucall;
 

@@ -118,7 +118,8 @@ extern "C" {
     static basalt_trampoline_end: u8;
 }
 
-/// Where an AP enters Rust, on its own stack.
+/// Where an AP enters Rust, on its own stack (called from the trampoline's assembly only).
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
 extern "C" fn ap_main(index: usize) -> ! {
     crate::idt::load();
     STARTED.fetch_add(1, Ordering::SeqCst);

@@ -38,7 +38,7 @@ fn run() {
     let rsdp = acpi::find_rsdp();
     guest_assert!(rsdp.is_some(), "no RSDP with a valid checksum in 0xE0000-0xFFFFF");
     let rsdp = rsdp.unwrap_or_else(|| unreachable!());
-    guest_assert!(rsdp.addr % 16 == 0, "RSDP at {:#x}", rsdp.addr);
+    guest_assert!(rsdp.addr.is_multiple_of(16), "RSDP at {:#x}", rsdp.addr);
     if rsdp.revision >= 2 {
         guest_assert!(rsdp.length >= 36, "RSDP length {}", rsdp.length);
         guest_assert!(checksum(rsdp.addr, rsdp.length) == 0, "the RSDP's extended checksum");
@@ -64,7 +64,9 @@ fn run() {
     let mut ids = [0u32; 64];
     let cpus = acpi::madt_cpus(madt, &mut ids);
     match fwcfg::nb_cpus() {
-        Some(n) => guest_assert!(cpus == usize::from(n), "the MADT has {} enabled CPUs, fw_cfg says {}", cpus, n),
+        Some(n) => {
+            guest_assert!(cpus == usize::from(n), "the MADT has {} enabled CPUs, fw_cfg says {}", cpus, n)
+        }
         None => guest_assert!(cpus >= 1, "the MADT has no enabled CPU"),
     }
     let ids = &ids[..cpus.min(64)];
@@ -108,7 +110,12 @@ fn run() {
     let mut t1 = t0;
     while t1 - t0 < wait {
         let p = inl(port) & mask;
-        guest_assert!(p.wrapping_sub(last) & mask < mask / 2, "the PM timer went back: {:#x} -> {:#x}", last, p);
+        guest_assert!(
+            p.wrapping_sub(last) & mask < mask / 2,
+            "the PM timer went back: {:#x} -> {:#x}",
+            last,
+            p
+        );
         last = p;
         t1 = rdtsc();
     }

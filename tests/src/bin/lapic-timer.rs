@@ -179,7 +179,12 @@ fn run() {
     wrmsr(apic::IA32_TSC_DEADLINE, deadline);
     let wakes = hlt_until(1);
     guest_assert_eq!(wakes, 1);
-    guest_assert!(fired_at(0) >= deadline, "TSC-deadline: fired at {} before the deadline {}", fired_at(0), deadline);
+    guest_assert!(
+        fired_at(0) >= deadline,
+        "TSC-deadline: fired at {} before the deadline {}",
+        fired_at(0),
+        deadline
+    );
     guest_assert!(
         fired_at(0) <= deadline + time::us_to_tsc(LATE_US),
         "TSC-deadline: fired at {}, deadline {}",

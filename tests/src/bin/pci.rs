@@ -31,10 +31,25 @@ fn run() {
                 let id = pci::read(bus, dev, func, 0);
                 if !ecam.is_empty() {
                     let e = pci::ecam_read(base, first, bus, dev, func, 0);
-                    guest_assert!(e == id, "{:02x}:{:02x}.{}: ECAM reads {:#x}, mechanism 1 {:#x}", bus, dev, func, e, id);
+                    guest_assert!(
+                        e == id,
+                        "{:02x}:{:02x}.{}: ECAM reads {:#x}, mechanism 1 {:#x}",
+                        bus,
+                        dev,
+                        func,
+                        e,
+                        id
+                    );
                 }
                 if id & 0xFFFF == 0xFFFF {
-                    guest_assert!(id == 0xFFFF_FFFF, "absent {:02x}:{:02x}.{} reads {:#x}", bus, dev, func, id);
+                    guest_assert!(
+                        id == 0xFFFF_FFFF,
+                        "absent {:02x}:{:02x}.{} reads {:#x}",
+                        bus,
+                        dev,
+                        func,
+                        id
+                    );
                     if func == 0 {
                         break;
                     }
@@ -44,17 +59,35 @@ fn run() {
                 let class = pci::read(bus, dev, func, 8);
                 let header = pci::read(bus, dev, func, 0x0C) >> 16 & 0xFF;
                 if bare::under_basalt() || (bus, dev, func) == (0, 0, 0) {
-                    guest_println!("{bus:02x}:{dev:02x}.{func}: {:04x}:{:04x} class {:06x}", id & 0xFFFF, id >> 16, class >> 8);
+                    guest_println!(
+                        "{bus:02x}:{dev:02x}.{func}: {:04x}:{:04x} class {:06x}",
+                        id & 0xFFFF,
+                        id >> 16,
+                        class >> 8
+                    );
                 }
                 if (bus, dev, func) == (0, 0, 0) {
-                    guest_assert!(class >> 16 == 0x0600, "00:00.0 has class {:#x}, not a host bridge (06/00)", class >> 8);
+                    guest_assert!(
+                        class >> 16 == 0x0600,
+                        "00:00.0 has class {:#x}, not a host bridge (06/00)",
+                        class >> 8
+                    );
                     for reg in (0..0x40).step_by(4) {
                         if !ecam.is_empty() {
-                            guest_assert_eq!(pci::ecam_read(base, first, 0, 0, 0, reg), pci::read(0, 0, 0, reg as u8));
+                            guest_assert_eq!(
+                                pci::ecam_read(base, first, 0, 0, 0, reg),
+                                pci::read(0, 0, 0, reg as u8)
+                            );
                         }
                     }
                 } else {
-                    guest_assert!(!bare::under_basalt(), "an unexpected function {:02x}:{:02x}.{}", bus, dev, func);
+                    guest_assert!(
+                        !bare::under_basalt(),
+                        "an unexpected function {:02x}:{:02x}.{}",
+                        bus,
+                        dev,
+                        func
+                    );
                 }
                 if func == 0 && header & 0x80 == 0 {
                     break;

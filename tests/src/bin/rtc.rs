@@ -89,7 +89,11 @@ fn format_name(b: u8) -> &'static str {
 fn read_in(orig_b: u8, fmt: u8) -> [u8; 6] {
     let b = (orig_b & !(B_24H | B_BINARY | B_SET)) | fmt;
     cmos_write(REG_B, b);
-    guest_assert!(cmos_read(REG_B) & (B_24H | B_BINARY) == fmt, "register B does not keep {}", format_name(fmt));
+    guest_assert!(
+        cmos_read(REG_B) & (B_24H | B_BINARY) == fmt,
+        "register B does not keep {}",
+        format_name(fmt)
+    );
     decode(read_raw(), b)
 }
 
