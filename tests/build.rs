@@ -5,7 +5,7 @@
 use std::path::Path;
 
 /// The bins that start in real mode (`mode=real`).
-const REAL_MODE: &[&str] = &["realmode", "acloop", "modes"];
+const REAL_MODE: &[&str] = &["realmode", "acloop", "modes", "pic-realmode"];
 
 fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");

@@ -152,6 +152,12 @@ pub fn install() {
         IDT.0[2 * vector as usize + 1].store(high, Ordering::Relaxed);
         COUNTS[vector as usize].store(0, Ordering::Relaxed);
     }
+    load();
+}
+
+/// Loads the IDT [`install`] filled on this CPU (another vCPU of the VM shares the table, the
+/// handlers and the counts).
+pub fn load() {
     #[repr(C, packed)]
     struct Idtr {
         limit: u16,

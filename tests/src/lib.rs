@@ -42,14 +42,38 @@
 use core::fmt;
 
 #[cfg(target_arch = "x86_64")]
+pub mod acpi;
+#[cfg(target_arch = "x86_64")]
+pub mod apic;
+#[cfg(target_arch = "x86_64")]
 pub mod bare;
 #[cfg(target_arch = "x86_64")]
+pub mod fwcfg;
+#[cfg(target_arch = "x86_64")]
+pub mod hw;
+#[cfg(target_arch = "x86_64")]
 pub mod idt;
+#[cfg(target_arch = "x86_64")]
+pub mod ioapic;
+#[cfg(target_arch = "x86_64")]
+pub mod irqline;
 #[cfg(target_arch = "x86_64")]
 mod macros;
 pub mod multiboot;
 #[cfg(target_arch = "x86_64")]
 pub mod paging;
+#[cfg(target_arch = "x86_64")]
+pub mod pci;
+#[cfg(target_arch = "x86_64")]
+pub mod pic;
+#[cfg(target_arch = "x86_64")]
+pub mod pit;
+#[cfg(target_arch = "x86_64")]
+pub mod power;
+#[cfg(target_arch = "x86_64")]
+pub mod smp;
+#[cfg(target_arch = "x86_64")]
+pub mod time;
 #[cfg(target_arch = "x86_64")]
 pub mod ucall;
 

@@ -66,3 +66,37 @@ pub fn split_large_page(region: u64, table: &'static PageTable, flags: impl Fn(u
     unsafe { pd_entry(region).write_volatile(table.0.as_ptr() as u64 | PRESENT | WRITABLE) };
     flush_tlb();
 }
+
+/// A PD entry flag: caching disabled (for the MMIO hole below 4 GiB).
+pub const CACHE_DISABLE: u64 = 1 << 4;
+/// A PD entry flag: write-through.
+pub const WRITE_THROUGH: u64 = 1 << 3;
+/// A PD entry flag: a 2 MiB page.
+pub const LARGE: u64 = 1 << 7;
+
+static HIGH_PDS: [PageTable; 3] = [PageTable::new(), PageTable::new(), PageTable::new()];
+static HIGH_MAPPED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Extends the boot ABI's identity map from 1 GiB to 4 GiB (2 MiB pages, [3 GiB, 4 GiB)
+/// uncached), so the guest reaches the local APIC (0xFEE00000), the IOAPIC (0xFEC00000), PCI
+/// ECAM and firmware tables wherever they lie below 4 GiB. Idempotent; the other vCPUs share
+/// the tables (they run on the same CR3).
+pub fn map_low_4g() {
+    if HIGH_MAPPED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let pml4 = (read_cr3() & ADDRESS_MASK) as *const u64;
+    // SAFETY: the boot ABI's PML4 is identity-mapped guest memory; entry 0 names the PDPT.
+    let pdpt = unsafe { (pml4.read_volatile() & ADDRESS_MASK) as *mut u64 };
+    for (i, pd) in HIGH_PDS.iter().enumerate() {
+        let gib = (i as u64 + 1) << 30;
+        let cache = if i == 2 { CACHE_DISABLE | WRITE_THROUGH } else { 0 };
+        for (j, entry) in pd.0.iter().enumerate() {
+            entry.store((gib + ((j as u64) << 21)) | PRESENT | WRITABLE | LARGE | cache, Ordering::SeqCst);
+        }
+        // SAFETY: PDPT entries 1..4 are unused by the boot ABI (it maps only the first GiB);
+        // they now name our PDs, which identity-map the next three GiB.
+        unsafe { pdpt.add(i + 1).write_volatile(pd.0.as_ptr() as u64 | PRESENT | WRITABLE) };
+    }
+    flush_tlb();
+}

@@ -10,6 +10,7 @@
 //! - `cargo xtask bench [--compare FILE] [--no-bochs]`: instruction counts of the exit paths,
 //!   a whole-guest figure and the memory footprint; writes target/bench.json.
 
+mod bare;
 mod bench;
 mod bochs;
 mod cpio;
@@ -59,6 +60,18 @@ enum Cmd {
     /// Measure exit round trips in instructions (QEMU icount, Bochs), a whole guest and the
     /// memory footprint; print the table and write target/bench.json.
     Bench(BenchArgs),
+    /// Boot one guest directly in QEMU TCG (no Basalt) on QEMU's PC device models; passes on
+    /// the guest's Done (debug-exit status 33).
+    Bare {
+        /// The guest's name (a bin of tests/src/bin).
+        guest: String,
+        /// Number of CPUs.
+        #[arg(long, default_value_t = 1)]
+        smp: u32,
+        /// The QEMU machine: q35 or pc.
+        #[arg(long, default_value = "q35")]
+        machine: String,
+    },
 }
 
 #[derive(Args)]
@@ -217,6 +230,7 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Bare { guest, smp, machine } => bare::run(&guest, smp, &machine),
         Cmd::Bench(args) => {
             bench::run(bench::Options { compare: args.compare, bochs: !args.no_bochs })?;
             Ok(ExitCode::SUCCESS)
