@@ -17,5 +17,8 @@
 extern crate alloc;
 
 pub mod bus;
+pub mod fwcfg;
 pub mod irq;
+pub mod pci;
+pub mod power;
 pub mod time;
