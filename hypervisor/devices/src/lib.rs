@@ -16,6 +16,7 @@
 
 extern crate alloc;
 
+pub mod acpi;
 pub mod bus;
 pub mod fwcfg;
 pub mod irq;
