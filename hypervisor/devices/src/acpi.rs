@@ -67,7 +67,7 @@ pub fn rsdp_scannable(addr: u64, ebda_base: Option<u64>) -> bool {
     let rsdp_len = Rsdp::len() as u64;
     let in_rom = addr >= BIOS_SCAN_START && addr + rsdp_len <= BIOS_SCAN_END;
     let in_ebda = ebda_base.is_some_and(|e| addr >= e && addr < e + EBDA_SCAN_LEN);
-    addr % 16 == 0 && (in_rom || in_ebda)
+    addr.is_multiple_of(16) && (in_rom || in_ebda)
 }
 
 /// The IOAPIC.
