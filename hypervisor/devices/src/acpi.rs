@@ -107,6 +107,7 @@ pub struct AcpiConfig {
     /// The SCI's ISA IRQ; its override makes it level, active low, as ACPI expects.
     pub sci_irq: u8,
     pub pm1a_evt: u16,
+    /// [`crate::power::Pm1`] covers both blocks in one range, so this is `pm1a_evt + 4`.
     pub pm1a_cnt: u16,
     pub pm_tmr: u16,
     /// Whether the PM timer counts 32 bits (TMR_VAL_EXT) rather than 24.
