@@ -16,11 +16,15 @@
 
 extern crate alloc;
 
+pub mod acpi;
 pub mod bus;
+pub mod fwcfg;
 pub mod ioapic;
 pub mod irq;
 pub mod lapic;
+pub mod pci;
 pub mod pic;
+pub mod power;
 pub mod router;
 pub mod testdev;
 pub mod time;
