@@ -18,4 +18,5 @@ extern crate alloc;
 
 pub mod bus;
 pub mod irq;
+pub mod pit;
 pub mod time;
