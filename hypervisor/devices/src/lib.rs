@@ -19,4 +19,5 @@ extern crate alloc;
 pub mod bus;
 pub mod irq;
 pub mod pit;
+pub mod pmtimer;
 pub mod time;
