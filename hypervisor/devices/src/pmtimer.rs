@@ -91,7 +91,7 @@ mod tests {
         assert!((wrap as f64 / hz as f64 - 4.6869).abs() < 0.001);
         let half = t.next_msb_toggle(0);
         assert_eq!(read(&mut t, half, 0, 4), 0x80_0000);
-        assert!(!PM_TIMER_EXTENDED);
+        const { assert!(!PM_TIMER_EXTENDED) };
         // Narrow reads give the bytes of the counter; past the block, all ones.
         let now = hz * 3 + 12345;
         let v = read(&mut t, now, 0, 4);
