@@ -21,3 +21,4 @@ pub mod irq;
 pub mod pit;
 pub mod pmtimer;
 pub mod time;
+pub mod uart;
