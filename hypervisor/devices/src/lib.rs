@@ -20,5 +20,6 @@ pub mod bus;
 pub mod irq;
 pub mod pit;
 pub mod pmtimer;
+pub mod rtc;
 pub mod time;
 pub mod uart;
