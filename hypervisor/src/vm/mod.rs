@@ -162,7 +162,8 @@ pub struct VmState {
     pub vcpu: u32,
     /// This vCPU's local APIC (private to it: other CPUs post to `shared`).
     pub lapic: basalt_devices::lapic::Lapic,
-    /// The host TSC at which this CPU's timer is armed (u64::MAX: not armed).
+    /// The host TSC at which this CPU's timer is armed (u64::MAX: not armed; 0 or any past
+    /// value: it has fired).
     pub armed: u64,
     /// The time slice the host timer enforces, in TSC ticks (0: the backend has its own,
     /// VMX's preemption timer), and the longest a halted vCPU sleeps between time-limit checks.
@@ -204,7 +205,8 @@ impl VmState {
             shared: Arc::new(vcpus::VmShared::new(String::new(), 1, 0, |_| {})),
             vcpu: 0,
             lapic: apic::new_lapic(0, 1_000_000_000, 36),
-            armed: u64::MAX,
+            // "Passed": the first entry arms the timer (SVM: the first time slice).
+            armed: 0,
             slice_ticks: 0,
             idle_ticks: 0,
             code_walk: walk::TranslationCache::default(),
