@@ -437,6 +437,17 @@ impl VmxVcpu {
         }
     }
 
+    /// Turn primary processor-based control `bit` on or off in the VMCS.
+    fn set_proc1(&mut self, bit: u32, on: bool) {
+        let v = self.current();
+        if on {
+            self.controls.proc1 |= bit;
+        } else {
+            self.controls.proc1 &= !bit;
+        }
+        let _ = v.write(control::PRIMARY_PROCBASED_EXEC_CONTROLS, self.controls.proc1 as u64);
+    }
+
     /// Make this vCPU's VMCS current (another vCPU on this CPU may have loaded its own).
     fn current(&self) -> Vmcs {
         // SAFETY: VMX operation is on (the vCPU was created on this CPU, see the module doc).
@@ -739,13 +750,7 @@ impl VirtualCpu for VmxVcpu {
     }
 
     fn request_interrupt_window(&mut self, on: bool) {
-        let v = self.current();
-        if on {
-            self.controls.proc1 |= proc1::INTERRUPT_WINDOW_EXITING;
-        } else {
-            self.controls.proc1 &= !proc1::INTERRUPT_WINDOW_EXITING;
-        }
-        let _ = v.write(control::PRIMARY_PROCBASED_EXEC_CONTROLS, self.controls.proc1 as u64);
+        self.set_proc1(proc1::INTERRUPT_WINDOW_EXITING, on);
     }
 
     fn flush_guest_tlb(&mut self) {
@@ -761,16 +766,9 @@ impl VirtualCpu for VmxVcpu {
     fn request_nmi_window(&mut self, on: bool) {
         // NMI-window exiting exists only with virtual NMIs (SDM 25.6.2), which `compute_controls`
         // takes where the CPU has them; without, the NMI waits for the next exit.
-        if self.controls.pin & caps::pin::VIRTUAL_NMIS == 0 {
-            return;
+        if self.controls.pin & caps::pin::VIRTUAL_NMIS != 0 {
+            self.set_proc1(proc1::NMI_WINDOW_EXITING, on);
         }
-        let v = self.current();
-        if on {
-            self.controls.proc1 |= proc1::NMI_WINDOW_EXITING;
-        } else {
-            self.controls.proc1 &= !proc1::NMI_WINDOW_EXITING;
-        }
-        let _ = v.write(control::PRIMARY_PROCBASED_EXEC_CONTROLS, self.controls.proc1 as u64);
     }
 
     fn load_state(&mut self, init: &InitialState) {

@@ -67,7 +67,7 @@ pub fn read<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32) ->
                 Err(_) => return gp(vcpu, vm),
             }
         }
-        IA32_TSC => (vm.host.now)().wrapping_add(vm.tsc_offset),
+        IA32_TSC => apic::guest_now(vm),
         IA32_EFER => vcpu.efer(),
         IA32_TSC_ADJUST if tsc_adjust_offered(vm) => vm.tsc_adjust,
         m if vm.msrs.holds(m) => vm.msrs.read(m).unwrap_or(0),
