@@ -9,6 +9,7 @@
 extern crate alloc;
 
 pub mod apic;
+pub mod cmos;
 pub mod cpu;
 pub mod gdt;
 pub mod hoststate;

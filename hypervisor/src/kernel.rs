@@ -304,8 +304,22 @@ fn run_modules(boot: &BootInfo) -> (usize, usize) {
             arm_at: host::arm_at,
         },
         default_time_limit_s: OPTIONS.get().and_then(|o| o.test).map(|_| TEST_TIME_LIMIT_S),
+        wall_clock: wall_clock(),
     };
     dispatch::run_all(&boot.modules, env)
+}
+
+/// The host's CMOS clock as unix seconds, with the TSC it was read at.
+fn wall_clock() -> Option<(u64, u64)> {
+    let t = basalt_arch::cmos::read_time()?;
+    let tsc = io::rdtsc();
+    let days = basalt_devices::rtc::days_from_civil(t.year as i64, t.month, t.day);
+    let secs = days * 86_400 + (t.hour * 3600 + t.minute * 60 + t.second) as i64;
+    info!(
+        "host clock: {:04}-{:02}-{:02} {:02}:{:02}:{:02} (CMOS)",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
+    );
+    u64::try_from(secs).ok().map(|s| (s, tsc))
 }
 
 fn describe(b: host::Backend) -> alloc::string::String {

@@ -56,7 +56,7 @@ pub const PLATFORM: &[(&str, &str, PlatformEnd)] = &[
     ("reset", "", PlatformEnd::Reset),
     ("reset-cf9", "", PlatformEnd::Reset),
     ("reset-kbd", "", PlatformEnd::Reset),
-    ("debug-exit", "", PlatformEnd::DebugExit(0x2A)),
+    ("debug-exit", "debug_exit=0xf4", PlatformEnd::DebugExit(0x2A)),
 ];
 
 /// How a platform guest ends.
@@ -70,6 +70,35 @@ pub enum PlatformEnd {
     Reset,
     /// The VM ends through the debug-exit device with this value: status `(v << 1) | 1`.
     DebugExit(u32),
+}
+
+/// The VM name of a platform guest entry: the guest's, with `-<n>` for `cpus=<n>` (so the
+/// entries of one guest differ).
+pub fn platform_vm_name(guest: &str, words: &str) -> String {
+    match words.split_whitespace().find_map(|w| w.strip_prefix("cpus=")) {
+        Some(n) => format!("{guest}-{n}"),
+        None => guest.to_string(),
+    }
+}
+
+/// A platform guest entry as a module: its ELF and `name=<vm> [mode=real] <words>`.
+pub fn platform_module(guest: &str, words: &str) -> (PathBuf, String) {
+    let mode = if REAL_MODE.contains(&guest) { " mode=real" } else { "" };
+    let words = words.split_whitespace().filter(|w| *w != "mode=real").collect::<Vec<_>>().join(" ");
+    let args = format!("name={}{mode} {words}", platform_vm_name(guest, &words));
+    (path(guest), args.trim_end().to_string())
+}
+
+impl PlatformEnd {
+    /// What Basalt prints when VM `vm` ends this way.
+    pub fn verdict(self, vm: &str) -> String {
+        match self {
+            PlatformEnd::Done => format!("VM {vm}: PASS"),
+            PlatformEnd::PoweredOff => format!("VM {vm}: ENDED: powered off (ACPI S5)"),
+            PlatformEnd::Reset => format!("VM {vm}: ENDED: reset by the guest"),
+            PlatformEnd::DebugExit(v) => format!("VM {vm}: ENDED: debug-exit status {}", (v << 1) | 1),
+        }
+    }
 }
 
 /// The guest `cargo xtask run` boots when given none.

@@ -230,7 +230,46 @@ pub fn guest_tests(platform: Platform, lines: AssertionLines) -> Vec<Integration
             .must_contain(&["VM unmapped: FAIL", "0x30000000", "VM cpuid: PASS"]),
     );
     tests.push(isolation_console(platform, lines.forge));
+    tests.extend(platform_tests(platform));
     tests
+}
+
+/// The PC platform's guests ([`guests::PLATFORM`]). On QEMU one boot each (`platform-<vm>`);
+/// on Bochs, the slow platform, two boots: every single-vCPU guest in one, the SMP guests in
+/// the other (5 CPUs: the boot CPU and four for the VMs), each VM judged by its own verdict line.
+pub fn platform_tests(platform: Platform) -> Vec<IntegrationTest> {
+    let entry = |&(guest, words, end): &(&str, &str, guests::PlatformEnd)| {
+        let (path, args) = guests::platform_module(guest, words);
+        let vm = guests::platform_vm_name(guest, words);
+        let cpus = words
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("cpus="))
+            .map_or(1, |n| n.parse::<u32>().expect("a cpus= count"));
+        (vm, path, args, end.verdict(&guests::platform_vm_name(guest, words)), cpus)
+    };
+    let entries: Vec<_> = guests::PLATFORM.iter().map(entry).collect();
+    if !platform.is_bochs() {
+        return entries
+            .into_iter()
+            .map(|(vm, path, args, verdict, cpus)| {
+                // The boot CPU keeps the console: a VM of n vCPUs needs n more.
+                IntegrationTest::new(platform, &format!("platform-{vm}"), GUESTS_CMDLINE)
+                    .smp(if cpus > 1 { cpus + 1 } else { 1 })
+                    .module(path, &args)
+                    .must_contain(&[&verdict])
+            })
+            .collect();
+    }
+    let group = |name: &str, smp: u32, smp_guests: bool| {
+        let mut t = IntegrationTest::new(platform, name, GUESTS_CMDLINE).smp(smp);
+        for (_, path, args, verdict, cpus) in &entries {
+            if (*cpus > 1) == smp_guests {
+                t = t.module(path.clone(), args).must_contain(&[verdict]);
+            }
+        }
+        t
+    };
+    vec![group("platform-devices", 1, false), group("platform-smp", 5, true)]
 }
 
 /// Why `fpu` fails on `nested-svm`: QEMU 7.2 TCG (L0) never takes the SVM XSETBV intercept,

@@ -33,6 +33,8 @@
 use crate::bus::{Ctx, Effect, PortDevice, Timed};
 use crate::irq::IrqLine;
 use crate::time::Timebase;
+use alloc::sync::Arc;
+use spin::Mutex;
 
 /// The 8254's input clock on a PC.
 pub const PIT_HZ: u64 = 1_193_182;
@@ -500,6 +502,29 @@ impl PortDevice for Pit {
             }
         }
         self.rearm(t);
+        Effect::None
+    }
+}
+
+/// System control port B ([`PORT61`]) of a PIT the port bus shares with the PIT's own ports
+/// (channel 2's gate and OUT, the refresh toggle); one byte wide, wider accesses read the
+/// other bytes as all ones and drop them on writes.
+pub struct Port61(pub Arc<Mutex<Pit>>);
+
+impl PortDevice for Port61 {
+    fn read(&mut self, ctx: &mut Ctx<'_>, offset: u16, data: &mut [u8]) {
+        data.fill(0xFF);
+        if offset == 0 {
+            if let Some(b) = data.first_mut() {
+                *b = self.0.lock().port61_read(ctx);
+            }
+        }
+    }
+
+    fn write(&mut self, ctx: &mut Ctx<'_>, offset: u16, data: &[u8]) -> Effect {
+        if let (0, Some(&b)) = (offset, data.first()) {
+            self.0.lock().port61_write(ctx, b);
+        }
         Effect::None
     }
 }

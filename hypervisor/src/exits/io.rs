@@ -70,6 +70,7 @@ fn device<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, io: IoAccess) 
     if !io.write {
         set_in(vcpu, io.size, u32::from_le_bytes(data));
     }
+    shared.platform.console_output(io.port, &mut |line| vm.console(format_args!("{line}")));
     crate::vm::apic::drain_router(vm);
     Some(match crate::vm::device_effect(effect) {
         Action::Continue => super::skip(vm, vcpu),

@@ -222,6 +222,11 @@ fn emulate_with<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, string_i
     let regs = *vcpu.gprs();
     let mut scratch = vm.scratch_port;
     let mut ucall_by_string = false;
+    // String I/O reaches the PIC and the VM's port devices as single accesses would.
+    let shared = vm.shared.clone();
+    let (now, me) = (crate::vm::apic::guest_now(vm), vm.vcpu);
+    let mut effect = basalt_devices::bus::Effect::None;
+    let mut device_port = None;
     let mut guest = Guest { vm, vcpu, regs, mode, cpl: s.cpl, unmapped: None };
     let result = if string_io {
         let mut port_io = |port: u16, size: u8, write: bool, value: &mut u32| {
@@ -230,10 +235,32 @@ fn emulate_with<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, string_i
                 2 => 0xFFFF,
                 _ => u32::MAX,
             };
+            let len = size as usize;
+            let mut data = value.to_le_bytes();
             match (port, write) {
                 (super::io::SCRATCH_PORT, true) => scratch = (scratch & !m) | (*value & m),
                 (super::io::SCRATCH_PORT, false) => *value = scratch & m,
                 (basalt_abi::UCALL_PORT, _) => ucall_by_string = true,
+                _ if basalt_devices::router::IrqRouter::is_pic_port(port, len) => {
+                    let mut irq = shared.irq.lock();
+                    if write {
+                        irq.port_write(port, &data[..len]);
+                    } else {
+                        irq.port_read(port, &mut data[..len]);
+                        *value = u32::from_le_bytes(data) & m;
+                    }
+                    device_port = Some(port);
+                }
+                _ if shared.platform.claims_port(port, size) => {
+                    let e = shared.platform.port(&shared.irq, now, me, port, &mut data[..len], write);
+                    if !write {
+                        *value = u32::from_le_bytes(data) & m;
+                    }
+                    if effect == basalt_devices::bus::Effect::None {
+                        effect = e.unwrap_or(basalt_devices::bus::Effect::None);
+                    }
+                    device_port = Some(port);
+                }
                 (_, false) => *value = super::io::UNASSIGNED_READ & m,
                 (_, true) => {}
             }
@@ -245,6 +272,13 @@ fn emulate_with<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, string_i
     let (unmapped, regs) = (guest.unmapped, guest.regs);
     *vcpu.gprs() = regs;
     vm.scratch_port = scratch;
+    if let Some(port) = device_port {
+        shared.platform.console_output(port, &mut |line| vm.console(format_args!("{line}")));
+        crate::vm::apic::drain_router(vm);
+        if let stop @ Action::Stop(_) = crate::vm::device_effect(effect) {
+            return stop;
+        }
+    }
     if ucall_by_string {
         return Action::Stop(VmOutcome::Failed(format!(
             "stopped: a ucall is a 32-bit OUT of the record's address, got a string OUTS at RIP {:#x}",

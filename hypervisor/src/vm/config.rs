@@ -34,6 +34,9 @@ pub struct VmConfig {
     pub pcpus: alloc::vec::Vec<usize>,
     /// `testdev`: the MMIO test device (vm::testdev) at its guest-physical address.
     pub test_device: bool,
+    /// `debug_exit=<port>`: QEMU's isa-debug-exit at that port (4 bytes): a write of `v`
+    /// ends the VM with status `(v << 1) | 1`.
+    pub debug_exit: Option<u16>,
 }
 
 /// vCPUs a VM may have (`cpus=`).
@@ -42,7 +45,9 @@ pub const MAX_VCPUS: u64 = 16;
 /// Default guest RAM.
 pub const DEFAULT_MEM_MIB: u64 = 16;
 /// Largest guest RAM this version accepts.
-pub const MAX_MEM_MIB: u64 = 4096;
+/// Largest guest RAM this version accepts: RAM ends below the PCI hole (the ECAM window at
+/// 2816 MiB, then the IOAPIC and LAPIC); RAM above 4 GiB is not built yet.
+pub const MAX_MEM_MIB: u64 = 2816;
 /// Host memory a VM may use beyond its RAM, unless `quota=` says otherwise.
 pub const DEFAULT_OVERHEAD_KIB: u64 = 512;
 /// Longest time limit accepted (a day).
@@ -74,6 +79,7 @@ impl VmConfig {
         let mut pcpus = alloc::vec::Vec::new();
         let mut vcpus = 1;
         let mut test_device = false;
+        let mut debug_exit = None;
         let mut name = None;
         let mut mem_mib = DEFAULT_MEM_MIB;
         let mut mode = StartMode::Long;
@@ -116,6 +122,21 @@ impl VmConfig {
                 }
                 "quota" => quota_kib = Some(number("quota", value)?),
                 "testdev" if value.is_none() => test_device = true,
+                "debug_exit" => {
+                    let v = value.unwrap_or("");
+                    let port = match v.strip_prefix("0x") {
+                        Some(hex) => u16::from_str_radix(hex, 16).ok(),
+                        None => v.parse::<u16>().ok(),
+                    };
+                    match port {
+                        Some(p) if p <= 0xFFFC => debug_exit = Some(p),
+                        _ => {
+                            return Err(ConfigError(alloc::format!(
+                                "debug_exit= needs a port (0xf4, or 0 to 65532), got {v:?}"
+                            )))
+                        }
+                    }
+                }
                 "cpus" => {
                     let n = number("cpus", value)?;
                     if n == 0 || n > MAX_VCPUS {
@@ -167,7 +188,17 @@ impl VmConfig {
         }
         let mem_bytes = mem_mib << 20;
         let quota_bytes = quota_kib.map_or(mem_bytes + (DEFAULT_OVERHEAD_KIB << 10), |k| k << 10);
-        Ok(VmConfig { name, mem_bytes, mode, quota_bytes, time_limit_s, vcpus, pcpus, test_device })
+        Ok(VmConfig {
+            name,
+            mem_bytes,
+            mode,
+            quota_bytes,
+            time_limit_s,
+            vcpus,
+            pcpus,
+            test_device,
+            debug_exit,
+        })
     }
 }
 
@@ -196,6 +227,9 @@ mod tests {
         assert_eq!(VmConfig::parse("name=a cpus=2", None).unwrap().vcpus, 2);
         assert!(VmConfig::parse("name=a testdev", None).unwrap().test_device);
         assert!(!VmConfig::parse("name=a", None).unwrap().test_device);
+        assert_eq!(VmConfig::parse("name=a debug_exit=0xf4", None).unwrap().debug_exit, Some(0xF4));
+        assert_eq!(VmConfig::parse("name=a debug_exit=1281", None).unwrap().debug_exit, Some(0x501));
+        assert_eq!(VmConfig::parse("name=a", None).unwrap().debug_exit, None);
     }
 
     #[test]
@@ -216,6 +250,9 @@ mod tests {
             ("name=a pcpus=x", "pcpus= needs CPU numbers"),
             ("name=a testdev mem=2048", "needs RAM of at most 1008 MiB"),
             ("name=a time_limit=100000", "at most 86400 seconds"),
+            ("name=a debug_exit", "debug_exit= needs a port"),
+            ("name=a debug_exit=0x10000", "debug_exit= needs a port"),
+            ("name=a mem=4096", "from 2 to 2816"),
         ] {
             let e = VmConfig::parse(text, None).unwrap_err();
             assert!(e.to_string().contains(needle), "{text}: {e}");

@@ -55,6 +55,17 @@ pub struct RunEnv {
     pub tsc_khz: u64,
     pub hooks: HostHooks,
     pub default_time_limit_s: Option<u64>,
+    /// The host's wall clock at boot: (unix seconds, TSC then); `None` without a CMOS RTC.
+    pub wall_clock: Option<(u64, u64)>,
+}
+
+impl RunEnv {
+    /// The host's wall clock now, in unix seconds (the epoch without a CMOS RTC).
+    fn unix_now(&self) -> u64 {
+        let Some((secs, tsc)) = self.wall_clock else { return 0 };
+        let elapsed = (self.hooks.now)().saturating_sub(tsc) / (self.tsc_khz.max(1) * 1000);
+        secs + elapsed
+    }
 }
 
 impl Backend {
@@ -271,12 +282,35 @@ pub fn build_vm(m: &Module, env: &RunEnv) -> Result<Arc<BuiltVm>, (String, Strin
         return Err((config.name, "not started: no virtualization backend".into()));
     };
     let mut account = Account::new(config.quota_bytes);
-    match build_memory(&config, backend, module_bytes(m), &mut account) {
+    let pc = super::pc::build(&super::pc::PcConfig {
+        vcpus: config.vcpus,
+        mem_bytes: config.mem_bytes,
+        tsc_hz: env.tsc_khz * 1000,
+        unix_secs: env.unix_now(),
+        debug_exit: config.debug_exit,
+    });
+    let pc = match pc {
+        Ok(pc) => pc,
+        Err(e) => return Err((config.name, format!("not started: {e}"))),
+    };
+    match build_memory(&config, backend, module_bytes(m), &mut account).and_then(|built| {
+        // The ACPI tables in RAM, at the base the RSDP scan finds.
+        built
+            .0
+            .write(pc.acpi.base, &pc.acpi.bytes)
+            .map_err(|_| format!("the ACPI tables at {:#x} do not fit in the VM's RAM", pc.acpi.base))?;
+        Ok(built)
+    }) {
         Ok((memory, nested_root, boot_state)) => {
             let tag = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
             let tsc_offset = 0u64.wrapping_sub((env.hooks.now)());
-            let shared =
-                Arc::new(VmShared::new(config.name.clone(), config.vcpus, tsc_offset, crate::dispatch::kick));
+            let shared = Arc::new(VmShared::with_platform(
+                config.name.clone(),
+                config.vcpus,
+                tsc_offset,
+                crate::dispatch::kick,
+                pc.platform,
+            ));
             let test_device = config
                 .test_device
                 .then(|| Arc::new(Mutex::new(basalt_devices::testdev::TestDevice::default())));
@@ -466,6 +500,8 @@ fn run_vcpu_here(vm: &Arc<BuiltVm>, index: u32, console: Console) -> Result<(), 
         Vcpu::Vmx(v) => super::run(&mut state, v),
         Vcpu::Svm(v) => super::run(&mut state, v),
     };
+    // What the guest's console UART sent after its last newline.
+    vm.shared.platform.flush_console(&mut |line| state.console(format_args!("{line}")));
     if svm {
         (env.hooks.watchdog)(false);
     }

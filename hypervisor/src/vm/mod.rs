@@ -10,6 +10,7 @@ pub mod events;
 pub mod host;
 pub mod memory;
 pub mod msrs;
+pub mod pc;
 pub mod placement;
 pub mod platform;
 pub mod setup;
@@ -417,13 +418,18 @@ fn between_runs<V: VirtualCpu + ?Sized>(
         }
         let sleeping = match me.mode() {
             Mode::WaitForSipi => true,
-            Mode::Halted
-                if state.events.has_wakeup(vcpu.rflags() & basalt_arch::virt::bits::RFLAGS_IF != 0) =>
-            {
-                me.set_mode(Mode::Outside);
-                false
+            Mode::Halted => {
+                // What came due while it slept (its LAPIC timer, vCPU 0's device clocks)
+                // fires now, so that it can wake it.
+                apic::before_entry(state);
+                let if_set = vcpu.rflags() & basalt_arch::virt::bits::RFLAGS_IF != 0;
+                if state.events.has_wakeup(if_set) || (if_set && state.interrupt_waiting()) {
+                    me.set_mode(Mode::Outside);
+                    false
+                } else {
+                    true
+                }
             }
-            Mode::Halted => true,
             _ => false,
         };
         if !sleeping {

@@ -34,6 +34,12 @@ impl<T: MmioDevice + ?Sized> MmioDevice for Shared<T> {
     }
 }
 
+/// One console line out (escaped by the console as guest text), and the buffer emptied.
+fn emit(line: &mut Vec<u8>, out: &mut dyn FnMut(&str)) {
+    out(&alloc::string::String::from_utf8_lossy(line));
+    line.clear();
+}
+
 /// Apply the line changes an access or advance recorded, in order.
 pub fn apply(lines: RecordingSink, irq: &Mutex<IrqRouter>) {
     if lines.events.is_empty() {
@@ -59,7 +65,20 @@ pub struct Platform {
     /// The nearest deadline of the timed devices (guest TSC; u64::MAX: none), kept current
     /// after every access and advance so the exit path reads one atomic.
     next: AtomicU64,
+    /// The UART whose output is the VM's console.
+    console: Option<ConsoleUart>,
 }
+
+/// The UART behind a VM's console lines, and the line it is part-way through.
+struct ConsoleUart {
+    base: u16,
+    len: u16,
+    uart: Arc<Mutex<basalt_devices::uart::Uart>>,
+    line: Mutex<Vec<u8>>,
+}
+
+/// The longest console line; a longer one is cut into lines of this length.
+pub const CONSOLE_LINE_MAX: usize = 512;
 
 impl Platform {
     pub fn new() -> Self {
@@ -95,6 +114,47 @@ impl Platform {
     pub fn add_timed(&mut self, dev: TimedDevice) {
         self.timed.push(dev);
         self.refresh();
+    }
+
+    /// Make the UART at ports `base..base + len` the VM's console.
+    pub fn set_console(&mut self, base: u16, len: u16, uart: Arc<Mutex<basalt_devices::uart::Uart>>) {
+        self.console = Some(ConsoleUart { base, len, uart, line: Mutex::new(Vec::new()) });
+    }
+
+    /// After an access at `port`: what the console UART sent, as whole lines to `out` (without
+    /// the newline; carriage returns dropped). A partial line waits for the rest.
+    pub fn console_output(&self, port: u16, out: &mut dyn FnMut(&str)) {
+        let Some(c) = &self.console else { return };
+        if port < c.base || port >= c.base + c.len {
+            return;
+        }
+        let bytes = c.uart.lock().take_output();
+        if bytes.is_empty() {
+            return;
+        }
+        let mut line = c.line.lock();
+        for b in bytes {
+            match b {
+                b'\n' => emit(&mut line, out),
+                b'\r' => {}
+                b => {
+                    line.push(b);
+                    if line.len() >= CONSOLE_LINE_MAX {
+                        emit(&mut line, out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The console's partial line, if any (when the VM ends).
+    pub fn flush_console(&self, out: &mut dyn FnMut(&str)) {
+        if let Some(c) = &self.console {
+            let mut line = c.line.lock();
+            if !line.is_empty() {
+                emit(&mut line, out);
+            }
+        }
     }
 
     /// The guest TSC by which the timed devices next need `advance`.
