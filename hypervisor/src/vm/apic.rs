@@ -13,10 +13,14 @@ use basalt_devices::lapic::{Action, Lapic, Mode};
 /// takes the APIC timer's rate.
 pub const APIC_BUS_HZ: u64 = 25_000_000;
 
-/// A vCPU's LAPIC at reset: APIC ID = vCPU index, vCPU 0 the bootstrap processor.
+/// A vCPU's LAPIC at reset: APIC ID = vCPU index, vCPU 0 the bootstrap processor with its
+/// LINT0 in virtual-wire (ExtINT) mode, as firmware leaves it.
 pub fn new_lapic(index: u32, tsc_hz: u64, phys_bits: u8) -> Lapic {
     let mut lapic = Lapic::new(index, index == 0, basalt_devices::time::Timebase::new(tsc_hz), APIC_BUS_HZ);
     lapic.set_max_phys_bits(phys_bits);
+    if index == 0 {
+        lapic.firmware_lint0();
+    }
     lapic
 }
 

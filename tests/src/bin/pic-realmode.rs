@@ -1,7 +1,7 @@
 //! The 8259 PIC pair and the PIT from real mode (`mode=real`), the way a BIOS-era OS uses them:
 //! ICW1-ICW4 (IRQ0-7 at vector 8, IRQ8-15 at 0x70), only IRQ0 unmasked, PIT channel 0 in mode
 //! 2 at 1 kHz, IRQ0 through the real-mode IVT with an EOI each. Counts [`TICKS`] ticks, each
-//! waking one HLT, and checks the master's ISR is clear at the end (every EOI took). Done
+//! waking one HLT (the first may come before the first HLT runs), and checks the master's ISR is clear at the end (every EOI took). Done
 //! through a ucall record; AssertFail with args (ticks, HLT wakes, ISR) otherwise.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -79,8 +79,16 @@ core::arch::global_asm!(
     "mov word ptr [pr_record + 16], cx",
     "mov dx, word ptr [pr_ticks]",
     "mov word ptr [pr_record + 8], dx",
+    // HLT wakes: one per tick, or one fewer when the first tick was already pending at the
+    // STI (it is taken at the HLT's boundary, before the HLT runs, as under KVM's interrupt
+    // window: the handler returns to the HLT).
+    "mov bx, cx",
+    "inc bx",
     "cmp cx, dx",
+    "je 7f",
+    "cmp bx, dx",
     "jne 5f",
+    "7:",
     "cmp dx, {ticks}",
     "jne 5f",
     "test al, al",

@@ -1011,6 +1011,13 @@ impl Lapic {
         }
     }
 
+    /// LINT0 as ExtINT, unmasked, the rest as at reset: the BSP as a PC's firmware hands it
+    /// over (and as KVM resets its BSP), so the PIC's INTR reaches the CPU before the OS
+    /// touches its APIC (real-mode code, early boot).
+    pub fn firmware_lint0(&mut self) {
+        self.regs[LVT_LINT0] = (DeliveryMode::ExtInt as u32) << 8;
+    }
+
     /// Put the LAPIC in virtual-wire mode as firmware leaves the BSP (MP spec 3.6.2.2):
     /// software-enabled, LINT0 ExtINT, LINT1 NMI. For a core that boots a kernel without
     /// firmware.
