@@ -534,7 +534,7 @@ mod tests {
             self.rip = value;
         }
         fn rflags(&self) -> u64 {
-            2
+            2 | if self.rflags_if { basalt_arch::virt::bits::RFLAGS_IF } else { 0 }
         }
         fn set_rflags(&mut self, _: u64) {}
         fn segment_base(&self, _: u8) -> u64 {
@@ -769,6 +769,31 @@ mod tests {
         assert_eq!((vm.events.has_interrupt(), cpu.window), (false, false));
         assert_eq!(lines.lock().as_slice(), ["woke"]);
         assert_eq!(vm.exit_count(ExitCounter::Hlt as u64), 1);
+    }
+
+    #[test]
+    fn lapic_timer_wakes_a_halted_vcpu_once() {
+        let mut ram = vec![0u8; 1 << 20];
+        let (mut vm, lines) = vm_with(&mut ram);
+        let now = apic::guest_now(&vm);
+        for (offset, value) in [(0xF0, 0x1FFu32), (0x320, 0x40), (0x3E0, 0xB), (0x380, 250_000)] {
+            // SVR enabled, LVT timer one-shot at vector 0x40, divide by 1, 250000 ticks (10 ms).
+            let _ = vm.lapic.mmio_write(now, offset, &value.to_le_bytes());
+        }
+        assert!(vm.lapic.timer_deadline().is_some());
+        // HLT before the expiry: the vCPU sleeps (the host's idle returns at once here), the
+        // timer fires while it is halted, it wakes once and takes the interrupt.
+        let mut cpu = Scripted::new(vec![
+            (nothing, VmExit::Hlt),
+            (print_regs, out(UCALL_PORT, 4)),
+            (done_regs, out(UCALL_PORT, 4)),
+        ]);
+        put_record(&vm, UcallRecord::new(UcallKind::Print, "g.rs", 1, "woke", [0; 4]));
+        put_record_at(&vm, DONE_GPA, UcallRecord::new(UcallKind::Done, "g.rs", 1, "", [0; 4]));
+        assert_eq!(run(&mut vm, &mut cpu), VmOutcome::Passed);
+        assert_eq!(cpu.injected, vec![Event::Interrupt { vector: 0x40 }]);
+        assert_eq!(lines.lock().as_slice(), ["woke"]);
+        assert_eq!(vm.lapic.timer_deadline(), None, "one-shot: fired once");
     }
 
     const DONE_GPA: u64 = 0x3000;
