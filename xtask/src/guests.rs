@@ -53,9 +53,10 @@ pub const PLATFORM: &[(&str, &str, PlatformEnd)] = &[
     ("acpi", "", PlatformEnd::Done),
     ("acpi", "cpus=4", PlatformEnd::Done),
     ("poweroff", "", PlatformEnd::PoweredOff),
-    ("reset", "", PlatformEnd::Reset),
-    ("reset-cf9", "", PlatformEnd::Reset),
-    ("reset-kbd", "", PlatformEnd::Reset),
+    ("reset", "on_reset=stop", PlatformEnd::Reset),
+    ("reset-cf9", "on_reset=stop", PlatformEnd::Reset),
+    ("reset-kbd", "on_reset=stop", PlatformEnd::Reset),
+    ("reset-restart", "", PlatformEnd::Done),
     ("debug-exit", "debug_exit=0xf4", PlatformEnd::DebugExit(0x2A)),
 ];
 

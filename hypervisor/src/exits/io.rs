@@ -72,7 +72,7 @@ fn device<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, io: IoAccess) 
     }
     shared.platform.console_output(io.port, &mut |line| vm.console(format_args!("{line}")));
     crate::vm::apic::drain_router(vm);
-    Some(match crate::vm::device_effect(effect) {
+    Some(match crate::vm::device_effect(vm, effect) {
         Action::Continue => super::skip(vm, vcpu),
         stop => stop,
     })

@@ -275,7 +275,7 @@ fn emulate_with<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, string_i
     if let Some(port) = device_port {
         shared.platform.console_output(port, &mut |line| vm.console(format_args!("{line}")));
         crate::vm::apic::drain_router(vm);
-        if let stop @ Action::Stop(_) = crate::vm::device_effect(effect) {
+        if let stop @ Action::Stop(_) = crate::vm::device_effect(vm, effect) {
             return stop;
         }
     }

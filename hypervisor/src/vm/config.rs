@@ -37,6 +37,10 @@ pub struct VmConfig {
     /// `debug_exit=<port>`: QEMU's isa-debug-exit at that port (4 bytes): a write of `v`
     /// ends the VM with status `(v << 1) | 1`.
     pub debug_exit: Option<u16>,
+    /// `on_poweroff=stop|restart` (default stop) and `on_reset=stop|restart` (default
+    /// restart, as a PC does): what the guest's ACPI S5 and resets do to its VM.
+    pub on_poweroff: super::OnEnd,
+    pub on_reset: super::OnEnd,
 }
 
 /// vCPUs a VM may have (`cpus=`).
@@ -80,6 +84,8 @@ impl VmConfig {
         let mut vcpus = 1;
         let mut test_device = false;
         let mut debug_exit = None;
+        let mut on_poweroff = super::OnEnd::Stop;
+        let mut on_reset = super::OnEnd::Restart;
         let mut name = None;
         let mut mem_mib = DEFAULT_MEM_MIB;
         let mut mode = StartMode::Long;
@@ -122,6 +128,23 @@ impl VmConfig {
                 }
                 "quota" => quota_kib = Some(number("quota", value)?),
                 "testdev" if value.is_none() => test_device = true,
+                "on_poweroff" | "on_reset" => {
+                    let policy = match value {
+                        Some("stop") => super::OnEnd::Stop,
+                        Some("restart") => super::OnEnd::Restart,
+                        other => {
+                            return Err(ConfigError(alloc::format!(
+                                "{key}= is stop or restart, got {:?}",
+                                other.unwrap_or("")
+                            )))
+                        }
+                    };
+                    if key == "on_reset" {
+                        on_reset = policy;
+                    } else {
+                        on_poweroff = policy;
+                    }
+                }
                 "debug_exit" => {
                     let v = value.unwrap_or("");
                     let port = match v.strip_prefix("0x") {
@@ -198,6 +221,8 @@ impl VmConfig {
             pcpus,
             test_device,
             debug_exit,
+            on_poweroff,
+            on_reset,
         })
     }
 }
@@ -230,6 +255,10 @@ mod tests {
         assert_eq!(VmConfig::parse("name=a debug_exit=0xf4", None).unwrap().debug_exit, Some(0xF4));
         assert_eq!(VmConfig::parse("name=a debug_exit=1281", None).unwrap().debug_exit, Some(0x501));
         assert_eq!(VmConfig::parse("name=a", None).unwrap().debug_exit, None);
+        let c = VmConfig::parse("name=a", None).unwrap();
+        assert_eq!((c.on_poweroff, c.on_reset), (super::super::OnEnd::Stop, super::super::OnEnd::Restart));
+        let c = VmConfig::parse("name=a on_poweroff=restart on_reset=stop", None).unwrap();
+        assert_eq!((c.on_poweroff, c.on_reset), (super::super::OnEnd::Restart, super::super::OnEnd::Stop));
     }
 
     #[test]
@@ -251,6 +280,7 @@ mod tests {
             ("name=a testdev mem=2048", "needs RAM of at most 1008 MiB"),
             ("name=a time_limit=100000", "at most 86400 seconds"),
             ("name=a debug_exit", "debug_exit= needs a port"),
+            ("name=a on_reset=reboot", "on_reset= is stop or restart"),
             ("name=a debug_exit=0x10000", "debug_exit= needs a port"),
             ("name=a mem=4096", "from 2 to 2816"),
         ] {

@@ -215,6 +215,10 @@ pub struct BuiltVm {
     /// RAM pages the test device hid (not present in the nested tables until their next
     /// nested fault).
     hidden: Mutex<Vec<u64>>,
+    /// The boot module's image, loaded again when the VM restarts.
+    image: &'static [u8],
+    /// The ACPI tables and their guest-physical base, copied again when the VM restarts.
+    acpi: (u64, Vec<u8>),
 }
 
 impl BuiltVm {
@@ -251,6 +255,22 @@ impl super::NestedControl for BuiltVm {
             hidden.push(gpa & !0xFFF);
         }
         Ok(())
+    }
+
+    fn restart(&self) -> Result<InitialState, String> {
+        // Hidden pages come back (the test device's unmap does not outlive a reset).
+        for gpa in core::mem::take(&mut *self.hidden.lock()) {
+            self.set_present(gpa, true)?;
+        }
+        self.memory.zero(0, self.memory.size()).map_err(|_| String::from("the VM's RAM"))?;
+        let init = setup::load(&self.memory, self.image, self.config.mode)?;
+        self.memory.write(self.acpi.0, &self.acpi.1).map_err(|_| String::from("the ACPI tables"))?;
+        self.shared.reset_irq();
+        Ok(init)
+    }
+
+    fn boot_state(&self) -> Option<InitialState> {
+        Some(self.boot_state)
     }
 
     fn reveal(&self, gpa: u64) -> bool {
@@ -329,6 +349,8 @@ pub fn build_vm(m: &Module, env: &RunEnv) -> Result<Arc<BuiltVm>, (String, Strin
                 notes: Mutex::new(Vec::new()),
                 stats,
                 hidden: Mutex::new(Vec::new()),
+                image: module_bytes(m),
+                acpi: (pc.acpi.base, pc.acpi.bytes),
             }))
         }
         Err(e) => {
@@ -454,6 +476,8 @@ fn run_vcpu_here(vm: &Arc<BuiltVm>, index: u32, console: Console) -> Result<(), 
     state.vcpu = index;
     state.test_device = vm.test_device.clone();
     state.nested = Some(vm.clone());
+    state.on_poweroff = config.on_poweroff;
+    state.on_reset = config.on_reset;
     match &mut vcpu {
         Vcpu::Vmx(v) => state.on_host(v, env.hooks, config.time_limit_s, env.tsc_khz),
         Vcpu::Svm(v) => state.on_host(v, env.hooks, config.time_limit_s, env.tsc_khz),

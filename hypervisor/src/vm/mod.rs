@@ -93,11 +93,41 @@ pub trait NestedControl: Send + Sync {
     fn hide(&self, gpa: u64) -> Result<(), String>;
     /// If the page at `gpa` was hidden, map it again and say so.
     fn reveal(&self, gpa: u64) -> bool;
+    /// Put the VM back as it was built, for a restart: RAM zeroed with the image loaded again,
+    /// the ACPI tables, the interrupt controllers at reset (the RTC keeps its time and CMOS, as
+    /// a PC's does). Returns vCPU 0's first state.
+    fn restart(&self) -> Result<basalt_arch::virt::InitialState, String> {
+        Err("this VM cannot restart".into())
+    }
+    /// vCPU 0's first state.
+    fn boot_state(&self) -> Option<basalt_arch::virt::InitialState> {
+        None
+    }
 }
 
-/// What a device access asked of the VM (basalt_devices::bus::Effect).
-pub fn device_effect(effect: basalt_devices::bus::Effect) -> Action {
+/// What a VM does when its guest powers it off or resets it (`on_poweroff=`, `on_reset=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnEnd {
+    /// The VM stops; the report says how it ended.
+    #[default]
+    Stop,
+    /// The VM starts again from its image, as a PC does after a reset.
+    Restart,
+}
+
+/// What a device access asked of the VM (basalt_devices::bus::Effect). A power-off or reset
+/// whose policy is `Restart` sets `restart_pending` (the run loop restarts the VM).
+pub fn device_effect(vm: &mut VmState, effect: basalt_devices::bus::Effect) -> Action {
     use basalt_devices::bus::Effect;
+    let policy = match effect {
+        Effect::PowerOff => vm.on_poweroff,
+        Effect::Reset => vm.on_reset,
+        _ => OnEnd::Stop,
+    };
+    if policy == OnEnd::Restart && matches!(effect, Effect::PowerOff | Effect::Reset) {
+        vm.restart_pending = true;
+        return Action::Continue;
+    }
     match effect {
         Effect::None => Action::Continue,
         Effect::PowerOff => Action::Stop(VmOutcome::Ended("powered off (ACPI S5)".into())),
@@ -158,6 +188,13 @@ pub struct VmState {
     pub test_device: Option<Arc<Mutex<basalt_devices::testdev::TestDevice>>>,
     /// Changes to the VM's nested page tables, where the machine offers them.
     pub nested: Option<Arc<dyn NestedControl>>,
+    /// What the guest's power-off and reset do.
+    pub on_poweroff: OnEnd,
+    pub on_reset: OnEnd,
+    /// A power-off or reset asked for a restart, done before the next entry.
+    pub restart_pending: bool,
+    /// How many times the VM restarted.
+    pub restarts: u32,
     /// What this VM's vCPUs share, and this vCPU's index in it.
     pub shared: Arc<vcpus::VmShared>,
     pub vcpu: u32,
@@ -203,6 +240,10 @@ impl VmState {
             tsc_adjust: 0,
             test_device: None,
             nested: None,
+            on_poweroff: OnEnd::Stop,
+            on_reset: OnEnd::Stop,
+            restart_pending: false,
+            restarts: 0,
             shared: Arc::new(vcpus::VmShared::new(String::new(), 1, 0, |_| {})),
             vcpu: 0,
             lapic: apic::new_lapic(0, 1_000_000_000, 36),
@@ -361,7 +402,73 @@ pub fn run<V: VirtualCpu + ?Sized>(state: &mut VmState, vcpu: &mut V) -> VmOutco
             shared.stop(outcome);
             return stopped(shared.outcome());
         }
+        if state.restart_pending {
+            if let Err(outcome) = restart(state, vcpu) {
+                shared.stop(outcome);
+                return stopped(shared.outcome());
+            }
+        }
     }
+}
+
+/// Restart the VM its guest reset (or powered off) with a restart policy: the other vCPUs
+/// get INIT and wait for a start-up IPI again, the VM's RAM and devices go back to their
+/// state at build, and this vCPU starts at the image's entry with its LAPIC and events reset.
+#[cold]
+fn restart<V: VirtualCpu + ?Sized>(state: &mut VmState, vcpu: &mut V) -> Result<(), VmOutcome> {
+    state.restart_pending = false;
+    // The others stop first (INIT), and are out of the guest before its RAM is reloaded.
+    let me = state.vcpu as usize;
+    for (i, other) in state.shared.vcpus.iter().enumerate() {
+        if i != me {
+            state.shared.kick(other.request(vcpus::request::INIT));
+        }
+    }
+    for (i, other) in state.shared.vcpus.iter().enumerate() {
+        let parked = || matches!(other.mode(), vcpus::Mode::WaitForSipi | vcpus::Mode::Stopped);
+        let mut spins = 0u64;
+        while i != me && !parked() && !state.shared.stopping() {
+            core::hint::spin_loop();
+            spins += 1;
+            if spins > 1 << 32 {
+                return Err(VmOutcome::Failed(alloc::format!(
+                    "stopped: restart after a reset: vCPU {i} did not take its INIT"
+                )));
+            }
+        }
+    }
+    let nested = state.nested.clone();
+    let init = nested
+        .ok_or_else(|| String::from("this VM cannot restart"))
+        .and_then(|n| n.restart())
+        .map_err(|why| VmOutcome::Failed(alloc::format!("stopped: restart after a reset failed: {why}")))?;
+    state.restarts += 1;
+    if me != 0 {
+        // vCPU 0 starts again as the BSP; this application processor waits for its start-up
+        // IPI, as the others do.
+        state.shared.kick(state.shared.vcpus[0].request(vcpus::request::RESTART));
+        let _ = state.shared.vcpus[me].request(vcpus::request::INIT);
+        return Ok(());
+    }
+    boot_again(state, vcpu, &init);
+    Ok(())
+}
+
+/// vCPU 0 starts again at the VM's first state, its LAPIC and events reset.
+fn boot_again<V: VirtualCpu + ?Sized>(
+    state: &mut VmState,
+    vcpu: &mut V,
+    init: &basalt_arch::virt::InitialState,
+) {
+    state.events = EventQueue::default();
+    state.lapic.reset_init();
+    if state.vcpu == 0 {
+        state.lapic.firmware_lint0();
+    }
+    state.shared.vcpus[state.vcpu as usize].publish_apic(state.lapic.destination_state());
+    vcpu.load_state(init);
+    state.shared.vcpus[0].set_mode(vcpus::Mode::Outside);
+    log::info!("VM {}: restarted by its guest", crate::console::Escaped(&state.name));
 }
 
 /// Take this vCPU's requests, and sleep while it is halted or waits for SIPI. `Err`: the VM
@@ -414,6 +521,11 @@ fn between_runs<V: VirtualCpu + ?Sized>(
                 // SDM 10.4.4: the AP starts in real mode at vector:0000 (CS = vector << 8).
                 vcpu.load_state(&basalt_arch::virt::InitialState::real_mode((vector as u16) << 8, 0, 0));
                 me.set_mode(Mode::Outside);
+            }
+        }
+        if requests & request::RESTART != 0 {
+            if let Some(init) = state.nested.as_ref().and_then(|n| n.boot_state()) {
+                boot_again(state, vcpu, &init);
             }
         }
         let sleeping = match me.mode() {

@@ -34,6 +34,8 @@ pub mod request {
     pub const STOP: u32 = 1 << 4;
     /// The VM's nested page tables changed: flush the guest TLB before entering.
     pub const TLB_FLUSH: u32 = 1 << 5;
+    /// The VM restarted (another vCPU reset it): start again as the bootstrap processor.
+    pub const RESTART: u32 = 1 << 6;
 }
 
 /// Where a vCPU is.
@@ -263,6 +265,11 @@ impl VmShared {
             irq: Mutex::new(IrqRouter::new(IOAPIC_DEFAULT_BASE, vcpus.min(0xF) as u8)),
             platform,
         }
+    }
+
+    /// Put the IOAPIC and the PIC pair back at reset (a restart).
+    pub fn reset_irq(&self) {
+        *self.irq.lock() = IrqRouter::new(IOAPIC_DEFAULT_BASE, (self.vcpus.len() as u32).min(0xF) as u8);
     }
 
     /// Send the kick a request or post asked for.
