@@ -55,23 +55,36 @@ impl Calibration {
 }
 
 /// Linux's `pit_calibrate_tsc`: gate channel 2 on (speaker off), mode 0 with the count of `ms`
-/// milliseconds, then poll port 0x61 until OUT2 (bit 5) goes high, reading the TSC each poll.
+/// milliseconds, then poll port 0x61 until OUT2 (bit 5) goes high, reading the TSC around each
+/// poll; the end is the middle of the last low and the first high sample.
 pub fn calibrate(ms: u64) -> Calibration {
     let latch = (PIT_HZ * ms / 1000) as u16;
     outb(PORT_61, (inb(PORT_61) & !0x02) | 0x01);
     outb(COMMAND, 0xB0); // channel 2, lobyte/hibyte, mode 0, binary
     outb(CHANNEL2, latch as u8);
+    // The count starts with this write: under a hypervisor, somewhere inside its exit, so the
+    // start is taken as the middle of the RDTSCs around it (and each poll's sample likewise).
+    let before = rdtsc();
     outb(CHANNEL2, (latch >> 8) as u8);
-    let t1 = rdtsc();
+    let t1 = mid(before, rdtsc());
     let (mut t, mut loops, mut min_poll, mut max_poll) = (t1, 0u64, u64::MAX, 0u64);
-    while inb(PORT_61) & 0x20 == 0 {
-        let t2 = rdtsc();
-        let delta = t2.wrapping_sub(t);
-        t = t2;
+    let end = loop {
+        let before = rdtsc();
+        let high = inb(PORT_61) & 0x20 != 0;
+        let sample = mid(before, rdtsc());
+        let delta = sample.wrapping_sub(t);
         min_poll = min_poll.min(delta);
         max_poll = max_poll.max(delta);
+        if high {
+            // OUT2 rose between the last two samples.
+            break mid(t, sample);
+        }
+        t = sample;
         loops += 1;
-    }
-    let end = rdtsc();
-    Calibration { latch, tsc_delta: end.wrapping_sub(t1), loops, min_poll, max_poll: max_poll.max(end - t) }
+    };
+    Calibration { latch, tsc_delta: end.wrapping_sub(t1), loops, min_poll, max_poll }
+}
+
+fn mid(a: u64, b: u64) -> u64 {
+    a + b.wrapping_sub(a) / 2
 }

@@ -377,8 +377,12 @@ fn exit_of(segment: &Segment, limit: Duration) -> Exit {
 /// L0's QEMU command.
 fn outer_launch(linux: &Linux, initramfs: &Path, work_dir: &Path) -> Launch {
     let args = [
+        // One TCG thread for L0's two CPUs: with multi-threaded TCG, L1 Linux now and then hung
+        // for minutes inside KVM_RUN (soft lockups on CPU 0 in the inner QEMU, at a different
+        // inner run each time, with Basalt commits old and new alike); round-robin TCG has
+        // not hung in our runs and costs little, the inner runs being sequential.
         "-accel",
-        "tcg",
+        "tcg,thread=single",
         "-cpu",
         qemu::TCG_EPYC,
         "-smp",

@@ -119,6 +119,89 @@ fn irq() {
     unsafe { asm!("sti", "nop", "cli", options(nomem, nostack)) };
 }
 
+/// The xAPIC's version register, read through Basalt's instruction emulation.
+fn xapic_read() {
+    let v = basalt_guests::apic::XAPIC_BASE + u64::from(basalt_guests::apic::VERSION);
+    // SAFETY: a 32-bit load from the xAPIC page (mapped by `apic::enable`), emulated by Basalt.
+    unsafe {
+        asm!("mov {v:e}, dword ptr [{d}]", d = in(reg) v, v = out(reg) _, options(nostack, preserves_flags))
+    };
+}
+
+const X2APIC_EOI: u32 = 0x80B;
+const X2APIC_ICR: u32 = 0x830;
+const TIMER_VECTOR: u8 = 0x41;
+const IPI_VECTOR: u8 = 0x42;
+/// How far ahead each TSC deadline is set (instructions, under -icount).
+const DEADLINE_AHEAD: u64 = 5_000;
+
+fn x2apic_eoi() {
+    // SAFETY: an x2APIC EOI with nothing in service: the LAPIC ignores it.
+    unsafe {
+        asm!("wrmsr", in("ecx") X2APIC_EOI, in("eax") 0u32, in("edx") 0u32, options(nomem, nostack, preserves_flags))
+    };
+}
+
+static FIRED_AT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+fn on_interrupt(
+    _: &basalt_guests::idt::Event,
+    _: &mut basalt_guests::idt::Frame,
+) -> basalt_guests::idt::Action {
+    FIRED_AT.store(tsc(), core::sync::atomic::Ordering::SeqCst);
+    x2apic_eoi();
+    basalt_guests::idt::Action::Return
+}
+
+/// Waits with interrupts on until the handler has run; the TSC it ran at.
+fn wait_fired() -> u64 {
+    use core::sync::atomic::Ordering;
+    // SAFETY: STI/CLI around a spin on a flag the interrupt handler sets.
+    unsafe { asm!("sti", options(nomem, nostack)) };
+    while FIRED_AT.load(Ordering::SeqCst) == 0 {
+        core::hint::spin_loop();
+    }
+    // SAFETY: as above.
+    unsafe { asm!("cli", options(nomem, nostack)) };
+    FIRED_AT.swap(0, Ordering::SeqCst)
+}
+
+/// Latency rows: the sum over `ITERATIONS` of the TSC from the event to its handler.
+fn timer_latency() -> u64 {
+    use basalt_guests::hw::wrmsr;
+    basalt_guests::apic::write(
+        basalt_guests::apic::LVT_TIMER,
+        u32::from(TIMER_VECTOR) | basalt_guests::apic::TIMER_TSC_DEADLINE,
+    );
+    let mut sum = 0;
+    for i in 0..WARM_UP + ITERATIONS {
+        let deadline = tsc() + DEADLINE_AHEAD;
+        wrmsr(basalt_guests::apic::IA32_TSC_DEADLINE, deadline);
+        let at = wait_fired();
+        if i >= WARM_UP {
+            sum += at.saturating_sub(deadline);
+        }
+    }
+    sum
+}
+
+fn ipi_latency() -> u64 {
+    let mut sum = 0;
+    for i in 0..WARM_UP + ITERATIONS {
+        let t0 = tsc();
+        // SAFETY: a fixed self-IPI through the x2APIC ICR; its handler is installed.
+        unsafe {
+            asm!("sti", "wrmsr", in("ecx") X2APIC_ICR, in("eax") basalt_guests::apic::ICR_SELF | u32::from(IPI_VECTOR),
+                 in("edx") 0u32, options(nomem, nostack))
+        };
+        let at = wait_fired();
+        if i >= WARM_UP {
+            sum += at - t0;
+        }
+    }
+    sum
+}
+
 /// Whether this CPU is an Intel one (CPUID vendor): VMCALL there, VMMCALL on AMD.
 fn intel() -> bool {
     let r = __cpuid(0);
@@ -141,11 +224,22 @@ const ROWS: &[Row] = &[
     ("mmio-write", || measure(mmio_write)),
     ("mmio-read", || measure(mmio_read)),
     ("irq", || measure(irq)),
+    ("xapic-read", || measure(xapic_read)),
+    // From here the APIC is in x2APIC mode (see `run`).
+    ("x2apic-eoi", || measure(x2apic_eoi)),
+    ("timer-latency", timer_latency),
+    ("ipi-latency", ipi_latency),
 ];
 
 fn run() {
     basalt_guests::idt::install();
+    basalt_guests::idt::set_handler(TIMER_VECTOR, on_interrupt);
+    basalt_guests::idt::set_handler(IPI_VECTOR, on_interrupt);
+    basalt_guests::apic::enable();
     for (name, row) in ROWS {
+        if *name == "x2apic-eoi" {
+            basalt_guests::apic::enable_x2apic();
+        }
         let total = row();
         guest_println!("BENCH {name} total={total} iters={ITERATIONS}");
     }

@@ -114,7 +114,7 @@ fn run() {
     let ap_id = if n >= 2 { ids.into_iter().find(|&id| id != bsp).unwrap_or(1) } else { bsp + 1 };
     guest_assert!(n == 0 || n >= 2, "the MADT lists {} CPU: this test needs cpus=2", n);
     smp::set_entry(ap);
-    let started = smp::start_ap(ap_id, 200_000);
+    let started = smp::start_ap(ap_id, 2_000_000);
     guest_assert!(started, "vCPU 1 (APIC ID {}) did not start from INIT-SIPI-SIPI", ap_id);
     let ready = spin_until(time::us_to_tsc(WAIT_US), || AP_READY.load(Ordering::SeqCst) != 0);
     guest_assert!(ready, "vCPU 1 started but did not set up its APIC");

@@ -1,6 +1,6 @@
 //! The 8259 PIC pair and the PIT from real mode (`mode=real`), the way a BIOS-era OS uses them:
 //! ICW1-ICW4 (IRQ0-7 at vector 8, IRQ8-15 at 0x70), only IRQ0 unmasked, PIT channel 0 in mode
-//! 2 at 1 kHz, IRQ0 through the real-mode IVT with an EOI each. Counts [`TICKS`] ticks, each
+//! 2 at 100 Hz, IRQ0 through the real-mode IVT with an EOI each. Counts [`TICKS`] ticks, each
 //! waking one HLT (the first may come before the first HLT runs), and checks the master's ISR is clear at the end (every EOI took). Done
 //! through a ucall record; AssertFail with args (ticks, HLT wakes, ISR) otherwise.
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -53,10 +53,10 @@ core::arch::global_asm!(
     "in al, 0x21",
     "cmp al, 0xFE",
     "jne 5f",
-    // PIT channel 0, mode 2, 1193 (1 kHz).
+    // PIT channel 0, mode 2, 11932 (100 Hz: each tick taken before the next, everywhere).
     "mov al, 0x34",
     "out 0x43, al",
-    "mov ax, 1193",
+    "mov ax, 11932",
     "out 0x40, al",
     "mov al, ah",
     "out 0x40, al",

@@ -13,7 +13,7 @@ basalt_guests::entry!(run);
 
 /// Linux's CAL_MS is 10; longer here, so each poll (an exit under Basalt, slow on Bochs) is a
 /// smaller part of the run.
-const CAL_MS: u64 = 25;
+const CAL_MS: u64 = 50;
 const PM_TIMER_HZ: u64 = 3_579_545;
 
 /// The TSC rate from the ACPI PM timer over 50 ms.
