@@ -225,8 +225,16 @@ fn serve_and_sleep(cpus: usize, watchdog_on: &mut bool) {
 /// Run every boot module as a VM: on the application processors side by side, or on this CPU
 /// one after another if it is alone. A VM that fails, is refused or is stopped does not
 /// affect the others. Returns (passed, total).
-pub fn run_all(modules: &[Module], env: RunEnv) -> (usize, usize) {
+pub fn run_all(all_modules: &[Module], env: RunEnv) -> (usize, usize) {
     TSC_KHZ.store(env.tsc_khz, Ordering::Relaxed);
+    host::set_modules(all_modules);
+    // A Linux VM's initrd is a module of its own, not a VM.
+    let modules: Vec<Module> = all_modules
+        .iter()
+        .filter(|m| crate::vm::config::initrd_of(m.cmdline.as_str()).is_none())
+        .copied()
+        .collect();
+    let modules = modules.as_slice();
     let cpus = online().max(1);
     let mut passed = 0;
     let wants: Vec<Want> = modules

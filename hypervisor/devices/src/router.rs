@@ -111,9 +111,15 @@ pub struct IrqRouter {
     ioapic: Ioapic,
     ioapic_base: u64,
     pic: Pic,
-    /// Bit s of `sources[i]`: source s drives input i high.
+    /// Bit s of `sources[i]`: source s asserts input i.
     sources: [u32; ROUTER_INPUTS],
 }
+
+/// The GSIs wired active-low to the IOAPIC, as the MADT's overrides describe them: the SCI
+/// (level, active low). A device's line says whether it asserts its interrupt; on these pins
+/// the wire is low while it does, so an IOAPIC entry programmed as the MADT says (active low)
+/// sees it asserted exactly then, and an idle SCI is a high wire.
+pub const ACTIVE_LOW_GSIS: u32 = 1 << crate::power::SCI_IRQ;
 
 impl Default for IrqRouter {
     fn default() -> Self {
@@ -130,12 +136,31 @@ impl IrqRouter {
             pic: Pic::new(),
             sources: [0; ROUTER_INPUTS],
         }
+        .with_idle_wires()
     }
 
     /// Both chips to their power-on state (a VM reset); the lines stay as devices drive them.
     pub fn reset(&mut self) {
         self.ioapic.reset();
         self.pic.reset();
+        for pin in 0..ROUTER_INPUTS {
+            let wire = self.wire(pin as u32, self.sources[pin] != 0);
+            self.ioapic.set_pin(pin, wire);
+        }
+    }
+
+    fn with_idle_wires(mut self) -> Self {
+        for pin in 0..ROUTER_INPUTS {
+            if ACTIVE_LOW_GSIS & (1 << pin) != 0 {
+                self.ioapic.set_pin(pin, true);
+            }
+        }
+        self
+    }
+
+    /// The IOAPIC wire level of `gsi` when its line is `asserted` (see [`ACTIVE_LOW_GSIS`]).
+    fn wire(&self, gsi: u32, asserted: bool) -> bool {
+        asserted != (gsi < 32 && ACTIVE_LOW_GSIS & (1 << gsi) != 0)
     }
 
     pub fn ioapic(&self) -> &Ioapic {
@@ -258,7 +283,8 @@ impl IrqSink for IrqRouter {
             self.pic.set_irq(irq, now);
         }
         if let Some(pin) = ioapic_pin_for(gsi) {
-            self.ioapic.set_pin(pin, now);
+            let wire = self.wire(gsi, now);
+            self.ioapic.set_pin(pin, wire);
         }
     }
 }
@@ -266,6 +292,22 @@ impl IrqSink for IrqRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sci_is_wired_active_low_as_the_madt_says() {
+        let mut r = IrqRouter::default();
+        // GSI 9 programmed as the MADT override says: level, active low, vector 0x39.
+        program(&mut r, 9, 0x39 | (1 << 15) | (1 << 13), 0);
+        assert!(msgs(&mut r).is_empty(), "an idle SCI is not an interrupt");
+        r.set_level(9, 0, true);
+        let m = msgs(&mut r);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert_eq!(m[0].vector, 0x39);
+        r.set_level(9, 0, false);
+        r.reset();
+        program(&mut r, 9, 0x39 | (1 << 15) | (1 << 13), 0);
+        assert!(msgs(&mut r).is_empty(), "idle again after a reset");
+    }
     use crate::irq::{DeliveryMode, Destination, IrqLine};
     use alloc::vec::Vec;
 
@@ -414,14 +456,14 @@ mod tests {
     fn reset_keeps_lines_and_masks_everything() {
         let mut r = IrqRouter::default();
         pic_init(&mut r);
-        program(&mut r, 9, 0x49 | (1 << 15), 0);
-        IrqLine::new(9).raise(&mut r);
+        program(&mut r, 10, 0x49 | (1 << 15), 0);
+        IrqLine::new(10).raise(&mut r);
         assert_eq!(msgs(&mut r).len(), 1);
         r.reset();
         assert!(!r.has_messages());
         assert!(!r.pic_intr());
-        assert!(r.line_level(9));
-        program(&mut r, 9, 0x49 | (1 << 15), 0);
+        assert!(r.line_level(10));
+        program(&mut r, 10, 0x49 | (1 << 15), 0);
         assert_eq!(msgs(&mut r).len(), 1, "the line is still asserted after the reset");
     }
 }

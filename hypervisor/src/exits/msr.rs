@@ -48,6 +48,18 @@ fn canonical(a: u64) -> bool {
     ((a as i64) << 16 >> 16) as u64 == a
 }
 
+/// AMD's SYSCFG and NB_CFG: Linux reads SYSCFG for its MTRR setup and writes NB_CFG as each
+/// CPU comes online. Basalt shows neither a memory encryption nor a northbridge to configure:
+/// both read 0 and take writes without effect (as KVM does), on AMD only.
+const AMD_SYSCFG: u32 = 0xC001_0010;
+const AMD_NB_CFG: u32 = 0xC001_001F;
+
+/// Whether the guest sees an AMD CPU (CPUID vendor "AuthenticAMD").
+fn amd(vm: &VmState) -> bool {
+    let [_, ebx, ecx, edx] = vm.cpuid.lookup(0, 0);
+    (ebx, edx, ecx) == (0x6874_7541, 0x6974_6E65, 0x444D_4163)
+}
+
 fn gp<V: VirtualCpu + ?Sized>(_vcpu: &mut V, vm: &mut VmState) -> Action {
     super::raise(vm, 13, Some(0))
 }
@@ -68,6 +80,7 @@ pub fn read<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32) ->
             }
         }
         IA32_TSC => apic::guest_now(vm),
+        AMD_SYSCFG | AMD_NB_CFG if amd(vm) => 0,
         IA32_EFER => vcpu.efer(),
         IA32_TSC_ADJUST if tsc_adjust_offered(vm) => vm.tsc_adjust,
         m if vm.msrs.holds(m) => vm.msrs.read(m).unwrap_or(0),
@@ -114,6 +127,7 @@ pub fn write<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32, v
             }
         }
         // A write of the TSC moves TSC_ADJUST by the same amount (SDM 17.17.3).
+        AMD_SYSCFG | AMD_NB_CFG if amd(vm) => {}
         IA32_TSC => {
             let offset = value.wrapping_sub((vm.host.now)());
             vm.tsc_adjust = vm.tsc_adjust.wrapping_add(offset.wrapping_sub(vm.tsc_offset));

@@ -41,6 +41,17 @@ pub struct VmConfig {
     /// restart, as a PC does): what the guest's ACPI S5 and resets do to its VM.
     pub on_poweroff: super::OnEnd,
     pub on_reset: super::OnEnd,
+    /// `cmdline="..."`: a Linux guest's kernel command line.
+    pub cmdline: String,
+}
+
+/// The VM a module is the initrd of (`initrd_of=<vm>`), if it is one: such a module is not a
+/// VM itself.
+pub fn initrd_of(text: &str) -> Option<&str> {
+    Cmdline::new(text)
+        .without_kernel_path()
+        .iter()
+        .find_map(|(k, v)| (k == "initrd_of").then_some(v).flatten())
 }
 
 /// vCPUs a VM may have (`cpus=`).
@@ -86,6 +97,7 @@ impl VmConfig {
         let mut debug_exit = None;
         let mut on_poweroff = super::OnEnd::Stop;
         let mut on_reset = super::OnEnd::Restart;
+        let mut cmdline = String::new();
         let mut name = None;
         let mut mem_mib = DEFAULT_MEM_MIB;
         let mut mode = StartMode::Long;
@@ -128,6 +140,7 @@ impl VmConfig {
                 }
                 "quota" => quota_kib = Some(number("quota", value)?),
                 "testdev" if value.is_none() => test_device = true,
+                "cmdline" => cmdline = value.unwrap_or("").to_string(),
                 "on_poweroff" | "on_reset" => {
                     let policy = match value {
                         Some("stop") => super::OnEnd::Stop,
@@ -223,6 +236,7 @@ impl VmConfig {
             debug_exit,
             on_poweroff,
             on_reset,
+            cmdline,
         })
     }
 }
@@ -255,6 +269,10 @@ mod tests {
         assert_eq!(VmConfig::parse("name=a debug_exit=0xf4", None).unwrap().debug_exit, Some(0xF4));
         assert_eq!(VmConfig::parse("name=a debug_exit=1281", None).unwrap().debug_exit, Some(0x501));
         assert_eq!(VmConfig::parse("name=a", None).unwrap().debug_exit, None);
+        let c = VmConfig::parse(r#"/boot/vmlinuz name=l cmdline="console=ttyS0 quiet""#, None).unwrap();
+        assert_eq!(c.cmdline, "console=ttyS0 quiet");
+        assert_eq!(initrd_of("/boot/initrd.img initrd_of=l"), Some("l"));
+        assert_eq!(initrd_of("name=l"), None);
         let c = VmConfig::parse("name=a", None).unwrap();
         assert_eq!((c.on_poweroff, c.on_reset), (super::super::OnEnd::Stop, super::super::OnEnd::Restart));
         let c = VmConfig::parse("name=a on_poweroff=restart on_reset=stop", None).unwrap();

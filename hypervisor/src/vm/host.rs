@@ -185,6 +185,35 @@ fn module_bytes(m: &Module) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(m.start as *const u8, len) }
 }
 
+/// The boot modules (for a Linux VM's initrd, a module of its own).
+static MODULES: Once<Vec<Module>> = Once::new();
+
+/// Remember the boot modules (the dispatcher, before it builds any VM).
+pub fn set_modules(modules: &[Module]) {
+    MODULES.call_once(|| modules.to_vec());
+}
+
+/// The initrd module of VM `name` (`initrd_of=<name>`).
+fn initrd_for(name: &str) -> Option<&'static [u8]> {
+    let m = MODULES.get()?.iter().find(|m| super::config::initrd_of(m.cmdline.as_str()) == Some(name))?;
+    Some(module_bytes(m))
+}
+
+/// Load a VM's image into its RAM: a Linux bzImage through the boot protocol, or an ELF
+/// guest through the test ABI. Returns vCPU 0's first state.
+fn load_image(
+    memory: &super::memory::GuestMemory,
+    config: &VmConfig,
+    image: &[u8],
+    rsdp: u64,
+) -> Result<InitialState, String> {
+    if super::linux::is_bzimage(image) {
+        super::linux::load(memory, image, initrd_for(&config.name), &config.cmdline, rsdp)
+    } else {
+        setup::load(memory, image, config.mode)
+    }
+}
+
 /// A VM's name for reports before its configuration is known.
 pub fn module_label(m: &Module) -> String {
     basalt_boot::Cmdline::new(m.cmdline.as_str())
@@ -263,8 +292,8 @@ impl super::NestedControl for BuiltVm {
             self.set_present(gpa, true)?;
         }
         self.memory.zero(0, self.memory.size()).map_err(|_| String::from("the VM's RAM"))?;
-        let init = setup::load(&self.memory, self.image, self.config.mode)?;
         self.memory.write(self.acpi.0, &self.acpi.1).map_err(|_| String::from("the ACPI tables"))?;
+        let init = load_image(&self.memory, &self.config, self.image, self.acpi.0)?;
         self.shared.reset_irq();
         Ok(init)
     }
@@ -313,14 +342,7 @@ pub fn build_vm(m: &Module, env: &RunEnv) -> Result<Arc<BuiltVm>, (String, Strin
         Ok(pc) => pc,
         Err(e) => return Err((config.name, format!("not started: {e}"))),
     };
-    match build_memory(&config, backend, module_bytes(m), &mut account).and_then(|built| {
-        // The ACPI tables in RAM, at the base the RSDP scan finds.
-        built
-            .0
-            .write(pc.acpi.base, &pc.acpi.bytes)
-            .map_err(|_| format!("the ACPI tables at {:#x} do not fit in the VM's RAM", pc.acpi.base))?;
-        Ok(built)
-    }) {
+    match build_memory(&config, backend, module_bytes(m), &mut account, &pc.acpi) {
         Ok((memory, nested_root, boot_state)) => {
             let tag = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
             let tsc_offset = 0u64.wrapping_sub((env.hooks.now)());
@@ -368,6 +390,7 @@ fn build_memory(
     backend: Backend,
     image: &[u8],
     account: &mut Account,
+    acpi: &basalt_devices::acpi::AcpiTables,
 ) -> Result<(super::memory::GuestMemory, u64, InitialState), String> {
     let pages = (config.mem_bytes / 4096) as usize;
     let mut guard = FRAMES.lock();
@@ -384,7 +407,11 @@ fn build_memory(
     let mut memory = super::memory::GuestMemory::new();
     // SAFETY: [ram, ram + size) belongs to this VM's account until `release`.
     unsafe { memory.add(super::memory::GuestRegion { gpa: 0, size: config.mem_bytes, host: ram }) };
-    let init = setup::load(&memory, image, config.mode)?;
+    // The ACPI tables in RAM, at the base the RSDP scan finds; then the image.
+    memory
+        .write(acpi.base, &acpi.bytes)
+        .map_err(|_| format!("the ACPI tables at {:#x} do not fit in the VM's RAM", acpi.base))?;
+    let init = load_image(&memory, config, image, acpi.rsdp_address())?;
 
     let format = backend.format();
     let paging = NESTED.get().ok_or("nested paging not probed")?;

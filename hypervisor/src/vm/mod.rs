@@ -8,6 +8,7 @@ pub mod config;
 pub mod events;
 #[cfg(target_os = "none")]
 pub mod host;
+pub mod linux;
 pub mod memory;
 pub mod msrs;
 pub mod pc;

@@ -269,7 +269,7 @@ impl VmShared {
 
     /// Put the IOAPIC and the PIC pair back at reset (a restart).
     pub fn reset_irq(&self) {
-        *self.irq.lock() = IrqRouter::new(IOAPIC_DEFAULT_BASE, (self.vcpus.len() as u32).min(0xF) as u8);
+        self.irq.lock().reset();
     }
 
     /// Send the kick a request or post asked for.
