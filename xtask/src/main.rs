@@ -21,6 +21,7 @@ mod image;
 mod integration;
 mod kernel;
 mod kvm;
+mod linux_guest;
 mod nested;
 mod platform;
 mod qemu;
@@ -399,6 +400,11 @@ fn test(args: TestArgs) -> Result<ExitCode> {
         } else {
             true
         };
+        if selected.iter().any(|t| linux_guest::used_by(&t.modules)) {
+            if let Err(err) = linux_guest::build() {
+                println!("xtask: the Linux guest's initramfs: {err:#}");
+            }
+        }
         let (runnable, unbuilt): (Vec<_>, Vec<_>) =
             selected.into_iter().partition(|t| guests_built || !t.needs_guests());
         // The nested tests share one L0 boot (xtask/src/nested.rs), after the others.

@@ -147,7 +147,7 @@ fn ldd(program: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// `name` on PATH, resolved.
-fn which(name: &str) -> Result<PathBuf> {
+pub fn which(name: &str) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))

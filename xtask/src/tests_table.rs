@@ -465,9 +465,26 @@ pub fn all() -> Vec<IntegrationTest> {
         tests.extend(guest_tests(platform, lines));
     }
     tests.push(too_many_modules());
+    tests.extend(linux_tests());
     // Last: one L0 boot runs them all (xtask/src/nested.rs).
     tests.extend(guest_tests(Platform::NestedSvm, lines));
     tests
+}
+
+/// Debian's Linux kernel, unmodified, with a busybox initramfs (xtask/src/linux_guest.rs):
+/// it boots to its /init, which reports the CPUs and clocksource and powers the VM off
+/// through ACPI S5; the VM after it runs too. On `svm` (QEMU) only for now: a Linux boot takes
+/// minutes on Bochs.
+fn linux_tests() -> Vec<IntegrationTest> {
+    let mut t = IntegrationTest::new(Platform::QemuSvm, "linux", GUESTS_CMDLINE);
+    for (path, args) in crate::linux_guest::modules("linux", "mem=256") {
+        t = t.module(path, &args);
+    }
+    let marker = format!("guest linux| {}, 1 CPU(s)", crate::linux_guest::INIT_MARKER);
+    vec![t
+        .guest("cpuid")
+        .must_contain(&["VM linux: ENDED: powered off (ACPI S5)", "VM cpuid: PASS"])
+        .guest_must_contain(&[&marker])]
 }
 
 /// `cargo xtask test --kvm`: the guest tests on this machine's KVM (`-accel kvm -cpu host`),
