@@ -48,6 +48,8 @@ pub mod apic;
 #[cfg(target_arch = "x86_64")]
 pub mod bare;
 #[cfg(target_arch = "x86_64")]
+pub mod cmos;
+#[cfg(target_arch = "x86_64")]
 pub mod fwcfg;
 #[cfg(target_arch = "x86_64")]
 pub mod hw;

@@ -147,6 +147,10 @@ struct RunArgs {
     /// Boot this guest ELF (module `name=<file stem>`) instead of the built-in demo guest.
     #[arg(long, value_name = "FILE")]
     guest: Option<PathBuf>,
+    /// Also boot Debian's Linux kernel (linux-image-amd64, unmodified) as VM `linux` with a
+    /// busybox initramfs whose /init reports and powers off.
+    #[arg(long)]
+    linux: bool,
     /// The kernel command line (default: log=info).
     #[arg(last = true, value_name = "CMDLINE")]
     cmdline: Vec<String>,
@@ -275,6 +279,10 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         bail!("--smp must be at least 1");
     }
     let mut modules = args.modules.iter().map(|m| parse_module(m)).collect::<Result<Vec<_>>>()?;
+    if args.linux {
+        linux_guest::build()?;
+        modules.extend(linux_guest::modules("linux", "mem=256"));
+    }
     match (args.guest, modules.is_empty()) {
         (Some(guest), _) => {
             let guest =

@@ -1,10 +1,9 @@
 //! A reset restarts the VM (`on_reset=restart`, the default): the first boot marks CMOS NVRAM
 //! byte 0x40 and RAM, then resets through port 0xCF9; the second boot finds the CMOS mark (the
 //! RTC keeps its memory over a reset, as a PC's does) and fresh RAM (the image loaded again),
-//! clears the mark and passes. A third boot, or a mark in RAM, fails.
+//! clears the mark and passes. RAM still marked after the reset fails.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-use basalt_guests::hw::{inb, outb};
 use basalt_guests::{guest_assert, guest_println};
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -14,15 +13,7 @@ const NVRAM_MARK: u8 = 0x40;
 const FIRST_BOOT: u8 = 0xB1;
 static RAM_MARK: AtomicU32 = AtomicU32::new(7);
 
-fn cmos_read(reg: u8) -> u8 {
-    outb(0x70, reg);
-    inb(0x71)
-}
-
-fn cmos_write(reg: u8, v: u8) {
-    outb(0x70, reg);
-    outb(0x71, v);
-}
+use basalt_guests::cmos::{read as cmos_read, write as cmos_write};
 
 fn run() {
     let mark = cmos_read(NVRAM_MARK);

@@ -4,7 +4,7 @@
 //! advancing once about 1.1 s (TSC-timed) pass.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-use basalt_guests::hw::{inb, outb, rdtsc};
+use basalt_guests::hw::rdtsc;
 use basalt_guests::{acpi, time};
 use basalt_guests::{guest_assert, guest_println};
 
@@ -19,15 +19,7 @@ const B_SET: u8 = 0x80;
 /// Seconds, minutes, hours, day of month, month, year.
 const TIME_REGS: [u8; 6] = [0x00, 0x02, 0x04, 0x07, 0x08, 0x09];
 
-fn cmos_read(reg: u8) -> u8 {
-    outb(0x70, reg);
-    inb(0x71)
-}
-
-fn cmos_write(reg: u8, v: u8) {
-    outb(0x70, reg);
-    outb(0x71, v);
-}
+use basalt_guests::cmos::{read as cmos_read, write as cmos_write};
 
 /// Waits for UIP to clear (an update takes under 2 ms; allow 20).
 fn wait_uip_clear() {
