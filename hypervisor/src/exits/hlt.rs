@@ -30,3 +30,27 @@ pub fn handle<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action 
     };
     Action::Stop(VmOutcome::Failed(format!("stopped: vCPU halted at RIP {rip:#x} and {reason}")))
 }
+
+/// The guest can take an interrupt again. Stopped at a HLT, it was in the interrupt shadow of
+/// an STI (`sti; hlt`, the idle loop of every OS): on a CPU the shadow covers the HLT, which
+/// runs, and the interrupt then wakes it and returns after it. So the HLT is completed here
+/// before the interrupt is injected: the guest wakes once, as on hardware, instead of taking
+/// the interrupt before its HLT and sleeping through to the next one.
+#[cold]
+pub fn window_opened<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V) -> Action {
+    let if_set = vcpu.interruptible();
+    if !(vm.events.has_interrupt() || (if_set && vm.interrupt_waiting())) {
+        return Action::Continue;
+    }
+    let s = vcpu.summary();
+    let mode = crate::vm::walk::PagingMode { cr0: s.cr0, cr3: s.cr3, cr4: s.cr4, efer: s.efer };
+    let mut byte = [0u8; 1];
+    let fetched = crate::vm::walk::read_linear(&vm.memory, &mode, s.cs_base.wrapping_add(s.rip), &mut byte);
+    if fetched == Ok(1) && byte[0] == HLT_OPCODE {
+        vcpu.advance_rip(1);
+    }
+    Action::Continue
+}
+
+/// HLT's one-byte encoding.
+const HLT_OPCODE: u8 = 0xF4;

@@ -47,7 +47,7 @@ pub fn dispatch<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, exit: Vm
         VmExit::Hypercall => hypercall::handle(vm, vcpu),
         VmExit::ExternalInterrupt | VmExit::Preempted | VmExit::Nmi => fault::slice_end(vm),
         // The event queue injects the pending interrupt at the next entry.
-        VmExit::InterruptWindow => Action::Continue,
+        VmExit::InterruptWindow => hlt::window_opened(vm, vcpu),
         VmExit::Instruction(insn) => guarded::instruction(vm, vcpu, insn),
         VmExit::CrWrite { cr, value } => guarded::cr_write(vm, vcpu, cr, value),
         // A page the test device hid: mapped again; the guest retries, and an event whose

@@ -909,6 +909,25 @@ mod tests {
         assert_eq!(vm.lapic.timer_deadline(), None, "one-shot: fired once");
     }
 
+    #[test]
+    fn an_interrupt_window_at_a_hlt_completes_the_hlt_first() {
+        let mut ram = vec![0u8; 1 << 20];
+        let (mut vm, _) = vm_with(&mut ram);
+        vm.memory.write(0x1000, &[0xF4]).unwrap();
+        let mut cpu = Scripted::new(vec![]);
+        // Nothing pending: the window changes nothing.
+        assert_eq!(exits::dispatch(&mut vm, &mut cpu, VmExit::InterruptWindow), Action::Continue);
+        assert_eq!(cpu.rip, 0x1000);
+        // `sti; hlt` with an interrupt pending: the HLT runs, the interrupt returns after it.
+        vm.events.interrupt(0x40);
+        assert_eq!(exits::dispatch(&mut vm, &mut cpu, VmExit::InterruptWindow), Action::Continue);
+        assert_eq!(cpu.rip, 0x1001);
+        // Anywhere else the guest resumes where it was.
+        vm.memory.write(0x1001, &[0x90]).unwrap();
+        assert_eq!(exits::dispatch(&mut vm, &mut cpu, VmExit::InterruptWindow), Action::Continue);
+        assert_eq!(cpu.rip, 0x1001);
+    }
+
     const DONE_GPA: u64 = 0x3000;
     fn print_regs(g: &mut GuestGprs) {
         g.rax = RECORD_GPA;
