@@ -481,10 +481,23 @@ fn linux_tests() -> Vec<IntegrationTest> {
         t = t.module(path, &args);
     }
     let marker = format!("guest linux| {}, 1 CPU(s)", crate::linux_guest::INIT_MARKER);
-    vec![t
+    let one = t
         .guest("cpuid")
         .must_contain(&["VM linux: ENDED: powered off (ACPI S5)", "VM cpuid: PASS"])
-        .guest_must_contain(&[&marker])]
+        .guest_must_contain(&[&marker]);
+    // Two vCPUs: Linux starts the second with INIT-SIPI-SIPI from the MADT and its /init sees
+    // both.
+    let mut smp = IntegrationTest::new(Platform::QemuSvm, "linux-smp", GUESTS_CMDLINE).smp(3);
+    for (path, args) in crate::linux_guest::modules("linux", "mem=256 cpus=2") {
+        smp = smp.module(path, &args);
+    }
+    let marker = format!("guest linux| {}, 2 CPU(s)", crate::linux_guest::INIT_MARKER);
+    let smp = smp.must_contain(&["VM linux: ENDED: powered off (ACPI S5)"]).guest_must_contain(&[
+        "guest linux| [",
+        "smp: Brought up 1 node, 2 CPUs",
+        &marker,
+    ]);
+    vec![one, smp]
 }
 
 /// `cargo xtask test --kvm`: the guest tests on this machine's KVM (`-accel kvm -cpu host`),
@@ -637,7 +650,9 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let mut svm = names(Platform::QemuSvm);
-        svm.retain(|n| n != "mitigations-off" && n != "modules-over-limit" && n != "linux");
+        svm.retain(|n| {
+            !["mitigations-off", "modules-over-limit", "linux", "linux-smp"].contains(&n.as_str())
+        });
         assert_eq!(names(Platform::NestedSvm), svm);
     }
 
