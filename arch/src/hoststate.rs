@@ -193,6 +193,11 @@ fn write_cr2(v: u64) {
     unsafe { core::arch::asm!("mov cr2, {}", in(reg) v, options(nomem, nostack, preserves_flags)) }
 }
 
+/// XCR0 now (`None` while CR4.OSXSAVE is clear): the guest's while a VM runs on this CPU.
+pub fn current_xcr0() -> Option<u64> {
+    xcr0()
+}
+
 fn xcr0() -> Option<u64> {
     if read_cr(4) & CR4_OSXSAVE == 0 {
         return None;

@@ -3,8 +3,9 @@
 //! Words are separated by ASCII whitespace. A word is either `key=value` (split at the first
 //! `=`) or a bare `flag`. A double quote starts a run in which whitespace does not end the
 //! word, so `key="a b"` is one word with value `a b`; the quotes around a whole value (or a
-//! whole flag) are removed, quotes elsewhere are kept verbatim, and there are no escapes. An
-//! unterminated quote runs to the end of the line.
+//! whole flag) are removed, quotes elsewhere are kept verbatim, and there are no escapes. A
+//! word quoted whole (`"key=a b"`, as GRUB passes an argument with spaces) is `key` with value
+//! `a b`. An unterminated quote runs to the end of the line.
 
 use crate::fixed::FixedStr;
 use crate::{BootError, BootInfo, MAX_CMDLINE};
@@ -71,6 +72,12 @@ impl<'a> Iterator for CmdlineIter<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         let (word, rest) = next_word(self.rest)?;
         self.rest = rest;
+        // A word quoted whole, `"key=a b"`, is `key="a b"`: GRUB writes a module argument
+        // that holds spaces that way (grub.cfg's `cmdline="a b"` reaches us as `"cmdline=a b"`).
+        let word = match word.strip_prefix('"').and_then(|w| w.strip_suffix('"')) {
+            Some(inner) if !inner.contains('"') => inner,
+            _ => word,
+        };
         Some(match word.split_once('=') {
             Some((key, value)) => (unquote(key), Some(unquote(value))),
             None => (unquote(word), None),
@@ -178,6 +185,11 @@ mod tests {
         // Unterminated: the rest of the line.
         assert_eq!(words(r#"a=1 b="x y"#), [("a", Some("1")), ("b", Some("x y"))]);
         assert_eq!(words("x=\"é ü\""), [("x", Some("é ü"))]);
+        // A word quoted whole, as GRUB passes `cmdline="console=ttyS0 quiet"` on.
+        assert_eq!(
+            words(r#"name=l "cmdline=console=ttyS0 quiet" x"#),
+            [("name", Some("l")), ("cmdline", Some("console=ttyS0 quiet")), ("x", None)]
+        );
     }
 
     #[test]

@@ -24,8 +24,26 @@ fn grub_word(word: &str) -> String {
     }
 }
 
+/// The words of `args` as grub.cfg words. A `key="a b"` word is one word for GRUB (its quotes
+/// dropped: GRUB hands an argument with spaces on as `"key=a b"`, which Basalt reads back).
 fn grub_args(args: &str) -> String {
-    args.split_whitespace().map(grub_word).map(|w| format!(" {w}")).collect()
+    let mut words = Vec::new();
+    let (mut word, mut quoted) = (String::new(), false);
+    for c in args.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words.iter().map(|w| format!(" {}", grub_word(w))).collect()
 }
 
 /// grub.cfg: boot `/boot/basalt` at once with `cmdline`; `modules` are (name under /boot,
@@ -250,6 +268,11 @@ Bochs is exiting with the following message:
             grub_cfg("msg=it's", &[("guest.elf".into(), "a=1 b".into()), ("disk".into(), String::new())]);
         assert!(cfg.contains("    multiboot2 /boot/basalt 'msg=it'\\''s'\n"));
         assert!(cfg.contains("    module2 /boot/guest.elf a=1 b\n    module2 /boot/disk\n    boot\n"));
+        let linux = grub_cfg("", &[("vmlinuz".into(), r#"name=l cmdline="console=ttyS0 quiet""#.into())]);
+        assert!(
+            linux.contains("    module2 /boot/vmlinuz name=l 'cmdline=console=ttyS0 quiet'\n"),
+            "{linux}"
+        );
         assert_eq!(grub_cfg("", &[]).lines().nth(4), Some("    multiboot2 /boot/basalt"));
     }
 

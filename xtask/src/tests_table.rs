@@ -477,7 +477,7 @@ pub fn all() -> Vec<IntegrationTest> {
 /// minutes on Bochs.
 fn linux_tests() -> Vec<IntegrationTest> {
     let mut t = IntegrationTest::new(Platform::QemuSvm, "linux", GUESTS_CMDLINE);
-    for (path, args) in crate::linux_guest::modules("linux", "mem=256") {
+    for (path, args) in crate::linux_guest::modules("linux", "mem=256 time_limit=300") {
         t = t.module(path, &args);
     }
     let marker = format!("guest linux| {}, 1 CPU(s)", crate::linux_guest::INIT_MARKER);
@@ -488,7 +488,7 @@ fn linux_tests() -> Vec<IntegrationTest> {
     // Two vCPUs: Linux starts the second with INIT-SIPI-SIPI from the MADT and its /init sees
     // both.
     let mut smp = IntegrationTest::new(Platform::QemuSvm, "linux-smp", GUESTS_CMDLINE).smp(3);
-    for (path, args) in crate::linux_guest::modules("linux", "mem=256 cpus=2") {
+    for (path, args) in crate::linux_guest::modules("linux", "mem=256 cpus=2 time_limit=300") {
         smp = smp.module(path, &args);
     }
     let marker = format!("guest linux| {}, 2 CPU(s)", crate::linux_guest::INIT_MARKER);
@@ -497,8 +497,21 @@ fn linux_tests() -> Vec<IntegrationTest> {
         "smp: Brought up 1 node, 2 CPUs",
         &marker,
     ]);
-    vec![one, smp]
+    // Bochs VMX: a Linux boot there takes minutes (GRUB reads the 10 MiB of modules through
+    // the emulated BIOS, then the boot itself).
+    let mut vmx = IntegrationTest::new(Platform::BochsVmx, "linux", GUESTS_CMDLINE);
+    for (path, args) in crate::linux_guest::modules("linux", "mem=256 time_limit=300") {
+        vmx = vmx.module(path, &args);
+    }
+    let marker = format!("guest linux| {}, 1 CPU(s)", crate::linux_guest::INIT_MARKER);
+    let mut vmx =
+        vmx.must_contain(&["VM linux: ENDED: powered off (ACPI S5)"]).guest_must_contain(&[&marker]);
+    vmx.timeout = LINUX_BOCHS_TIMEOUT;
+    vec![one, smp, vmx]
 }
+
+/// The Linux boot's limit on Bochs.
+pub const LINUX_BOCHS_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// `cargo xtask test --kvm`: the guest tests on this machine's KVM (`-accel kvm -cpu host`),
 /// where it offers VMX or SVM to guests. Not part of `all()`: most machines cannot run them.
@@ -611,7 +624,8 @@ mod tests {
             assert!(tests[i + 1..].iter().all(|u| u.full_name() != t.full_name()));
             let test = if t.needs_guests() { "guests" } else { &t.name };
             assert!(t.cmdline.contains(&format!("test={test}")));
-            assert_eq!(t.timeout.as_secs(), if t.platform.is_bochs() { 180 } else { 60 });
+            let bochs = if t.name == "linux" { LINUX_BOCHS_TIMEOUT.as_secs() } else { 180 };
+            assert_eq!(t.timeout.as_secs(), if t.platform.is_bochs() { bochs } else { 60 });
         }
     }
 

@@ -161,6 +161,17 @@ fn xsave_leaf(subleaf: u32, xcr0: u64, host: &dyn Fn(u32, u32) -> [u32; 4]) -> [
     }
 }
 
+/// The size of an XSAVEC area holding the components of `xcr0` (SDM Vol. 1 13.4.3): the
+/// legacy area and header, then each enabled component from 2 up, 64-byte aligned where
+/// CPUID.(0xD, i).ECX[1] says so.
+pub fn compacted_size(xcr0: u64, host: &dyn Fn(u32, u32) -> [u32; 4]) -> u32 {
+    (2..63u32).filter(|i| xcr0 & (1 << i) != 0).fold(512 + 64, |at, i| {
+        let [size, _, ecx, _] = host(0xD, i);
+        let start = if ecx & 2 != 0 { (at + 63) & !63 } else { at };
+        start + size
+    })
+}
+
 /// The parts of an answer that follow the guest's own state, patched in at the exit: the
 /// OSXSAVE bit mirrors the guest's CR4.OSXSAVE (leaf 1 ECX[27]), and the XSAVE area sizes of
 /// leaf 0xD follow its XCR0, which is the live one while it runs.
@@ -170,7 +181,13 @@ fn dynamic<V: VirtualCpu + ?Sized>(answer: &mut [u64; 4], leaf: u32, subleaf: u3
         1 if vcpu.summary().cr4 & CR4_OSXSAVE != 0 && answer[2] & bit::XSAVE as u64 != 0 => {
             answer[2] |= bit::OSXSAVE as u64;
         }
-        0xD if subleaf <= 1 && answer[0] != 0 => answer[1] = host_cpuid(0xD, subleaf)[1] as u64,
+        0xD if subleaf == 0 && answer[0] != 0 => answer[1] = host_cpuid(0xD, 0)[1] as u64,
+        // The compacted size (XSAVEC) of what XCR0 enables, computed (Bochs reports the
+        // standard size there, which Linux then finds inconsistent with the components).
+        0xD if subleaf == 1 && answer[0] != 0 => {
+            let xcr0 = basalt_arch::hoststate::current_xcr0().unwrap_or(1);
+            answer[1] = compacted_size(xcr0, &host_cpuid) as u64;
+        }
         _ => {}
     }
 }
@@ -424,6 +441,10 @@ mod tests {
         let [a, _, c, d] = virtual_cpuid(0xD, 0, &xsave_host);
         assert_eq!((a, c, d), (0xE7, 2688, 0), "PKRU not offered; the area ends after Hi16_ZMM");
         assert_eq!(virtual_cpuid(0xD, 1, &xsave_host)[0], 0x7, "no XSAVES");
+        // x87, SSE, AVX, opmask, ZMM_Hi256, Hi16_ZMM compacted: 576 + 256 + 64 + 512 + 1024.
+        assert_eq!(compacted_size(0xE7, &xsave_host), 2432);
+        assert_eq!(compacted_size(0x7, &xsave_host), 832);
+        assert_eq!(compacted_size(0x3, &xsave_host), 576);
         assert_eq!(virtual_cpuid(0xD, 2, &xsave_host), [256, 576, 0, 0]);
         assert_eq!(virtual_cpuid(0xD, 9, &xsave_host), [0; 4], "PKRU hidden");
         // Only part of AVX-512: none of it, and no AVX-512 CPUID bits.

@@ -54,6 +54,12 @@ fn canonical(a: u64) -> bool {
 const AMD_SYSCFG: u32 = 0xC001_0010;
 const AMD_NB_CFG: u32 = 0xC001_001F;
 
+/// IA32_BIOS_SIGN_ID on Intel: the microcode revision (bits 63:32) after a CPUID. Linux
+/// writes 0, runs CPUID and reads it back; Basalt reports revision 1 (as KVM's default does)
+/// and ignores the write.
+const IA32_BIOS_SIGN_ID: u32 = 0x8B;
+const MICROCODE_REVISION: u64 = 1 << 32;
+
 /// Whether the guest sees an AMD CPU (CPUID vendor "AuthenticAMD").
 fn amd(vm: &VmState) -> bool {
     let [_, ebx, ecx, edx] = vm.cpuid.lookup(0, 0);
@@ -81,6 +87,7 @@ pub fn read<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32) ->
         }
         IA32_TSC => apic::guest_now(vm),
         AMD_SYSCFG | AMD_NB_CFG if amd(vm) => 0,
+        IA32_BIOS_SIGN_ID if !amd(vm) => MICROCODE_REVISION,
         IA32_EFER => vcpu.efer(),
         IA32_TSC_ADJUST if tsc_adjust_offered(vm) => vm.tsc_adjust,
         m if vm.msrs.holds(m) => vm.msrs.read(m).unwrap_or(0),
@@ -128,6 +135,7 @@ pub fn write<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, msr: u32, v
         }
         // A write of the TSC moves TSC_ADJUST by the same amount (SDM 17.17.3).
         AMD_SYSCFG | AMD_NB_CFG if amd(vm) => {}
+        IA32_BIOS_SIGN_ID if !amd(vm) => {}
         IA32_TSC => {
             let offset = value.wrapping_sub((vm.host.now)());
             vm.tsc_adjust = vm.tsc_adjust.wrapping_add(offset.wrapping_sub(vm.tsc_offset));
