@@ -29,6 +29,12 @@ mod bit {
     // Leaf 1 EDX
     pub const APIC: u32 = 1 << 9;
     pub const HTT: u32 = 1 << 28;
+    /// Debug store, ACPI thermal control (IA32_THERM_* MSRs), thermal monitor, pending break
+    /// enable: power and thermal hardware no VM here has (Linux's thermal code reads
+    /// IA32_THERM_INTERRUPT when it sees ACPI and TM).
+    pub const LEAF1_EDX_THERMAL: u32 = (1 << 21) | (1 << 22) | (1 << 29) | (1 << 31);
+    /// Leaf 1 ECX: 64-bit DS area, CPL-qualified DS, Enhanced SpeedStep, TM2.
+    pub const LEAF1_ECX_THERMAL: u32 = (1 << 2) | (1 << 4) | (1 << 7) | (1 << 8);
     // Leaf 7.0 EBX: AVX2 and the AVX-512 family need XSAVE state Basalt does not expose yet.
     /// Leaf 7 EBX: AVX2 (needs AVX state), and the AVX-512 family (needs its three XSAVE
     /// components): F, DQ, IFMA, PF, ER, CD, BW, VL.
@@ -68,7 +74,8 @@ pub fn virtual_cpuid(leaf: u32, subleaf: u32, host: &dyn Fn(u32, u32) -> [u32; 4
                         | bit::PDCM
                         | bit::X2APIC
                         | bit::TSC_DEADLINE
-                        | bit::OSXSAVE);
+                        | bit::OSXSAVE
+                        | bit::LEAF1_ECX_THERMAL);
                     if xcr0 == 0 {
                         c &= !bit::XSAVE;
                     }
@@ -76,7 +83,7 @@ pub fn virtual_cpuid(leaf: u32, subleaf: u32, host: &dyn Fn(u32, u32) -> [u32; 4
                         c &= !(bit::AVX | bit::FMA | bit::F16C);
                     }
                     c |= bit::HYPERVISOR;
-                    d &= !(bit::APIC | bit::HTT);
+                    d &= !(bit::APIC | bit::HTT | bit::LEAF1_EDX_THERMAL);
                     // One logical processor, initial APIC ID 0.
                     b &= 0x0000_FFFF;
                 }
@@ -388,6 +395,8 @@ mod tests {
             assert_eq!(c & masked, 0, "{masked:#x}");
         }
         assert_eq!(d & (bit::APIC | bit::HTT), 0);
+        assert_eq!(d & bit::LEAF1_EDX_THERMAL, 0, "no ACPI thermal control or thermal monitor");
+        assert_eq!(c & bit::LEAF1_ECX_THERMAL, 0, "no SpeedStep or TM2");
         assert_eq!(b >> 16, 0, "one logical CPU, APIC ID 0");
         assert_eq!(virtual_cpuid(0x8000_0001, 0, &fake_host)[2] & bit::SVM, 0);
         assert_eq!(virtual_cpuid(7, 0, &fake_host)[1] & (1 << 5), 0, "AVX2 hidden");
