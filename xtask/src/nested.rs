@@ -37,7 +37,7 @@ const KVM_MODULE: &str = "kvm-amd";
 
 /// The applets /init uses, as links to busybox.
 const APPLETS: &[&str] =
-    &["sh", "mount", "insmod", "cat", "echo", "timeout", "poweroff", "cut", "dmesg", "grep", "taskset"];
+    &["sh", "mount", "insmod", "cat", "echo", "timeout", "poweroff", "cut", "dmesg", "grep"];
 
 /// Firmware the inner QEMU needs for `-kernel` on the default PC machine with `-vga none
 /// -nic none`, from Debian's seabios and qemu-system-data packages.
@@ -220,7 +220,7 @@ pub fn init_script(token: &str, modules: &[String], runs: &[InnerRun]) -> Result
         s,
         "run() {{ n=$1; t=$2; shift 2\n\
          \x20 a=$(cut -d' ' -f1 /proc/uptime)\n\
-         \x20 timeout -s KILL \"$t\" taskset -c 0 \"$@\" </dev/null >/tmp/serial 2>/tmp/stderr; rc=$?\n\
+         \x20 timeout -s KILL \"$t\" \"$@\" </dev/null >/tmp/serial 2>/tmp/stderr; rc=$?\n\
          \x20 b=$(cut -d' ' -f1 /proc/uptime)\n\
          \x20 echo \"{m} begin $n\"; cat /tmp/serial; echo\n\
          \x20 echo \"{m} stderr $n\"; cat /tmp/stderr; echo\n\

@@ -234,6 +234,12 @@ pub fn guest_tests(platform: Platform, lines: AssertionLines) -> Vec<Integration
     tests
 }
 
+/// The platform guests that measure time against the TSC to a few percent (timer rates, tick
+/// counts per HLT): not run as `nested-svm`, where an L3 exit costs about a millisecond and L1's
+/// scheduling adds several more at random, so their tolerances fail now and then (seen: the
+/// APIC timer 5% fast, the PIT's ticks coalescing past one HLT wake, a TSC deadline 8 ms early).
+pub const NOT_NESTED: &[&str] = &["lapic-timer", "pic-realmode", "pit-irq0", "pit-calibrate"];
+
 /// The PC platform's guests ([`guests::PLATFORM`]). On QEMU one boot each (`platform-<vm>`);
 /// on Bochs, the slow platform, two boots: every single-vCPU guest in one, the SMP guests in
 /// the other (5 CPUs: the boot CPU and four for the VMs), each VM judged by its own verdict line.
@@ -247,7 +253,11 @@ pub fn platform_tests(platform: Platform) -> Vec<IntegrationTest> {
             .map_or(1, |n| n.parse::<u32>().expect("a cpus= count"));
         (vm, path, args, end.verdict(&guests::platform_vm_name(guest, words)), cpus)
     };
-    let entries: Vec<_> = guests::PLATFORM.iter().map(entry).collect();
+    let entries: Vec<_> = guests::PLATFORM
+        .iter()
+        .filter(|(guest, _, _)| platform != Platform::NestedSvm || !NOT_NESTED.contains(guest))
+        .map(entry)
+        .collect();
     if !platform.is_bochs() {
         return entries
             .into_iter()
@@ -667,6 +677,7 @@ mod tests {
         svm.retain(|n| {
             !["mitigations-off", "modules-over-limit", "linux", "linux-smp"].contains(&n.as_str())
         });
+        svm.retain(|n| !NOT_NESTED.iter().any(|g| *n == format!("platform-{g}")));
         assert_eq!(names(Platform::NestedSvm), svm);
     }
 
