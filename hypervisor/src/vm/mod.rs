@@ -194,8 +194,6 @@ pub struct VmState {
     pub on_reset: OnEnd,
     /// A power-off or reset asked for a restart, done before the next entry.
     pub restart_pending: bool,
-    /// How many times the VM restarted.
-    pub restarts: u32,
     /// What this VM's vCPUs share, and this vCPU's index in it.
     pub shared: Arc<vcpus::VmShared>,
     pub vcpu: u32,
@@ -244,7 +242,6 @@ impl VmState {
             on_poweroff: OnEnd::Stop,
             on_reset: OnEnd::Stop,
             restart_pending: false,
-            restarts: 0,
             shared: Arc::new(vcpus::VmShared::new(String::new(), 1, 0, |_| {})),
             vcpu: 0,
             lapic: apic::new_lapic(0, 1_000_000_000, 36),
@@ -443,7 +440,6 @@ fn restart<V: VirtualCpu + ?Sized>(state: &mut VmState, vcpu: &mut V) -> Result<
         .ok_or_else(|| String::from("this VM cannot restart"))
         .and_then(|n| n.restart())
         .map_err(|why| VmOutcome::Failed(alloc::format!("stopped: restart after a reset failed: {why}")))?;
-    state.restarts += 1;
     if me != 0 {
         // vCPU 0 starts again as the BSP; this application processor waits for its start-up
         // IPI, as the others do.
@@ -463,10 +459,8 @@ fn boot_again<V: VirtualCpu + ?Sized>(
 ) {
     state.events = EventQueue::default();
     state.lapic.reset_init();
-    if state.vcpu == 0 {
-        state.lapic.firmware_lint0();
-    }
-    state.shared.vcpus[state.vcpu as usize].publish_apic(state.lapic.destination_state());
+    state.lapic.firmware_lint0();
+    state.shared.vcpus[0].publish_apic(state.lapic.destination_state());
     vcpu.load_state(init);
     state.shared.vcpus[0].set_mode(vcpus::Mode::Outside);
     log::info!("VM {}: restarted by its guest", crate::console::Escaped(&state.name));
