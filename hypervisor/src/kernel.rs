@@ -280,10 +280,15 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
         }
         None => {
             if boot.modules.is_empty() {
-                info!("no VM configured: Basalt is idle");
+                info!("no VM configured");
             } else {
                 let (passed, total) = run_modules(&boot);
-                info!("{passed} of {total} VMs passed; Basalt is idle");
+                info!("every VM has stopped ({passed} of {total} passed)");
+            }
+            if wants_exit() {
+                info!("Basalt ends (`exit` on its command line)");
+            } else {
+                info!("Basalt is idle: nothing runs until the machine is reset (with `exit` on its command line Basalt ends the emulator instead)");
             }
             stop_quietly()
         }

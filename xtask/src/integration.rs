@@ -172,6 +172,9 @@ pub fn check(test: &IntegrationTest, run: &Observed) -> Result<(), String> {
     if test.expect == Expect::Stalls {
         return check_stall(test, run);
     }
+    if test.expect == Expect::Ends {
+        return check_end(test, run, &basalt);
+    }
     let bochs_death = match &run.bochs {
         Some(BochsEnd::Died(line)) => {
             format!("; Bochs ended by itself: {line:?}{}", bochs_hint(test.platform, line))
@@ -194,7 +197,7 @@ pub fn check(test: &IntegrationTest, run: &Observed) -> Result<(), String> {
         (Expect::Fail, Reported::Pass) => {
             return Err("expected FAIL, kernel reported PASS".into());
         }
-        (Expect::Stalls, _) => unreachable!("handled by check_stall"),
+        (Expect::Stalls | Expect::Ends, _) => unreachable!("handled by check_stall and check_end"),
         _ => {}
     }
     let mut missing = needles(&test.must_contain, &basalt, true);
@@ -240,6 +243,25 @@ pub fn check(test: &IntegrationTest, run: &Observed) -> Result<(), String> {
             bochs::SHUTDOWN_MESSAGE
         )),
     }
+}
+
+/// Judges an `Expect::Ends` run: every expected text, no verdict, and QEMU ended by Basalt
+/// with the success status.
+fn check_end(test: &IntegrationTest, run: &Observed, basalt: &str) -> Result<(), String> {
+    if find_marker(run.serial, run.token).is_some() {
+        return Err("a result marker was printed outside a test mode".into());
+    }
+    let missing = needles(&test.must_contain, basalt, true);
+    if !missing.is_empty() {
+        return Err(format!("serial output lacks {}", missing.join(", ")));
+    }
+    if run.exit != Exit::Exited(Some(QEMU_PASS_STATUS)) {
+        return Err(format!(
+            "QEMU ended by {}, not by Basalt's exit (status {QEMU_PASS_STATUS})",
+            describe_exit(run.exit)
+        ));
+    }
+    Ok(())
 }
 
 /// Judges an `Expect::Stalls` run: every expected text, then no end of its own.
@@ -714,6 +736,25 @@ mod tests {
             stop_marker(&test(Platform::QemuSvm, Expect::Pass), TOKEN),
             "BASALT-TEST-RESULT 5eb0c0ffee: "
         );
+    }
+
+    #[test]
+    fn ends() {
+        let t = IntegrationTest::new(Platform::QemuSvm, "t", "exit")
+            .expect(Expect::Ends)
+            .must_contain(&["stopped"]);
+        let serial = "VM demo: PASS\nevery VM has stopped\n";
+        assert_eq!(check(&t, &qemu(serial, Exit::Exited(Some(QEMU_PASS_STATUS)))), Ok(()));
+        assert!(check(&t, &qemu(serial, Exit::TimedOut(Duration::from_secs(60))))
+            .unwrap_err()
+            .contains("not by Basalt"));
+        assert!(check(&t, &qemu("boot\n", Exit::Exited(Some(QEMU_PASS_STATUS))))
+            .unwrap_err()
+            .contains("lacks"));
+        let marked = format!("{serial}BASALT-TEST-RESULT {TOKEN}: PASS\n");
+        assert!(check(&t, &qemu(&marked, Exit::Exited(Some(QEMU_PASS_STATUS))))
+            .unwrap_err()
+            .contains("marker"));
     }
 
     #[test]

@@ -151,6 +151,10 @@ struct RunArgs {
     /// busybox initramfs whose /init reports and powers off.
     #[arg(long)]
     linux: bool,
+    /// Keep the emulator running after every VM has stopped (by default Basalt is given `exit`
+    /// and the run ends with the last VM). Leave QEMU with Ctrl-A X, Bochs with Ctrl-C.
+    #[arg(long)]
+    stay: bool,
     /// The kernel command line (default: log=info).
     #[arg(last = true, value_name = "CMDLINE")]
     cmdline: Vec<String>,
@@ -302,6 +306,15 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     };
     println!("xtask: kernel {}", kernel.display());
     let cmdline = if args.cmdline.is_empty() { "log=info".to_string() } else { args.cmdline.join(" ") };
+    let cmdline = run_cmdline(&cmdline, args.stay);
+    let leave = if platform.is_bochs() { "Ctrl-C" } else { "Ctrl-A X" };
+    if args.stay {
+        println!("xtask: --stay: the emulator keeps running after the VMs stop; leave it with {leave}");
+    } else {
+        println!(
+            "xtask: the run ends when every VM has stopped (--stay keeps it; {leave} leaves at any time)"
+        );
+    }
     let work_dir = util::xtask_dir().join(format!("run-{platform}"));
     let kernel = if platform == Platform::Uefi {
         // The guests go on the stick, one `vm` line each in the default basalt.cfg (named after
@@ -340,6 +353,16 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             println!("\nxtask: QEMU was killed by a signal");
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+/// The kernel command line of `cargo xtask run`: `exit` added (Basalt ends the emulator once
+/// every VM has stopped) unless the user asked to stay or wrote it already.
+fn run_cmdline(cmdline: &str, stay: bool) -> String {
+    if stay || cmdline.split_whitespace().any(|w| w == "exit") {
+        cmdline.to_string()
+    } else {
+        format!("{cmdline} exit")
     }
 }
 
@@ -436,4 +459,14 @@ fn test(args: TestArgs) -> Result<ExitCode> {
     }
     println!("{} passed, {} failed", total.passed, total.failed);
     Ok(if total.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn run_ends_with_the_vms_unless_asked_to_stay() {
+        assert_eq!(super::run_cmdline("log=info", false), "log=info exit");
+        assert_eq!(super::run_cmdline("log=info", true), "log=info");
+        assert_eq!(super::run_cmdline("exit log=debug", false), "exit log=debug");
+    }
 }

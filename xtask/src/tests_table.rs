@@ -29,6 +29,9 @@ pub enum Expect {
     /// the last `must_contain` text appears the harness watches for a grace period and kills
     /// the emulator; being killed then is the expected outcome.
     Stalls,
+    /// No result marker: Basalt is not in a test mode but was given `exit`, so once every VM
+    /// has stopped it ends QEMU by itself (isa-debug-exit status 33), as `cargo xtask run` does.
+    Ends,
 }
 
 #[derive(Clone, Debug)]
@@ -590,6 +593,10 @@ fn kernel_tests() -> Vec<IntegrationTest> {
             .smp(2)
             .expect(Expect::Fail)
             .must_contain(&["EXCEPTION: #UD", "RIP="]),
+        // `cargo xtask run`'s command line: no test mode, `exit`; the run ends with the last VM.
+        IntegrationTest::new(QemuSvm, "run-ends", "log=info exit").smp(2).guest("demo").expect(Expect::Ends).must_contain(
+            &["VM demo: PASS", "every VM has stopped (1 of 1 passed)", "Basalt ends"],
+        ),
         // UEFI: the `cargo xtask image` disk as a USB stick, OVMF, Basalt's loader.
         IntegrationTest::new(Uefi, "boot", "log=info test=boot").smp(4).must_contain(&[
             "basalt-uefi: starting Basalt",
@@ -633,7 +640,12 @@ mod tests {
         for (i, t) in tests.iter().enumerate() {
             assert!(tests[i + 1..].iter().all(|u| u.full_name() != t.full_name()));
             let test = if t.needs_guests() { "guests" } else { &t.name };
-            assert!(t.cmdline.contains(&format!("test={test}")));
+            if t.expect == Expect::Ends {
+                // Not a test mode: `cargo xtask run`'s command line.
+                assert!(!t.cmdline.contains("test=") && t.cmdline.contains("exit"));
+            } else {
+                assert!(t.cmdline.contains(&format!("test={test}")));
+            }
             let bochs = if t.name == "linux" { LINUX_BOCHS_TIMEOUT.as_secs() } else { 180 };
             assert_eq!(t.timeout.as_secs(), if t.platform.is_bochs() { bochs } else { 60 });
         }
@@ -675,7 +687,7 @@ mod tests {
         };
         let mut svm = names(Platform::QemuSvm);
         svm.retain(|n| {
-            !["mitigations-off", "modules-over-limit", "linux", "linux-smp"].contains(&n.as_str())
+            !["mitigations-off", "modules-over-limit", "linux", "linux-smp", "run-ends"].contains(&n.as_str())
         });
         svm.retain(|n| !NOT_NESTED.iter().any(|g| *n == format!("platform-{g}")));
         assert_eq!(names(Platform::NestedSvm), svm);
