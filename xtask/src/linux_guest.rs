@@ -23,6 +23,9 @@ echo \"BASALT-LINUX: uptime $(cut -d' ' -f1 /proc/uptime) s\"
 poweroff -f
 ";
 
+/// What building and booting it needs installed: Debian's kernel and a static busybox.
+pub const TOOLS: &[crate::tools::Tool] = &[crate::tools::Tool::LinuxImage, crate::tools::Tool::Busybox];
+
 /// Where the initramfs is written.
 pub fn initramfs_path() -> PathBuf {
     xtask_dir().join("linux-guest").join("initramfs.cpio")

@@ -284,6 +284,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     }
     let mut modules = args.modules.iter().map(|m| parse_module(m)).collect::<Result<Vec<_>>>()?;
     if args.linux {
+        tools::ensure(linux_guest::TOOLS)?;
         linux_guest::build()?;
         modules.extend(linux_guest::modules("linux", "mem=256"));
     }
@@ -381,20 +382,23 @@ fn test(args: TestArgs) -> Result<ExitCode> {
     if args.kvm && !args.list {
         kvm_usable()?;
     }
-    let selected = if args.host_only {
-        Vec::new()
-    } else if args.kvm {
-        integration::select(tests_table::kvm_tests(), args.filter.as_deref())
-    } else {
-        let all = tests_table::all();
-        // Everything, the nested set last; --nested: only the nested set.
-        let all = if args.nested {
-            all.into_iter().filter(|t| t.platform == Platform::NestedSvm).collect()
+    let select = || {
+        if args.host_only {
+            Vec::new()
+        } else if args.kvm {
+            integration::select(tests_table::kvm_tests(), args.filter.as_deref())
         } else {
-            all
-        };
-        integration::select(all, args.filter.as_deref())
+            let all = tests_table::all();
+            // Everything, the nested set last; --nested: only the nested set.
+            let all = if args.nested {
+                all.into_iter().filter(|t| t.platform == Platform::NestedSvm).collect()
+            } else {
+                all
+            };
+            integration::select(all, args.filter.as_deref())
+        }
     };
+    let selected = select();
     if !args.host_only && selected.is_empty() {
         bail!("no integration test matches {:?}", args.filter.unwrap_or_default());
     }
@@ -407,13 +411,17 @@ fn test(args: TestArgs) -> Result<ExitCode> {
 
     let mut needed = Vec::new();
     for test in &selected {
-        for tool in test.platform.required_tools() {
+        let linux: &[tools::Tool] =
+            if linux_guest::used_by(&test.modules) { linux_guest::TOOLS } else { &[] };
+        for tool in test.platform.required_tools().into_iter().chain(linux.iter().copied()) {
             if !needed.contains(&tool) {
                 needed.push(tool);
             }
         }
     }
     tools::ensure(&needed)?;
+    // Again, now that what was missing is installed: the table names the Linux kernel it found.
+    let selected = select();
 
     let mut total = host_tests::Counts::default();
     // --nested and --kvm are about the emulator runs; the host tests run in the plain suite.

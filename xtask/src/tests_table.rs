@@ -510,6 +510,25 @@ fn linux_tests() -> Vec<IntegrationTest> {
         "smp: Brought up 1 node, 2 CPUs",
         &marker,
     ]);
+    // Beside other VMs: Linux on CPU 1, a guest test printing through its UART on CPU 2, and
+    // one that triple-faults on CPU 3. The triple fault stops only its VM, while Linux still
+    // boots; both other consoles stay readable and Linux runs to its power-off.
+    let mut beside = IntegrationTest::new(Platform::QemuSvm, "linux-beside", GUESTS_CMDLINE).smp(4);
+    for (path, args) in crate::linux_guest::modules("linux", "mem=256 pcpus=1 time_limit=300") {
+        beside = beside.module(path, &args);
+    }
+    let marker = format!("guest linux| {}, 1 CPU(s)", crate::linux_guest::INIT_MARKER);
+    let beside = beside
+        .module(guests::path("uart"), "name=uart pcpus=2")
+        .module(guests::path("triplefault"), "name=triplefault pcpus=3")
+        .expect(Expect::Fail)
+        .must_contain(&["VM uart: PASS", "1 of 3 VMs failed"])
+        .must_contain_in_order(&[
+            "VM linux: starting on CPU 1",
+            "VM triplefault: FAIL: stopped: triple fault",
+            "VM linux: ENDED: powered off (ACPI S5)",
+        ])
+        .guest_must_contain(&["guest uart| ", "guest linux| [", &marker]);
     // Bochs VMX: a Linux boot there takes minutes (GRUB reads the 10 MiB of modules through
     // the emulated BIOS, then the boot itself).
     let mut vmx = IntegrationTest::new(Platform::BochsVmx, "linux", GUESTS_CMDLINE);
@@ -520,7 +539,7 @@ fn linux_tests() -> Vec<IntegrationTest> {
     let mut vmx =
         vmx.must_contain(&["VM linux: ENDED: powered off (ACPI S5)"]).guest_must_contain(&[&marker]);
     vmx.timeout = LINUX_BOCHS_TIMEOUT;
-    vec![one, smp, vmx]
+    vec![one, smp, beside, vmx]
 }
 
 /// The Linux boot's limit on Bochs.
@@ -687,7 +706,8 @@ mod tests {
         };
         let mut svm = names(Platform::QemuSvm);
         svm.retain(|n| {
-            !["mitigations-off", "modules-over-limit", "linux", "linux-smp", "run-ends"].contains(&n.as_str())
+            !["mitigations-off", "modules-over-limit", "linux", "linux-smp", "linux-beside", "run-ends"]
+                .contains(&n.as_str())
         });
         svm.retain(|n| !NOT_NESTED.iter().any(|g| *n == format!("platform-{g}")));
         assert_eq!(names(Platform::NestedSvm), svm);
