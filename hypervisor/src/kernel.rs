@@ -68,7 +68,13 @@ enum TestName {
     Exception,
     /// Run every module as a VM and report whether all of them passed.
     Guests,
+    /// Run every module as a VM [`CYCLES`] times over and report whether every run passed and
+    /// the free frames came back to their count before the first.
+    Cycles,
 }
+
+/// How many times `test=cycles` starts and stops the VMs.
+const CYCLES: usize = 20;
 
 static OPTIONS: Once<Options> = Once::new();
 static CPUS_ONLINE: AtomicUsize = AtomicUsize::new(0);
@@ -121,6 +127,7 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
             Some("panic") => Some(TestName::Panic),
             Some("exception") => Some(TestName::Exception),
             Some("guests") => Some(TestName::Guests),
+            Some("cycles") => Some(TestName::Cycles),
             Some(other) => stop(format_args!("unknown test {other:?} on the command line")),
             None => None,
         },
@@ -269,6 +276,26 @@ pub fn start(magic: u32, info_addr: u64, heap: &'static LockedHeap) -> ! {
                 }
                 (false, true) => test_exit(false, format_args!("{failed} of {total} VMs failed")),
                 (false, false) => test_exit(true, format_args!("guests")),
+            }
+        }
+        Some(TestName::Cycles) => {
+            let free = || FRAMES.lock().as_ref().map_or(0, |f| f.free_bytes()) / 4096;
+            let before = free();
+            info!("free frames before the first start: {before}");
+            let mut failed_runs = 0;
+            for cycle in 1..=CYCLES {
+                let (passed, total) = run_modules(&boot);
+                failed_runs += total - passed + (total == 0) as usize;
+                info!("free frames after start/stop cycle {cycle}: {}", free());
+            }
+            let after = free();
+            match (failed_runs, after == before) {
+                (0, true) => test_exit(true, format_args!("cycles")),
+                (0, false) => test_exit(
+                    false,
+                    format_args!("{before} free frames before {CYCLES} start/stop cycles, {after} after"),
+                ),
+                (n, _) => test_exit(false, format_args!("{n} VM runs of {CYCLES} cycles failed")),
             }
         }
         Some(TestName::Panic) => panic!("test-requested panic (test=panic)"),

@@ -92,6 +92,11 @@ pub fn enable_this_cpu(frames: &mut dyn FrameSource) -> Result<(), VirtError> {
 
 /// One SVM virtual CPU: its VMCB, a page for the host's VMSAVE state, the I/O and MSR
 /// permission maps (everything intercepted), and the guest GPRs the VMCB does not hold.
+/// Pages [`SvmVcpu::new`] takes from its frame source: the VMCB, the host save area, the three
+/// pages of the I/O permission map and the two of the MSR permission map (a VM's quota is
+/// checked against them before it starts).
+pub const VCPU_PAGES: usize = 7;
+
 pub struct SvmVcpu {
     vmcb: &'static mut Vmcb,
     vmcb_pa: u64,

@@ -201,6 +201,10 @@ fn flush_all_contexts(caps: &VmxCaps) {
 }
 
 /// One virtual CPU on VMX: its VMCS and the guest GPRs the VMCS does not hold.
+/// Pages [`VmxVcpu::new`] takes from its frame source: the VMCS, the two I/O bitmaps, the MSR
+/// bitmap and the virtual-APIC page (a VM's quota is checked against them before it starts).
+pub const VCPU_PAGES: usize = 5;
+
 pub struct VmxVcpu {
     vmcs: u64,
     gprs: GuestGprs,

@@ -51,6 +51,11 @@ impl Account {
         self.quota
     }
 
+    /// Hold the VM to `quota` from now on (what is charged already stays charged).
+    pub fn set_quota(&mut self, quota: u64) {
+        self.quota = quota;
+    }
+
     /// Allocate `pages` contiguous frames aligned to `align` from `frames`, charged to this VM.
     pub fn alloc(
         &mut self,

@@ -101,6 +101,14 @@ impl Backend {
         BACKEND.get().and_then(|b| b.ok())
     }
 
+    /// Host pages one vCPU's control structures take.
+    fn vcpu_pages(self) -> usize {
+        match self {
+            Backend::Vmx => vmx::VCPU_PAGES,
+            Backend::Svm { .. } => svm::VCPU_PAGES,
+        }
+    }
+
     fn format(self) -> NestedFormat {
         match self {
             Backend::Vmx => NestedFormat::Ept,
@@ -330,7 +338,9 @@ pub fn build_vm(m: &Module, env: &RunEnv) -> Result<Arc<BuiltVm>, (String, Strin
     let Some(backend) = Backend::get() else {
         return Err((config.name, "not started: no virtualization backend".into()));
     };
-    let mut account = Account::new(config.quota_bytes);
+    // Built first with no limit, so that a VM whose quota is too small is told exactly what
+    // it needs (its RAM, its nested tables, its vCPUs' control structures); then held to it.
+    let mut account = Account::new(u64::MAX);
     let pc = super::pc::build(&super::pc::PcConfig {
         vcpus: config.vcpus,
         mem_bytes: config.mem_bytes,
@@ -343,7 +353,31 @@ pub fn build_vm(m: &Module, env: &RunEnv) -> Result<Arc<BuiltVm>, (String, Strin
         Err(e) => return Err((config.name, format!("not started: {e}"))),
     };
     match build_memory(&config, backend, module_bytes(m), &mut account, &pc.acpi) {
+        Ok((memory, nested_root, boot_state))
+            if account.charged() + vcpus_bytes(&config, backend) > config.quota_bytes =>
+        {
+            let _ = (memory, nested_root, boot_state);
+            let ram = config.mem_bytes;
+            let tables = account.charged() - ram;
+            let vcpus = vcpus_bytes(&config, backend);
+            if let Some(frames) = FRAMES.lock().as_mut() {
+                account.release(frames);
+            }
+            Err((
+                config.name,
+                format!(
+                    "not started: it needs {} KiB of host memory (RAM {} KiB, nested page tables {} KiB, {} vCPU control structures {} KiB) but its quota is {} KiB",
+                    (ram + tables + vcpus) >> 10,
+                    ram >> 10,
+                    tables >> 10,
+                    config.vcpus,
+                    vcpus >> 10,
+                    config.quota_bytes >> 10
+                ),
+            ))
+        }
         Ok((memory, nested_root, boot_state)) => {
+            account.set_quota(config.quota_bytes);
             let tag = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
             let tsc_offset = 0u64.wrapping_sub((env.hooks.now)());
             let shared = Arc::new(VmShared::with_platform(
@@ -382,6 +416,11 @@ pub fn build_vm(m: &Module, env: &RunEnv) -> Result<Arc<BuiltVm>, (String, Strin
             Err((config.name, format!("not started: {e}")))
         }
     }
+}
+
+/// What the control structures of a VM's vCPUs take (charged as each vCPU starts).
+fn vcpus_bytes(config: &VmConfig, backend: Backend) -> u64 {
+    config.vcpus as u64 * backend.vcpu_pages() as u64 * 4096
 }
 
 /// Guest RAM with the image in it, and the nested page tables that map it.
@@ -483,6 +522,7 @@ fn run_vcpu_here(vm: &Arc<BuiltVm>, index: u32, console: Console) -> Result<(), 
         let mut guard = FRAMES.lock();
         let frames = guard.as_mut().ok_or("frame allocator not ready")?;
         let mut account = vm.account.lock();
+        let charged = account.charged();
         let mut source = Charged { account: &mut account, frames, failure: None };
         // One TLB tag per vCPU.
         let tag = vm.tag.wrapping_mul(crate::vm::config::MAX_VCPUS as u32).wrapping_add(index);
@@ -496,7 +536,16 @@ fn run_vcpu_here(vm: &Arc<BuiltVm>, index: u32, console: Console) -> Result<(), 
                 svm::SvmVcpu::new(&mut source, vm.nested_root, asid, &init, nrips, entry).map(Vcpu::Svm)
             }
         };
-        vcpu.map_err(|e| source.explain("vCPU", e))?
+        let vcpu = vcpu.map_err(|e| source.explain("vCPU", e))?;
+        let taken = account.charged() - charged;
+        if taken != vm.backend.vcpu_pages() as u64 * 4096 {
+            // The quota check at build time counted on VCPU_PAGES: a Basalt bug to report.
+            return Err(format!(
+                "vCPU {index}: its control structures took {taken} bytes, not the {} pages its VM was checked for",
+                vm.backend.vcpu_pages()
+            ));
+        }
+        vcpu
     };
     let mut state = VmState::new(config.name.clone(), vm.memory.clone(), console);
     state.shared = vm.shared.clone();
