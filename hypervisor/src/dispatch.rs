@@ -9,9 +9,9 @@
 //! VMCS or VMCB (each VM is built, run and torn down on the CPU it was given).
 
 use crate::console::{Escaped, GuestLine};
-use crate::vm::config::VmConfig;
 use crate::vm::host::{self, BuiltVm, RunEnv};
 use crate::vm::placement::{self, Want};
+use crate::vm::sources::{self, ModuleView, VmSource};
 use crate::vm::VmOutcome;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -19,6 +19,7 @@ use alloc::vec::Vec;
 use basalt_arch::{apic, idt, io};
 use basalt_boot::Module;
 use basalt_drivers::println;
+use basalt_loader::config;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use log::info;
 use spin::Mutex;
@@ -43,7 +44,7 @@ static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
 #[allow(clippy::large_enum_variant)]
 enum Job {
     /// Build this VM and run its vCPU 0 here; its other vCPUs go to `cpus[1..]`.
-    Build { module: Module, env: RunEnv, cpus: Vec<usize> },
+    Build { vm: VmSource<'static>, env: RunEnv, cpus: Vec<usize> },
     /// Run vCPU `index` of a VM another CPU built (on `cpus`).
     Vcpu { vm: Arc<BuiltVm>, index: u32, cpus: Vec<usize> },
 }
@@ -119,7 +120,7 @@ fn console_for(name: String) -> crate::vm::Console {
 /// Do one job on this CPU; `Some` when it ended a VM (this CPU ran its last vCPU).
 fn run_job(job: Job) -> Option<Done> {
     match job {
-        Job::Build { module, env, cpus } => match host::build_vm(&module, &env) {
+        Job::Build { vm, env, cpus } => match host::build_vm(&vm, &env) {
             Ok(vm) => {
                 for (index, &cpu) in cpus.iter().enumerate().skip(1) {
                     let job = Job::Vcpu { vm: vm.clone(), index: index as u32, cpus: cpus.clone() };
@@ -227,23 +228,33 @@ fn serve_and_sleep(cpus: usize, watchdog_on: &mut bool) {
 /// affect the others. Returns (passed, total).
 pub fn run_all(all_modules: &[Module], env: RunEnv) -> (usize, usize) {
     TSC_KHZ.store(env.tsc_khz, Ordering::Relaxed);
-    host::set_modules(all_modules);
-    // A Linux VM's initrd is a module of its own, not a VM.
-    let modules: Vec<Module> = all_modules
-        .iter()
-        .filter(|m| crate::vm::config::initrd_of(m.cmdline.as_str()).is_none())
-        .copied()
-        .collect();
-    let modules = modules.as_slice();
     let cpus = online().max(1);
     let mut passed = 0;
-    let wants: Vec<Want> = modules
+    // Every VM the modules describe (module words or a configuration module), checked as a
+    // whole before any starts; each refusal is reported now and counts as a failed VM.
+    let views: Vec<ModuleView<'_, 'static>> = all_modules
         .iter()
-        .map(|m| match VmConfig::parse(m.cmdline.as_str(), None) {
-            Ok(c) if !c.pcpus.is_empty() => Want::Cpus(c.pcpus),
-            Ok(c) => Want::Any(c.vcpus as usize),
-            // A bad configuration is reported by the CPU that tries to build the VM.
-            _ => Want::Any(1),
+        .map(|m| ModuleView { cmdline: m.cmdline.as_str(), bytes: host::module_bytes(m) })
+        .collect();
+    let limits = config::Limits {
+        cpu_count: cpus,
+        max_vcpus: config::MAX_VCPUS as u32,
+        default_time_limit_s: env.default_time_limit_s,
+    };
+    let planned = sources::plan(&views, &limits);
+    let total = planned.len();
+    let mut vms: Vec<VmSource<'static>> = Vec::new();
+    for p in planned {
+        match p {
+            Ok(vm) => vms.push(vm),
+            Err((name, why)) => println!("VM {}: FAIL: {}", Escaped(name), Escaped(why)),
+        }
+    }
+    let wants: Vec<Want> = vms
+        .iter()
+        .map(|vm| match &vm.config {
+            c if !c.pcpus.is_empty() => Want::Cpus(c.pcpus.clone()),
+            c => Want::Any(c.vcpus as usize),
         })
         .collect();
     let mut pending: Vec<(usize, Want)> = Vec::new();
@@ -251,20 +262,19 @@ pub fn run_all(all_modules: &[Module], env: RunEnv) -> (usize, usize) {
         match checked {
             Ok(want) => pending.push((i, want)),
             Err(why) => {
-                let name = host::module_label(&modules[i]);
-                println!("VM {}: FAIL: not started: {}", Escaped(name), Escaped(why));
+                println!("VM {}: FAIL: not started: {}", Escaped(&vms[i].config.name), Escaped(why));
             }
         }
     }
     if cpus == 1 {
         for (index, _) in pending {
-            let module = modules[index];
-            info!("VM {}: starting on CPU 0", Escaped(host::module_label(&module)));
-            if let Some(done) = run_job(Job::Build { module, env, cpus: alloc::vec![0] }) {
+            let vm = vms[index].clone();
+            info!("VM {}: starting on CPU 0", Escaped(&vm.config.name));
+            if let Some(done) = run_job(Job::Build { vm, env, cpus: alloc::vec![0] }) {
                 passed += report(&done) as usize;
             }
         }
-        return (passed, modules.len());
+        return (passed, total);
     }
     HELPER.store(APIC_IDS[0].load(Ordering::Acquire), Ordering::Release);
     let mut busy = alloc::vec![false; cpus];
@@ -287,14 +297,14 @@ pub fn run_all(all_modules: &[Module], env: RunEnv) -> (usize, usize) {
                     for &c in &given {
                         busy[c] = true;
                     }
-                    let module = modules[index];
-                    let label = host::module_label(&module);
+                    let vm = vms[index].clone();
+                    let label = Escaped(&vm.config.name);
                     match given.as_slice() {
-                        [one] => info!("VM {}: starting on CPU {one}", Escaped(label)),
-                        many => info!("VM {}: starting on CPUs {many:?} (one per vCPU)", Escaped(label)),
+                        [one] => info!("VM {label}: starting on CPU {one}"),
+                        many => info!("VM {label}: starting on CPUs {many:?} (one per vCPU)"),
                     }
                     let first = given[0];
-                    *JOBS[first].lock() = Some(Job::Build { module, env, cpus: given });
+                    *JOBS[first].lock() = Some(Job::Build { vm, env, cpus: given });
                     wake(APIC_IDS[first].load(Ordering::Acquire));
                     pending.remove(i);
                 }
@@ -318,5 +328,5 @@ pub fn run_all(all_modules: &[Module], env: RunEnv) -> (usize, usize) {
     if watchdog_on {
         apic::timer_stop();
     }
-    (passed, modules.len())
+    (passed, total)
 }

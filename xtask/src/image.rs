@@ -7,7 +7,7 @@
 //! ```text
 //! EFI/BOOT/BOOTX64.EFI   Basalt's UEFI loader (boot/uefi), the removable-media default path
 //! basalt/basalt.elf      the kernel
-//! basalt/basalt.cfg      what to boot (format: boot/uefi/src/config.rs, README)
+//! basalt/basalt.cfg      what to boot (format: hypervisor/loader/src/config.rs, README)
 //! basalt/<guest files>   the guest images the config names
 //! ```
 //!
@@ -70,11 +70,12 @@ pub fn build_loader() -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The config written when none is given: the kernel command line and one `vm` line per
-/// guest, named after its file.
-pub fn default_config(cmdline: &str, guests: &[String]) -> String {
+/// The config written when none is given: Basalt's command line and one VM per guest, named
+/// after its file; with `linux`, the Linux VM of [`linux_section`] too.
+pub fn default_config(cmdline: &str, guests: &[String], linux: bool) -> String {
     let mut text = format!(
-        "# Basalt boot configuration (see README: \"Booting from a USB stick\")\ncmdline = {cmdline}\n"
+        "# Basalt boot configuration (see README: \"Configuration\")\n[basalt]\ncmdline = {}\n",
+        quoted(cmdline)
     );
     for file in guests {
         let name: String = Path::new(file)
@@ -83,9 +84,34 @@ pub fn default_config(cmdline: &str, guests: &[String]) -> String {
                 s.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect()
             })
             .unwrap_or_else(|| "guest".into());
-        text.push_str(&format!("vm {name} {file}\n"));
+        text.push_str(&format!("[vm {name}]\nkernel = {}\n", quoted(file)));
+    }
+    if linux {
+        text.push_str(&linux_section(LINUX_KERNEL_FILE, LINUX_INITRD_FILE));
     }
     text
+}
+
+/// A configuration value: as it is, or quoted where it has spaces, quotes, `;` or `#`.
+fn quoted(value: &str) -> String {
+    if value.is_empty() || value.contains([' ', '"', ';', '#', '\\']) {
+        format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        value.to_string()
+    }
+}
+
+/// The names Debian's kernel and the busybox initramfs get on the stick (`--linux`).
+pub const LINUX_KERNEL_FILE: &str = "vmlinuz";
+pub const LINUX_INITRD_FILE: &str = "initramfs.cpio";
+
+/// The Linux VM of `cargo xtask run --linux`, as a configuration section.
+pub fn linux_section(kernel: &str, initrd: &str) -> String {
+    format!(
+        "[vm linux]\nkernel = {}\ninitrd = {}\nmemory = 256M\ncmdline = \"console=ttyS0\"\n",
+        quoted(kernel),
+        quoted(initrd)
+    )
 }
 
 /// The ESP's files: loader, kernel, config and guests (each `(file name, bytes)`, put in
@@ -110,6 +136,7 @@ pub fn build_image(
     config: Option<&str>,
     cmdline: &str,
     guests: &[PathBuf],
+    linux: bool,
     out: &Path,
 ) -> Result<()> {
     let kernel = match kernel {
@@ -132,8 +159,21 @@ pub fn build_image(
     }
     let config = match config {
         Some(text) => text.to_string(),
-        None => default_config(cmdline, &guest_files.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()),
+        None => {
+            default_config(cmdline, &guest_files.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), linux)
+        }
     };
+    if linux {
+        // Debian's kernel and the initramfs, under the names the Linux VM's section uses.
+        crate::linux_guest::build()?;
+        for (name, path) in [
+            (LINUX_KERNEL_FILE, crate::linux_guest::kernel_path()),
+            (LINUX_INITRD_FILE, crate::linux_guest::initramfs_path()),
+        ] {
+            let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            guest_files.push((name.to_string(), bytes));
+        }
+    }
     let files = esp_files(
         &fs::read(&loader).with_context(|| format!("cannot read {}", loader.display()))?,
         &fs::read(&kernel).with_context(|| format!("cannot read {}", kernel.display()))?,
@@ -317,11 +357,21 @@ mod tests {
 
     #[test]
     fn default_config_lists_guests() {
+        let text = default_config("log=info exit", &["demo.elf".into(), "my guest.bin".into()], true);
         assert_eq!(
-            default_config("log=info", &["demo.elf".into(), "my guest.bin".into()]),
-            "# Basalt boot configuration (see README: \"Booting from a USB stick\")\n\
-             cmdline = log=info\nvm demo demo.elf\nvm my-guest my guest.bin\n"
+            text,
+            "# Basalt boot configuration (see README: \"Configuration\")\n[basalt]\n\
+             cmdline = \"log=info exit\"\n[vm demo]\nkernel = demo.elf\n[vm my-guest]\nkernel = \"my guest.bin\"\n\
+             [vm linux]\nkernel = vmlinuz\ninitrd = initramfs.cpio\nmemory = 256M\ncmdline = \"console=ttyS0\"\n"
         );
+        // The format Basalt and its loader read.
+        let limits =
+            basalt_loader::config::Limits { cpu_count: 4, max_vcpus: 16, default_time_limit_s: None };
+        let (vms, errors) = basalt_loader::config::parse(&text, &limits, &|_: &str| Some(0));
+        assert!(errors.is_empty(), "{errors:?}");
+        let names: Vec<_> = vms.iter().map(|v| (v.name.as_str(), v.kernel.as_deref().unwrap())).collect();
+        assert_eq!(names, [("demo", "demo.elf"), ("my-guest", "my guest.bin"), ("linux", "vmlinuz")]);
+        assert_eq!(basalt_loader::config::host_cmdline(&text), Ok(Some("log=info exit".into())));
     }
 
     #[test]
@@ -333,7 +383,7 @@ mod tests {
         let files = esp_files(
             b"MZ loader",
             b"\x7fELF kernel",
-            "cmdline = log=info\nvm demo demo.elf\n",
+            "[vm demo]\nkernel = demo.elf\n",
             &[("demo.elf".into(), big.clone())],
         );
         write_image(&img, &files, DISK_BYTES).unwrap();

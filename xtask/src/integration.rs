@@ -326,12 +326,22 @@ fn run_one(test: &IntegrationTest, kernel: &Path) -> Result<Finished> {
         // The kernel, the loader, the test's guests and its basalt.cfg on a fresh disk image.
         let img = work_dir(test).join("basalt.img");
         let guests: Vec<_> = test.modules.iter().map(|(path, _)| path.clone()).collect();
+        // A test's own basalt.cfg gets this boot's command line (with its token) unless it
+        // has a [basalt] section of its own.
+        let config = test.uefi_config.as_ref().map(|c| {
+            if c.contains("[basalt]") {
+                c.clone()
+            } else {
+                format!("[basalt]\ncmdline = \"{cmdline}\"\n{c}")
+            }
+        });
         crate::image::build_image(
             crate::kernel::Profile::Release,
             Some(kernel),
-            test.uefi_config.as_deref(),
+            config.as_deref(),
             &cmdline,
             &guests,
+            false,
             &img,
         )?;
         img

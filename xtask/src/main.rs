@@ -102,6 +102,11 @@ struct ImageArgs {
     /// Put this kernel ELF in the image instead of building one.
     #[arg(long, value_name = "ELF")]
     kernel: Option<PathBuf>,
+    /// Also put the Linux VM of `cargo xtask run --linux` on the stick: Debian's kernel
+    /// (linux-image-amd64) as basalt/vmlinuz, the busybox initramfs as basalt/initramfs.cpio,
+    /// and its `[vm linux]` section in the default basalt.cfg.
+    #[arg(long)]
+    linux: bool,
 }
 
 #[derive(Args)]
@@ -218,8 +223,11 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
             };
             let kernel = args.kernel.map(given_kernel).transpose()?;
             let output = util::workspace_root().join(&args.output);
-            // With neither guests nor a config, the stick boots the built-in demo guest.
-            let guests = if args.guests.is_empty() && config.is_none() {
+            if args.linux {
+                tools::ensure(linux_guest::TOOLS)?;
+            }
+            // With neither guests nor a config (nor Linux), the stick boots the demo guest.
+            let guests = if args.guests.is_empty() && config.is_none() && !args.linux {
                 guests::build()?;
                 vec![guests::path(guests::DEMO)]
             } else {
@@ -231,6 +239,7 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
                 config.as_deref(),
                 "log=info",
                 &guests,
+                args.linux,
                 &output,
             )?;
             println!(
@@ -283,12 +292,16 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         bail!("--smp must be at least 1");
     }
     let mut modules = args.modules.iter().map(|m| parse_module(m)).collect::<Result<Vec<_>>>()?;
-    if args.linux {
+    let linux = args.linux;
+    if linux {
         tools::ensure(linux_guest::TOOLS)?;
         linux_guest::build()?;
-        modules.extend(linux_guest::modules("linux", "mem=256"));
+        // On the stick it is a section of basalt.cfg (`image::linux_section`).
+        if platform != Platform::Uefi {
+            modules.extend(linux_guest::modules("linux", "mem=256"));
+        }
     }
-    match (args.guest, modules.is_empty()) {
+    match (args.guest, modules.is_empty() && !(linux && platform == Platform::Uefi)) {
         (Some(guest), _) => {
             let guest =
                 std::fs::canonicalize(&guest).with_context(|| format!("no guest at {}", guest.display()))?;
@@ -327,7 +340,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         }
         let guests: Vec<_> = modules.drain(..).map(|(path, _)| path).collect();
         let img = work_dir.join("basalt.img");
-        image::build_image(Profile::Release, Some(&kernel), None, &cmdline, &guests, &img)?;
+        image::build_image(Profile::Release, Some(&kernel), None, &cmdline, &guests, linux, &img)?;
         println!("xtask: image {}", img.display());
         img
     } else {

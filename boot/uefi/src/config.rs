@@ -1,70 +1,39 @@
-//! `\basalt\basalt.cfg`: what the loader boots.
-//!
-//! Line-based; `#` starts a comment (to the end of the line); blank lines are ignored.
+//! `\basalt\basalt.cfg`: what the loader boots, in Basalt's one configuration format
+//! (basalt_loader::config, the README's "Configuration"): a `[basalt]` section with Basalt's
+//! own `cmdline`, and one `[vm NAME]` section per VM whose `kernel` and `initrd` name files.
 //!
 //! ```text
-//! # kernel command line (default: log=info)
+//! [basalt]
 //! cmdline = log=info
-//! # one line per VM: vm <name> <file> [mem=<MiB>] [mode=long|real]
-//! vm demo demo.elf mem=64 mode=long
+//! [vm demo]
+//! kernel = demo.elf
+//! memory = 64M
 //! ```
 //!
-//! A `vm` file is relative to `\basalt\` on the EFI System Partition unless it starts with
-//! `\` or `/` (either separator works). `mem` defaults to [`DEFAULT_MEM_MIB`] and `mode` to
-//! `long`. Every mistake is an error with its line number; the loader starts nothing then.
+//! The loader reads only what it needs to load: Basalt's command line and the files the VMs
+//! name. It hands Basalt the configuration itself as a module (`basalt.cfg`) and each file as
+//! a module named by its path, and Basalt checks the configuration as a whole, as it does on
+//! the multiboot path: a VM with a fault is refused with its line and key, the others start.
+//! A file is relative to `\basalt\` on the EFI System Partition unless it starts with `\` or
+//! `/` (either separator works).
 
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use core::fmt;
+use basalt_loader::config;
 
-/// Guest memory when a `vm` line gives no `mem=`.
-pub const DEFAULT_MEM_MIB: u32 = 16;
-/// Most guest memory (the VM core's limit, hypervisor/src/vm/config.rs on main).
-pub const MAX_MEM_MIB: u32 = 4096;
-/// Kernel command line when the config has no `cmdline` line.
+/// Kernel command line when the config has no `[basalt]` cmdline.
 pub const DEFAULT_CMDLINE: &str = "log=info";
-/// Longest VM name (it must fit, with the rest, in a module command line).
-pub const MAX_NAME: usize = 64;
+/// The configuration module's command line: the name Basalt knows a configuration by.
+pub const CONFIG_MODULE: &str = "/basalt/basalt.cfg";
 
-/// The CPU mode a guest starts in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Long,
-    Real,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Long => "long",
-            Mode::Real => "real",
-        }
-    }
-}
-
-/// One `vm` line.
+/// What the loader must do for a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VmEntry {
-    pub name: String,
-    /// The file as written in the config.
-    pub file: String,
-    pub mem_mib: u32,
-    pub mode: Mode,
-    /// 1-based line number, for error messages.
-    pub line: usize,
-}
-
-impl VmEntry {
-    /// The file's path on the ESP, with `\` separators and a leading `\`.
-    pub fn esp_path(&self) -> String {
-        esp_path(&self.file)
-    }
-
-    /// The boot module's command line: the form the multiboot path uses.
-    pub fn module_cmdline(&self) -> String {
-        format!("name={} mem={} mode={}", self.name, self.mem_mib, self.mode.as_str())
-    }
+pub struct Plan {
+    /// Basalt's command line.
+    pub cmdline: String,
+    /// The files the VMs name (kernels and initrds), as written, each once, in order.
+    pub files: Vec<String>,
 }
 
 /// `file` as an absolute ESP path: relative names live in `\basalt\`.
@@ -77,113 +46,33 @@ pub fn esp_path(file: &str) -> String {
     }
 }
 
-/// The parsed config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    pub cmdline: String,
-    pub vms: Vec<VmEntry>,
+/// The module command line of a file: its ESP path with `/`, whose last component is the
+/// name the configuration's `kernel`/`initrd` match.
+pub fn module_cmdline(file: &str) -> String {
+    esp_path(file).replace('\\', "/")
 }
 
-/// A config mistake and where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// 1-based line number.
-    pub line: usize,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "basalt.cfg line {}: {}", self.line, self.message)
-    }
-}
-
-fn err(line: usize, message: impl Into<String>) -> ConfigError {
-    ConfigError { line, message: message.into() }
-}
-
-/// Parse the whole config text.
-pub fn parse(text: &str) -> Result<Config, ConfigError> {
-    let mut cmdline: Option<String> = None;
-    let mut vms: Vec<VmEntry> = Vec::new();
-    for (index, raw) in text.lines().enumerate() {
-        let line = index + 1;
-        let content = raw.split('#').next().unwrap_or("").trim();
-        if content.is_empty() {
-            continue;
-        }
-        let key = content.split(|c: char| c.is_whitespace() || c == '=').next().unwrap_or("");
-        match key {
-            "cmdline" => {
-                let rest = content["cmdline".len()..].trim_start();
-                let Some(value) = rest.strip_prefix('=') else {
-                    return Err(err(line, "expected `cmdline = <kernel command line>`"));
-                };
-                if cmdline.is_some() {
-                    return Err(err(line, "a second `cmdline` line"));
-                }
-                cmdline = Some(value.trim().to_string());
-            }
-            "vm" => {
-                let vm = parse_vm(line, content["vm".len()..].trim())?;
-                if vms.iter().any(|v| v.name == vm.name) {
-                    return Err(err(line, format!("a second VM named {:?}", vm.name)));
-                }
-                vms.push(vm);
-            }
-            other => return Err(err(line, format!("unknown key {other:?} (expected `cmdline` or `vm`)"))),
-        }
-    }
-    Ok(Config { cmdline: cmdline.unwrap_or_else(|| DEFAULT_CMDLINE.to_string()), vms })
-}
-
-fn parse_vm(line: usize, rest: &str) -> Result<VmEntry, ConfigError> {
-    let mut words = rest.split_whitespace();
-    let usage = "expected `vm <name> <file> [mem=<MiB>] [mode=long|real]`";
-    let name = words.next().ok_or_else(|| err(line, format!("vm line without a name: {usage}")))?;
-    let valid_name = name.len() <= MAX_NAME
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && !name.is_empty();
-    if !valid_name {
-        return Err(err(
-            line,
-            format!("bad VM name {name:?} (letters, digits, - and _, at most {MAX_NAME})"),
-        ));
-    }
-    let file = match words.next() {
-        Some(f) if !f.contains('=') => f,
-        _ => return Err(err(line, format!("vm {name} has no file: {usage}"))),
+/// Read a configuration: `Err` only for Basalt's own section (without its command line
+/// Basalt cannot start); faults in VM sections are Basalt's to report.
+pub fn plan(text: &str) -> Result<Plan, String> {
+    let cmdline = config::host_cmdline(text).map_err(|e| {
+        let key = e.key.map(|k| format!(" {k}:")).unwrap_or_default();
+        format!("basalt.cfg line {}:{key} {}", e.line, e.message)
+    })?;
+    // Every image a VM without a fault names; the limits are Basalt's to apply.
+    let limits = config::Limits {
+        cpu_count: config::MAX_PCPU + 1,
+        max_vcpus: config::MAX_VCPUS as u32,
+        default_time_limit_s: None,
     };
-    if file.len() > 200 || !file.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(err(line, format!("bad file name {file:?}")));
-    }
-    let mut vm = VmEntry {
-        name: name.to_string(),
-        file: file.to_string(),
-        mem_mib: DEFAULT_MEM_MIB,
-        mode: Mode::Long,
-        line,
-    };
-    for word in words {
-        match word.split_once('=') {
-            Some(("mem", value)) => {
-                vm.mem_mib = match value.parse::<u32>() {
-                    Ok(n) if (2..=MAX_MEM_MIB).contains(&n) && n % 2 == 0 => n,
-                    _ => {
-                        return Err(err(
-                            line,
-                            format!("bad number in mem={value} (an even number of MiB, 2 to {MAX_MEM_MIB})"),
-                        ))
-                    }
-                };
-            }
-            Some(("mode", "long")) => vm.mode = Mode::Long,
-            Some(("mode", "real")) => vm.mode = Mode::Real,
-            Some(("mode", value)) => return Err(err(line, format!("bad mode={value} (long or real)"))),
-            _ => return Err(err(line, format!("unknown vm option {word:?} (mem=<MiB> or mode=long|real)"))),
+    let (vms, _) = config::parse(text, &limits, &|_: &str| Some(0));
+    let mut files: Vec<String> = Vec::new();
+    for file in vms.iter().flat_map(|v| v.kernel.iter().chain(v.initrd.iter())) {
+        if !files.contains(file) {
+            files.push(file.clone());
         }
     }
-    Ok(vm)
+    Ok(Plan { cmdline: cmdline.unwrap_or_else(|| DEFAULT_CMDLINE.to_string()), files })
 }
 
 #[cfg(test)]
@@ -191,61 +80,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn full_config() {
-        let text = "# Basalt\n\ncmdline = log=debug test=boot   # trailing comment\n\
-                    vm demo demo.elf mem=32 mode=real\n  vm other /guests/x.bin\n";
-        let config = parse(text).unwrap();
-        assert_eq!(config.cmdline, "log=debug test=boot");
-        assert_eq!(config.vms.len(), 2);
-        let demo = &config.vms[0];
+    fn files_and_cmdline() {
+        let text = "# Basalt\n[basalt]\ncmdline = \"log=debug test=boot\"\n\
+                    [vm demo]\nkernel = demo.elf\nmemory = 32M\nmode = real\n\
+                    [vm other]; kernel = /guests/x.bin; initrd = rd.img\n[vm again]; kernel = demo.elf\n\
+                    [vm broken]; kernel = y.elf; memroy = 4M\n";
+        let plan = plan(text).unwrap();
+        assert_eq!(plan.cmdline, "log=debug test=boot");
+        assert_eq!(plan.files, ["demo.elf", "/guests/x.bin", "rd.img"], "the broken VM's file is not read");
+        assert_eq!(esp_path("demo.elf"), "\\basalt\\demo.elf");
+        assert_eq!(esp_path("/guests/x.bin"), "\\guests\\x.bin");
+        assert_eq!(module_cmdline("demo.elf"), "/basalt/demo.elf");
+        assert!(config::is_config_module(CONFIG_MODULE));
+        assert_eq!(config::split_module_cmdline(&module_cmdline("sub\\x.elf"), None).0, Some("x.elf"));
+    }
+
+    #[test]
+    fn defaults_and_the_faults_that_stop_the_loader() {
+        assert_eq!(plan("").unwrap(), Plan { cmdline: DEFAULT_CMDLINE.into(), files: Vec::new() });
         assert_eq!(
-            (demo.name.as_str(), demo.file.as_str(), demo.mem_mib, demo.mode, demo.line),
-            ("demo", "demo.elf", 32, Mode::Real, 4)
+            plan("[basalt]\ncmdline = \"open\n").unwrap_err(),
+            "basalt.cfg line 2: cmdline: [basalt] the quoted value is not closed"
         );
-        assert_eq!(demo.module_cmdline(), "name=demo mem=32 mode=real");
-        assert_eq!(demo.esp_path(), "\\basalt\\demo.elf");
-        let other = &config.vms[1];
-        assert_eq!((other.mem_mib, other.mode, other.line), (DEFAULT_MEM_MIB, Mode::Long, 5));
-        assert_eq!(other.esp_path(), "\\guests\\x.bin");
-    }
-
-    #[test]
-    fn defaults() {
-        let config = parse("").unwrap();
-        assert_eq!(config.cmdline, DEFAULT_CMDLINE);
-        assert!(config.vms.is_empty());
-        assert_eq!(parse("cmdline=").unwrap().cmdline, "");
-    }
-
-    fn error(text: &str) -> ConfigError {
-        parse(text).unwrap_err()
-    }
-
-    #[test]
-    fn errors_carry_the_line_number() {
-        let e = error("cmdline = log=info\n\nbogus = 1\n");
-        assert_eq!(e.line, 3);
-        assert_eq!(e.to_string(), "basalt.cfg line 3: unknown key \"bogus\" (expected `cmdline` or `vm`)");
-        assert_eq!(error("# x\nvm demo\n").line, 2);
-        assert!(error("vm demo\n").message.contains("has no file"));
-        assert!(error("vm demo mem=3\n").message.contains("has no file"));
-        assert!(error("vm\n").message.contains("without a name"));
-        assert!(error("vm demo d.elf mem=lots\n").message.contains("bad number in mem=lots"));
-        assert!(error("vm demo d.elf mem=0\n").message.contains("bad number"));
-        assert!(error("vm demo d.elf mem=3\n").message.contains("bad number"));
-        assert!(error("vm demo d.elf mem=8192\n").message.contains("bad number"));
-        assert!(error("vm demo d.elf mode=protected\n").message.contains("bad mode=protected"));
-        assert!(error("vm demo d.elf cpus=2\n").message.contains("unknown vm option"));
-        assert!(error("vm d$mo d.elf\n").message.contains("bad VM name"));
-        assert!(error("vm a x\nvm a y\n").message.contains("second VM"));
-        assert!(error("cmdline log=info\n").message.contains("expected `cmdline ="));
-        assert!(error("cmdline = a\ncmdline = b\n").message.contains("second `cmdline`"));
-    }
-
-    #[test]
-    fn module_cmdline_fits() {
-        let name = "n".repeat(MAX_NAME);
-        let vm = parse(&format!("vm {name} f mem={MAX_MEM_MIB}\n")).unwrap().vms.remove(0);
-        assert!(vm.module_cmdline().len() <= basalt_boot::MAX_MODULE_CMDLINE);
+        assert!(plan("[basalt]\nlog = x\n").unwrap_err().contains("line 2: log: [basalt] unknown key"));
     }
 }

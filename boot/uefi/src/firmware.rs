@@ -3,7 +3,7 @@
 
 use crate::{config, elf, memory};
 use alloc::format;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec::Vec;
 use basalt_boot::uefi::{find_uefi_entry, Handoff, HANDOFF_SIZE, UEFI_HANDOFF_MAGIC};
 use basalt_boot::{BootInfo, FixedStr, FixedVec, Loader, Module, MAX_CMDLINE, MAX_MODULES};
@@ -29,7 +29,7 @@ struct Launch {
     handoff_addr: u64,
     stack_top: u64,
     modules: FixedVec<Module, MAX_MODULES>,
-    /// VMs of basalt.cfg beyond the first MAX_MODULES: not loaded, counted for the kernel.
+    /// Files of basalt.cfg beyond what fits in MAX_MODULES: not loaded, counted for the kernel.
     modules_dropped: u32,
     cmdline: FixedStr<MAX_CMDLINE>,
     rsdp: Option<u64>,
@@ -110,32 +110,36 @@ fn prepare() -> Result<Launch, String> {
 
     let text = read(&mut fs, CONFIG_PATH)?;
     let text = core::str::from_utf8(&text).map_err(|_| format!("{CONFIG_PATH} is not UTF-8 text"))?;
-    let config = config::parse(text).map_err(|e| e.to_string())?;
-    let cmdline = basalt_boot::cmdline::kernel_cmdline(&config.cmdline)
+    let plan = config::plan(text)?;
+    let cmdline = basalt_boot::cmdline::kernel_cmdline(&plan.cmdline)
         .map_err(|_| format!("basalt.cfg: the cmdline is longer than {MAX_CMDLINE} bytes"))?;
-    // Basalt runs at most MAX_MODULES VMs: the rest are counted and handed over as a number,
-    // so the kernel reports them (and a test fails) instead of never hearing of them.
-    let vms = &config.vms[..config.vms.len().min(MAX_MODULES)];
-    let modules_dropped = (config.vms.len() - vms.len()) as u32;
+    // The configuration is a module too; Basalt runs at most MAX_MODULES modules: the files
+    // beyond are counted and handed over as a number, so the kernel reports them (and a test
+    // fails) instead of never hearing of them.
+    let files = &plan.files[..plan.files.len().min(MAX_MODULES - 1)];
+    let modules_dropped = (plan.files.len() - files.len()) as u32;
     if modules_dropped > 0 {
         println!(
-            "basalt-uefi: basalt.cfg names {} VMs, Basalt runs at most {MAX_MODULES}: VMs {}-{} are not loaded",
-            config.vms.len(),
-            MAX_MODULES + 1,
-            config.vms.len()
+            "basalt-uefi: basalt.cfg names {} files, Basalt takes at most {} beside the configuration: files {}-{} are not loaded",
+            plan.files.len(),
+            MAX_MODULES - 1,
+            MAX_MODULES,
+            plan.files.len()
         );
     }
 
-    // Every file first: a mistake stops the boot before anything is loaded.
-    let mut images = Vec::new();
-    for vm in vms {
-        let bytes = read(&mut fs, &vm.esp_path())
-            .map_err(|e| format!("basalt.cfg line {}: vm {}: {e}", vm.line, vm.name))?;
-        if bytes.is_empty() {
-            return Err(format!("basalt.cfg line {}: vm {}: {} is empty", vm.line, vm.name, vm.esp_path()));
+    // Every file first. A file that is missing is not loaded: Basalt refuses its VM ("there
+    // is no image"), and the others start.
+    let mut images: Vec<(String, Vec<u8>)> = Vec::new();
+    for file in files {
+        let path = config::esp_path(file);
+        match read(&mut fs, &path) {
+            Ok(bytes) if !bytes.is_empty() => images.push((config::module_cmdline(file), bytes)),
+            Ok(_) => println!("basalt-uefi: {path} is empty: not loaded"),
+            Err(e) => println!("basalt-uefi: {e}: not loaded"),
         }
-        images.push(bytes);
     }
+    images.insert(0, (String::from(config::CONFIG_MODULE), text.as_bytes().to_vec()));
     let kernel = read(&mut fs, KERNEL_PATH)?;
     let segments = elf::load_segments(&kernel).map_err(|e| format!("{KERNEL_PATH}: {e}"))?;
     let entry = find_uefi_entry(elf::file_bytes(&kernel, &segments[0])).ok_or_else(|| {
@@ -145,16 +149,16 @@ fn prepare() -> Result<Launch, String> {
     println!("basalt-uefi: kernel {KERNEL_PATH} loaded, entry {entry:#x}");
 
     let mut modules = FixedVec::new();
-    for (vm, bytes) in vms.iter().zip(&images) {
+    for (name, bytes) in &images {
         let len = bytes.len() as u64;
-        let start = alloc_below_4g(len, &format!("vm {}", vm.name))?;
+        let start = alloc_below_4g(len, name)?;
         // SAFETY: `start` is a fresh allocation of `len` bytes rounded up to pages.
         unsafe { place(start, len, bytes) };
-        let cmdline = FixedStr::try_from_str(&vm.module_cmdline())
-            .map_err(|_| format!("basalt.cfg line {}: the module command line is too long", vm.line))?;
-        // Cannot fail: at most MAX_MODULES VMs are taken above.
+        let cmdline = FixedStr::try_from_str(name)
+            .map_err(|_| format!("basalt.cfg: the file name {name} is too long for a module"))?;
+        // Cannot fail: at most MAX_MODULES modules are taken above.
         let _ = modules.push(Module { start, end: start + len, cmdline });
-        println!("basalt-uefi: vm {} from {} ({len} bytes) at {start:#x}", vm.name, vm.esp_path());
+        println!("basalt-uefi: {name} ({len} bytes) at {start:#x}");
     }
 
     let rsdp = uefi::system::with_config_table(|table| {

@@ -1,19 +1,23 @@
-//! The VM configuration: one format for a config module, the kernel command line and a USB
-//! stick's `basalt.cfg`, and the older module-command-line words.
+//! The VM configuration: one format for a configuration module (`basalt.cfg` on the
+//! multiboot path) and the USB stick's `\basalt\basalt.cfg`, and the module-command-line
+//! words that describe one VM each.
 //!
 //! # The format
 //!
 //! ```text
 //! # Two VMs. Comments run from '#' (outside quotes) to the end of the line.
+//! [basalt]
+//! cmdline    = log=info           # Basalt's own command line (read by the USB stick's loader)
+//!
 //! [vm web]
 //! kernel     = vmlinuz            # a module / file name (a leading directory is allowed)
 //! initrd     = web-initrd.img
 //! cmdline    = "console=ttyS0 root=/dev/vda quiet"
-//! memory     = 512M               # K, M or G (KiB/MiB/GiB); a multiple of 2 MiB, 2M..4G
+//! memory     = 512M               # K, M or G (KiB/MiB/GiB); a multiple of 2 MiB, 2M..2816M
 //! quota      = 520M               # host memory the VM may be charged for; default memory + 512K
 //! cpus       = 1                  # vCPUs (at most Limits::max_vcpus)
 //! pcpus      = 1                  # physical CPUs, a list with ranges: 1,2 or 1-3
-//! devices    = uart, debug-exit=0xf4, testdev
+//! devices    = debug-exit=0xf4, testdev
 //! console    = yes                # this VM has the console focus (at most one VM)
 //! on_poweroff = stop              # stop | restart   (default stop)
 //! on_reset   = restart            #                  (default restart)
@@ -24,18 +28,18 @@
 //! ```
 //!
 //! - A section `[vm NAME]` starts a VM; NAME is letters, digits, `-`, `_`, `.`. Every
-//!   `key = value` after it, up to the next section, belongs to it.
+//!   `key = value` after it, up to the next section, belongs to it. `[basalt]` holds
+//!   Basalt's own settings ([`host_cmdline`]); [`parse`] skips it.
 //! - Statements end at a newline or at a `;` outside quotes, so a whole configuration fits on
-//!   one line (the kernel command line); a section header may be followed by statements on
-//!   its line.
+//!   one line; a section header may be followed by statements on its line.
 //! - A value is the text after the first `=`, trimmed; or a `"double-quoted string"` in which
 //!   `\"` and `\\` stand for `"` and `\` (only whitespace and a comment may follow it).
 //! - Keys: `kernel` (required), `initrd`, `cmdline`, `memory` (default 16M), `quota`,
 //!   `cpus` (default 1, or the number of `pcpus`), `pcpus` (default: the next free CPU),
-//!   `devices` (`testdev`, `debug-exit=PORT`, `uart` or `uart=PORT`; ports decimal or `0x`
-//!   hex), `console` (`yes`/`no`, also `true`/`false`, `on`/`off`), `on_poweroff`, `on_reset`,
-//!   `on_crash`, `time_limit`, and `mode` (`long`, the default, or `real`: how Basalt's own
-//!   test payloads start).
+//!   `devices` (`testdev`, `debug-exit=PORT`; ports decimal or `0x` hex; every VM has the
+//!   rest of the PC, COM1 among it), `console` (`yes`/`no`, also `true`/`false`,
+//!   `on`/`off`), `on_poweroff`, `on_reset`, `on_crash`, `time_limit`, and `mode` (`long`,
+//!   the default, or `real`: how Basalt's own test payloads start).
 //!
 //! [`parse`] checks the whole text before anything starts and gives back every VM without a
 //! fault plus one [`ConfigError`] per fault (naming the VM, the line and the key): syntax,
@@ -45,11 +49,10 @@
 //!
 //! # Module command lines
 //!
-//! [`parse_module_words`] reads the older form, one VM per module command line
-//! (`name=cpuid mem=16 mode=long quota=8192 time_limit=5 cpus=1 pcpus=3 testdev`), with the
-//! same words, limits and messages as the kernel's `vm::config` today, into a [`VmSpec`].
-//! [`split_module_cmdline`] recognises a first word naming the image itself, as QEMU
-//! (`-initrd 'cpuid name=x'`) and GRUB (`module2 /boot/cpuid name=x`) pass it.
+//! [`parse_module_words`] reads one VM from a module command line
+//! (`name=cpuid mem=16 mode=long quota=8192 time_limit=5 cpus=2 pcpus=3,4 testdev`) into the
+//! same [`VmSpec`]. [`split_module_cmdline`] recognises a first word naming the image
+//! itself, as QEMU (`-initrd 'cpuid name=x'`) and GRUB (`module2 /boot/cpuid name=x`) pass it.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -79,8 +82,6 @@ pub enum Device {
     TestDev,
     /// A port whose write ends the VM with the written value as its exit code.
     DebugExit { port: u16 },
-    /// A 16550 UART at `port` (default COM1, 0x3F8).
-    Uart { port: u16 },
 }
 
 /// Everything needed to create one VM.
@@ -146,11 +147,12 @@ impl VmSpec {
 
 /// vCPUs a VM may have in this version (`cpus=` of the module words; [`Limits::max_vcpus`]
 /// for files).
-pub const MAX_VCPUS: u64 = 1;
+pub const MAX_VCPUS: u64 = 16;
 /// Default guest RAM.
 pub const DEFAULT_MEM_MIB: u64 = 16;
-/// Largest guest RAM this version accepts.
-pub const MAX_MEM_MIB: u64 = 4096;
+/// Largest guest RAM this version accepts: RAM ends below the PCI hole (the ECAM window at
+/// 2816 MiB, then the IOAPIC and LAPIC); RAM above 4 GiB is not built yet.
+pub const MAX_MEM_MIB: u64 = 2816;
 /// Host memory a VM may use beyond its RAM, unless `quota` says otherwise.
 pub const DEFAULT_OVERHEAD_KIB: u64 = 512;
 /// Longest time limit accepted (a day).
@@ -274,7 +276,7 @@ fn parse_port(s: &str) -> Option<u16> {
     }
 }
 
-/// `testdev, debug-exit=0xf4, uart`.
+/// `testdev, debug-exit=0xf4`.
 pub fn parse_devices(s: &str) -> Result<Vec<Device>, String> {
     let mut out = Vec::new();
     for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
@@ -284,19 +286,12 @@ pub fn parse_devices(s: &str) -> Result<Vec<Device>, String> {
         };
         let d = match (name, arg) {
             ("testdev", None) => Device::TestDev,
-            ("uart", None) => Device::Uart { port: 0x3F8 },
-            ("uart", Some(p)) | ("debug-exit", Some(p)) => {
-                let Some(port) = parse_port(p) else {
-                    return Err(format!("{name}={p}: the port is a number up to 0xffff"));
-                };
-                if name == "uart" {
-                    Device::Uart { port }
-                } else {
-                    Device::DebugExit { port }
-                }
-            }
+            ("debug-exit", Some(p)) => match parse_port(p) {
+                Some(port) if port <= 0xFFFC => Device::DebugExit { port },
+                _ => return Err(format!("debug-exit={p}: the port is a number up to 0xfffc")),
+            },
             ("debug-exit", None) => return Err("debug-exit needs its port: debug-exit=PORT".into()),
-            _ => return Err(format!("unknown device {item:?} (testdev, debug-exit=PORT, uart, uart=PORT)")),
+            _ => return Err(format!("unknown device {item:?} (testdev, debug-exit=PORT)")),
         };
         if out.iter().any(|o| core::mem::discriminant(o) == core::mem::discriminant(&d)) {
             return Err(format!("device {name} is named twice"));
@@ -505,7 +500,18 @@ fn set_key(d: &mut Draft, key: &str, v: String) -> Result<(), String> {
 pub fn parse(text: &str, limits: &Limits, images: &dyn Images) -> (Vec<VmSpec>, Vec<ConfigError>) {
     let mut errors = Vec::new();
     let mut drafts: Vec<Draft> = Vec::new();
+    // Inside `[basalt]` (Basalt's own settings: see `host_cmdline`).
+    let mut in_basalt = false;
     for st in statements(text) {
+        if st.text == "[basalt]" {
+            in_basalt = true;
+            continue;
+        }
+        if st.text.starts_with('[') {
+            in_basalt = false;
+        } else if in_basalt {
+            continue;
+        }
         if let Some(inner) = st.text.strip_prefix('[') {
             let header = inner.strip_suffix(']').map(str::trim);
             let name = header
@@ -736,11 +742,12 @@ fn number(key: &str, value: Option<&str>) -> Result<u64, ConfigError> {
     })
 }
 
-/// A VM from a module command line in the older word form (see the module docs), with the
-/// words, limits and messages of the kernel's `vm::config::VmConfig::parse`: `name=`, `mem=`
-/// (MiB, even, 2..=4096), `mode=long|real`, `quota=` (KiB), `testdev`, `cpus=` (1),
-/// `pcpus=` (one CPU), `time_limit=` (seconds, 0 none). Unknown words are errors. A leading
-/// image name (see [`split_module_cmdline`]) becomes [`VmSpec::kernel`].
+/// A VM from a module command line (see the module docs): `name=`, `mem=` (MiB, even,
+/// 2..=[`MAX_MEM_MIB`]), `mode=long|real`, `quota=` (KiB), `testdev`, `debug_exit=PORT`,
+/// `cpus=` (1..=[`MAX_VCPUS`]), `pcpus=i,j,..` (one per vCPU), `time_limit=` (seconds, 0
+/// none), `cmdline="..."`, `on_poweroff=`/`on_reset=`/`on_crash=` (stop|restart).
+/// Unknown words are errors. A leading image name (see [`split_module_cmdline`]) becomes
+/// [`VmSpec::kernel`].
 pub fn parse_module_words(
     text: &str,
     default_time_limit_s: Option<u64>,
@@ -785,24 +792,38 @@ pub fn parse_module_words(
                     spec.devices.push(Device::TestDev)
                 }
             }
+            "cmdline" => spec.cmdline = Some(value.unwrap_or("").to_string()),
+            "on_poweroff" | "on_reset" | "on_crash" => {
+                let Some(a) = value.and_then(parse_action) else {
+                    return err(format!("{key}= is stop or restart, got {:?}", value.unwrap_or("")));
+                };
+                *match key {
+                    "on_poweroff" => &mut spec.on_poweroff,
+                    "on_reset" => &mut spec.on_reset,
+                    _ => &mut spec.on_crash,
+                } = a;
+            }
+            "debug_exit" => {
+                let v = value.unwrap_or("");
+                match parse_port(v) {
+                    Some(port) if port <= 0xFFFC => {
+                        spec.devices.retain(|d| !matches!(d, Device::DebugExit { .. }));
+                        spec.devices.push(Device::DebugExit { port })
+                    }
+                    _ => return err(format!("debug_exit= needs a port (0xf4, or 0 to 65532), got {v:?}")),
+                }
+            }
             "cpus" => {
                 let n = number("cpus", value)?;
                 if n == 0 || n > MAX_VCPUS {
-                    return err(format!(
-                        "cpus={n}: this version runs VMs of exactly {MAX_VCPUS} vCPU (several vCPUs per VM are not built yet)"
-                    ));
+                    return err(format!("cpus={n}: a VM has 1 to {MAX_VCPUS} vCPUs"));
                 }
+                spec.cpus = n as u32;
             }
             "pcpus" => {
                 let list = value.unwrap_or("");
-                let cpus: Result<Vec<usize>, _> = list.split(',').map(str::parse::<usize>).collect();
-                match cpus.as_deref() {
-                    Ok([one]) => spec.pcpus = alloc::vec![*one],
-                    Ok(_) => {
-                        return err(format!(
-                            "pcpus={list}: name one CPU per vCPU ({MAX_VCPUS} in this version)"
-                        ))
-                    }
+                match list.split(',').map(str::parse::<usize>).collect::<Result<Vec<_>, _>>() {
+                    Ok(cpus) => spec.pcpus = cpus,
                     Err(_) => {
                         return err(format!("pcpus= needs CPU numbers separated by commas, got {list:?}"))
                     }
@@ -819,6 +840,17 @@ pub fn parse_module_words(
         }
     }
     let Some(name) = name else { return err("every VM needs name=<name>".into()) };
+    if !spec.pcpus.is_empty() && spec.pcpus.len() != spec.cpus as usize {
+        return err(format!(
+            "pcpus= names {} CPU(s) for cpus={}: name one CPU per vCPU",
+            spec.pcpus.len(),
+            spec.cpus
+        ));
+    }
+    if let Some(c) = spec.pcpus.iter().enumerate().find_map(|(i, c)| spec.pcpus[..i].contains(c).then_some(c))
+    {
+        return err(format!("pcpus= names CPU {c} twice: one vCPU per CPU"));
+    }
     if spec.test_device() && mem_mib > TEST_DEVICE_MAX_RAM_MIB {
         return err(format!(
             "testdev with mem={mem_mib}: the test device at {:#x} needs RAM of at most {} MiB",
@@ -829,6 +861,52 @@ pub fn parse_module_words(
     spec.memory_bytes = mem_mib << 20;
     spec.quota_bytes = quota_kib.map_or(spec.memory_bytes + (DEFAULT_OVERHEAD_KIB << 10), |k| k << 10);
     Ok(spec)
+}
+
+/// The VM a module is the initrd of (`initrd_of=<vm>`), if it is one: such a module is not a
+/// VM itself.
+pub fn initrd_of(text: &str) -> Option<&str> {
+    Cmdline::new(split_module_cmdline(text, None).1)
+        .iter()
+        .find_map(|(k, v)| (k == "initrd_of").then_some(v).flatten())
+}
+
+/// Whether a module is a configuration file: its first word names a `*.cfg` file
+/// (`-initrd 'basalt.cfg'`, `module2 /boot/basalt.cfg`).
+pub fn is_config_module(cmdline: &str) -> bool {
+    matches!(split_module_cmdline(cmdline, None).0, Some(n) if n.ends_with(".cfg") && n.len() > 4)
+}
+
+/// Basalt's own command line from a configuration's `[basalt]` section (`cmdline = ...`),
+/// which [`parse`] skips: the USB stick's loader reads it. `Err` names the line at fault.
+pub fn host_cmdline(text: &str) -> Result<Option<String>, ConfigError> {
+    let mut in_basalt = false;
+    let mut found = None;
+    for st in statements(text) {
+        if st.text.starts_with('[') {
+            in_basalt = st.text == "[basalt]";
+            continue;
+        }
+        if !in_basalt {
+            continue;
+        }
+        let fault = |key: Option<&str>, message: String| ConfigError {
+            vm: None,
+            line: st.line,
+            key: key.map(String::from),
+            message: format!("[basalt] {message}"),
+        };
+        match st.text.split_once('=') {
+            Some((k, v)) if k.trim() == "cmdline" => {
+                found = Some(value(v).map_err(|m| fault(Some("cmdline"), m))?);
+            }
+            Some((k, _)) => {
+                return Err(fault(Some(k.trim()), "unknown key (the [basalt] section has cmdline)".into()))
+            }
+            None => return Err(fault(None, format!("{:?} is not key = value", st.text))),
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -863,7 +941,7 @@ mod tests {
             memory = 64M\n\
             quota = 70M\n\
             pcpus = 1-2\n\
-            devices = uart, debug-exit=0xf4\n\
+            devices = debug-exit=0xf4\n\
             console = yes\n\
             on_reset = stop\n\
             on_crash = restart\n\
@@ -882,7 +960,7 @@ mod tests {
             (w.memory_bytes, w.quota_bytes, w.cpus, w.pcpus.as_slice()),
             (64 << 20, 70 << 20, 2, &[1, 2][..])
         );
-        assert_eq!(w.devices, [Device::Uart { port: 0x3F8 }, Device::DebugExit { port: 0xF4 }]);
+        assert_eq!(w.devices, [Device::DebugExit { port: 0xF4 }]);
         assert_eq!(
             (w.console, w.on_poweroff, w.on_reset, w.on_crash),
             (true, Action::Stop, Action::Stop, Action::Restart)
@@ -1002,6 +1080,21 @@ pcpus = 2
     }
 
     #[test]
+    fn the_basalt_section_and_config_modules() {
+        let text = "[basalt]\ncmdline = \"log=debug smt_sharing=allow\"\n[vm a]\nkernel = cpuid\n";
+        assert_eq!(host_cmdline(text), Ok(Some("log=debug smt_sharing=allow".into())));
+        assert_eq!(parse_ok(text).len(), 1, "parse skips [basalt]");
+        assert_eq!(host_cmdline("[vm a]\nkernel = cpuid\ncmdline = x\n"), Ok(None));
+        let e = host_cmdline("[basalt]\nlog = debug\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (2, Some("log")));
+        assert!(e.to_string().contains("[basalt] unknown key"), "{e}");
+        assert!(is_config_module("/boot/basalt.cfg"));
+        assert!(is_config_module("vms.cfg"));
+        assert!(!is_config_module("/boot/cpuid name=cfg"));
+        assert!(!is_config_module(".cfg"));
+    }
+
+    #[test]
     fn value_parsers() {
         assert_eq!(parse_size("64M"), Some(64 << 20));
         assert_eq!(parse_size("1 GiB"), Some(1 << 30));
@@ -1016,12 +1109,13 @@ pcpus = 2
         assert!(parse_cpu_list("0-99999999999").unwrap_err().contains("beyond"));
         assert!(parse_cpu_list("").is_err());
         assert_eq!(
-            parse_devices("uart=0x2f8 , testdev"),
-            Ok(vec![Device::Uart { port: 0x2F8 }, Device::TestDev])
+            parse_devices("debug-exit=0x501 , testdev"),
+            Ok(vec![Device::DebugExit { port: 0x501 }, Device::TestDev])
         );
         assert!(parse_devices("debug-exit").unwrap_err().contains("needs its port"));
-        assert!(parse_devices("debug-exit=70000").unwrap_err().contains("up to 0xffff"));
-        assert!(parse_devices("uart, uart=0x2f8").unwrap_err().contains("twice"));
+        assert!(parse_devices("debug-exit=70000").unwrap_err().contains("up to 0xfffc"));
+        assert!(parse_devices("testdev, testdev").unwrap_err().contains("twice"));
+        assert!(parse_devices("uart").unwrap_err().contains("unknown device"));
     }
 
     #[test]
@@ -1059,6 +1153,21 @@ pcpus = 2
         assert_eq!(p("name=a", None).unwrap().pcpu(), None);
         assert!(p("name=a testdev", None).unwrap().test_device());
         assert!(!p("name=a", None).unwrap().test_device());
+        let c = p("name=a cpus=4 pcpus=4,2,1,3", None).unwrap();
+        assert_eq!((c.cpus, c.pcpus.as_slice()), (4, &[4, 2, 1, 3][..]));
+        assert_eq!(p("name=a debug_exit=0xf4", None).unwrap().devices, [Device::DebugExit { port: 0xF4 }]);
+        assert_eq!(p("name=a debug_exit=1281", None).unwrap().devices, [Device::DebugExit { port: 0x501 }]);
+        let c = p(r#"/boot/vmlinuz name=l cmdline="console=ttyS0 quiet""#, None).unwrap();
+        assert_eq!(
+            (c.kernel.as_deref(), c.cmdline.as_deref()),
+            (Some("vmlinuz"), Some("console=ttyS0 quiet"))
+        );
+        let c = p("name=a", None).unwrap();
+        assert_eq!((c.on_poweroff, c.on_reset, c.on_crash), (Action::Stop, Action::Restart, Action::Stop));
+        let c = p("name=a on_poweroff=restart on_reset=stop on_crash=restart", None).unwrap();
+        assert_eq!((c.on_poweroff, c.on_reset, c.on_crash), (Action::Restart, Action::Stop, Action::Restart));
+        assert_eq!(initrd_of("/boot/initrd.img initrd_of=l"), Some("l"));
+        assert_eq!(initrd_of("name=l"), None);
         for (text, needle) in [
             ("mem=16", "needs name"),
             ("name=a mem=lots", "mem= needs a whole number"),
@@ -1068,9 +1177,14 @@ pcpus = 2
             ("name=a colour=blue", "unknown word \"colour\""),
             ("name=a/b", "name= needs"),
             ("name=a time_limit=soon", "time_limit= needs a whole number"),
-            ("name=a cpus=2", "cpus=2: this version runs VMs of exactly 1 vCPU"),
+            ("name=a cpus=17", "cpus=17: a VM has 1 to 16 vCPUs"),
             ("name=a cpus=0", "cpus=0"),
-            ("name=a pcpus=1,2", "pcpus=1,2: name one CPU per vCPU"),
+            ("name=a pcpus=1,2", "pcpus= names 2 CPU(s) for cpus=1: name one CPU per vCPU"),
+            ("name=a cpus=2 pcpus=3,3", "names CPU 3 twice"),
+            ("name=a debug_exit", "debug_exit= needs a port"),
+            ("name=a debug_exit=0x10000", "debug_exit= needs a port"),
+            ("name=a on_reset=reboot", "on_reset= is stop or restart"),
+            ("name=a mem=4096", "from 2 to 2816"),
             ("name=a pcpus=x", "pcpus= needs CPU numbers"),
             ("name=a testdev mem=2048", "needs RAM of at most 1008 MiB"),
             ("name=a time_limit=100000", "at most 86400 seconds"),

@@ -8,7 +8,7 @@ use common::*;
 
 const GOOD: &str =
     "# test\n[vm web]\nkernel = vmlinuz\ninitrd = rd\ncmdline = \"console=ttyS0 a=\\\"b\\\"\"\n\
-memory = 64M\nquota = 80M\npcpus = 1-2\ndevices = uart, debug-exit=0xf4\nconsole = yes\non_reset = stop\n\
+memory = 64M\nquota = 80M\npcpus = 1-2\ndevices = debug-exit=0xf4\nconsole = yes\non_reset = stop\n\
 time_limit = 30\n[vm t]; kernel = cpuid; memory = 2M; devices = testdev; mode = real; pcpus = 3\n";
 
 const TOKENS: [&str; 40] = [
@@ -47,7 +47,7 @@ const TOKENS: [&str; 40] = [
     "99999999999999G",
     "testdev",
     "debug-exit=0x501",
-    "uart=70000",
+    "[basalt]",
     "yes",
     "restart",
     "real",
@@ -113,7 +113,13 @@ fn fuzz_config() {
         assert!(name.is_none_or(|n| !n.is_empty() && !n.contains('/')));
         assert!(words.contains(rest));
         if let Ok(v) = config::parse_module_words(&words, None, None) {
-            assert!(v.memory_bytes >= 2 << 20 && v.memory_bytes <= 4 << 30 && !v.name.is_empty());
+            assert!(v.memory_bytes >= 2 << 20 && v.memory_bytes <= 2816 << 20 && !v.name.is_empty());
+            assert!(v.cpus >= 1 && v.cpus <= 16);
+            assert!(v.pcpus.is_empty() || v.pcpus.len() == v.cpus as usize);
+        }
+        // Basalt's own section: a value or a named fault, never a panic.
+        if let Err(e) = config::host_cmdline(&text) {
+            assert!(e.line >= 1 && e.message.starts_with("[basalt]"), "{e:?}");
         }
     }
     assert!(accepted > 1000, "accepted {accepted}");

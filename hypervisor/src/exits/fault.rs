@@ -34,8 +34,9 @@ pub fn nested(vm: &mut VmState, at: &StateSummary, gpa: u64, write: bool, fetch:
     )))
 }
 
-pub fn shutdown(at: &StateSummary) -> Action {
-    Action::Stop(VmOutcome::Failed(format!("stopped: triple fault (shutdown) at {}", state(at))))
+/// The report of a triple fault (shutdown); the VM's `on_crash` decides what follows.
+pub fn shutdown(at: &StateSummary) -> String {
+    format!("stopped: triple fault (shutdown) at {}", state(at))
 }
 
 pub fn entry_failed(at: &StateSummary, f: EntryFailure) -> Action {

@@ -30,9 +30,10 @@ use basalt_arch::virt::{VirtualCpu, VmExit};
 pub fn raise(vm: &mut VmState, vector: u8, error_code: Option<u32>) -> Action {
     match vm.events.exception(vector, error_code) {
         Ok(()) => Action::Continue,
-        Err(_) => Action::Stop(VmOutcome::Failed(format!(
-            "stopped: triple fault (exception {vector} while delivering a double fault)"
-        ))),
+        Err(_) => crate::vm::crashed(
+            vm,
+            format!("stopped: triple fault (exception {vector} while delivering a double fault)"),
+        ),
     }
 }
 
@@ -76,7 +77,7 @@ pub fn dispatch<V: VirtualCpu + ?Sized>(vm: &mut VmState, vcpu: &mut V, exit: Vm
         VmExit::NestedPageFault { gpa, write, fetch } => {
             fault::nested(vm, &vcpu.summary(), gpa, write, fetch)
         }
-        VmExit::Shutdown => fault::shutdown(&vcpu.summary()),
+        VmExit::Shutdown => crate::vm::crashed(vm, fault::shutdown(&vcpu.summary())),
         VmExit::EntryFailed(failure) => fault::entry_failed(&vcpu.summary(), failure),
         VmExit::Exception { vector, error_code } => {
             fault::intercepted_exception(vm, vcpu, vector, error_code)

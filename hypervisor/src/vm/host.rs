@@ -4,6 +4,7 @@
 
 use super::account::{Account, ChargeError};
 use super::config::VmConfig;
+use super::sources::VmSource;
 use super::vcpus::VmShared;
 use super::{setup, Console, HostHooks, VmOutcome, VmState};
 use crate::frames::FrameAllocator;
@@ -186,25 +187,11 @@ pub fn enabled_cpus() -> u32 {
 }
 
 /// The bytes of a boot module (reserved from the frame allocator, identity-mapped).
-fn module_bytes(m: &Module) -> &'static [u8] {
+pub fn module_bytes(m: &Module) -> &'static [u8] {
     let len = m.end.saturating_sub(m.start) as usize;
     // SAFETY: the loader placed the module there; the frame allocator never hands it out and
     // nothing writes to it, so it is immutable for the rest of the boot.
     unsafe { core::slice::from_raw_parts(m.start as *const u8, len) }
-}
-
-/// The boot modules (for a Linux VM's initrd, a module of its own).
-static MODULES: Once<Vec<Module>> = Once::new();
-
-/// Remember the boot modules (the dispatcher, before it builds any VM).
-pub fn set_modules(modules: &[Module]) {
-    MODULES.call_once(|| modules.to_vec());
-}
-
-/// The initrd module of VM `name` (`initrd_of=<name>`).
-fn initrd_for(name: &str) -> Option<&'static [u8]> {
-    let m = MODULES.get()?.iter().find(|m| super::config::initrd_of(m.cmdline.as_str()) == Some(name))?;
-    Some(module_bytes(m))
 }
 
 /// Load a VM's image into its RAM: a Linux bzImage through the boot protocol, or an ELF
@@ -213,21 +200,14 @@ fn load_image(
     memory: &super::memory::GuestMemory,
     config: &VmConfig,
     image: &[u8],
+    initrd: Option<&[u8]>,
     rsdp: u64,
 ) -> Result<InitialState, String> {
     if super::linux::is_bzimage(image) {
-        super::linux::load(memory, image, initrd_for(&config.name), &config.cmdline, rsdp)
+        super::linux::load(memory, image, initrd, &config.cmdline, rsdp)
     } else {
         setup::load(memory, image, config.mode)
     }
-}
-
-/// A VM's name for reports before its configuration is known.
-pub fn module_label(m: &Module) -> String {
-    basalt_boot::Cmdline::new(m.cmdline.as_str())
-        .without_kernel_path()
-        .get("name")
-        .map_or_else(|| String::from("?"), String::from)
 }
 
 /// A VM built by the first of its CPUs and run by all of them, one vCPU each. Everything here
@@ -252,8 +232,9 @@ pub struct BuiltVm {
     /// RAM pages the test device hid (not present in the nested tables until their next
     /// nested fault).
     hidden: Mutex<Vec<u64>>,
-    /// The boot module's image, loaded again when the VM restarts.
+    /// The boot modules of its image and initrd, loaded again when the VM restarts.
     image: &'static [u8],
+    initrd: Option<&'static [u8]>,
     /// The ACPI tables and their guest-physical base, copied again when the VM restarts.
     acpi: (u64, Vec<u8>),
 }
@@ -301,7 +282,7 @@ impl super::NestedControl for BuiltVm {
         }
         self.memory.zero(0, self.memory.size()).map_err(|_| String::from("the VM's RAM"))?;
         self.memory.write(self.acpi.0, &self.acpi.1).map_err(|_| String::from("the ACPI tables"))?;
-        let init = load_image(&self.memory, &self.config, self.image, self.acpi.0)?;
+        let init = load_image(&self.memory, &self.config, self.image, self.initrd, self.acpi.0)?;
         self.shared.reset_irq();
         Ok(init)
     }
@@ -331,10 +312,8 @@ pub struct Ended {
 
 /// Build the VM a boot module describes: its RAM (zeroed, the image loaded), its nested page
 /// tables, and what its vCPUs share; every frame charged to it. `Err` is (name, report).
-pub fn build_vm(m: &Module, env: &RunEnv) -> Result<Arc<BuiltVm>, (String, String)> {
-    let label = module_label(m);
-    let config = VmConfig::parse(m.cmdline.as_str(), env.default_time_limit_s)
-        .map_err(|e| (label, format!("not started: {e}")))?;
+pub fn build_vm(src: &VmSource<'static>, env: &RunEnv) -> Result<Arc<BuiltVm>, (String, String)> {
+    let config = src.config.clone();
     let Some(backend) = Backend::get() else {
         return Err((config.name, "not started: no virtualization backend".into()));
     };
@@ -352,7 +331,7 @@ pub fn build_vm(m: &Module, env: &RunEnv) -> Result<Arc<BuiltVm>, (String, Strin
         Ok(pc) => pc,
         Err(e) => return Err((config.name, format!("not started: {e}"))),
     };
-    match build_memory(&config, backend, module_bytes(m), &mut account, &pc.acpi) {
+    match build_memory(&config, backend, src, &mut account, &pc.acpi) {
         Ok((memory, nested_root, boot_state))
             if account.charged() + vcpus_bytes(&config, backend) > config.quota_bytes =>
         {
@@ -405,7 +384,8 @@ pub fn build_vm(m: &Module, env: &RunEnv) -> Result<Arc<BuiltVm>, (String, Strin
                 notes: Mutex::new(Vec::new()),
                 stats,
                 hidden: Mutex::new(Vec::new()),
-                image: module_bytes(m),
+                image: src.image,
+                initrd: src.initrd,
                 acpi: (pc.acpi.base, pc.acpi.bytes),
             }))
         }
@@ -427,7 +407,7 @@ fn vcpus_bytes(config: &VmConfig, backend: Backend) -> u64 {
 fn build_memory(
     config: &VmConfig,
     backend: Backend,
-    image: &[u8],
+    src: &VmSource<'_>,
     account: &mut Account,
     acpi: &basalt_devices::acpi::AcpiTables,
 ) -> Result<(super::memory::GuestMemory, u64, InitialState), String> {
@@ -450,7 +430,7 @@ fn build_memory(
     memory
         .write(acpi.base, &acpi.bytes)
         .map_err(|_| format!("the ACPI tables at {:#x} do not fit in the VM's RAM", acpi.base))?;
-    let init = load_image(&memory, config, image, acpi.rsdp_address())?;
+    let init = load_image(&memory, config, src.image, src.initrd, acpi.rsdp_address())?;
 
     let format = backend.format();
     let paging = NESTED.get().ok_or("nested paging not probed")?;
@@ -554,6 +534,7 @@ fn run_vcpu_here(vm: &Arc<BuiltVm>, index: u32, console: Console) -> Result<(), 
     state.nested = Some(vm.clone());
     state.on_poweroff = config.on_poweroff;
     state.on_reset = config.on_reset;
+    state.on_crash = config.on_crash;
     match &mut vcpu {
         Vcpu::Vmx(v) => state.on_host(v, env.hooks, config.time_limit_s, env.tsc_khz),
         Vcpu::Svm(v) => state.on_host(v, env.hooks, config.time_limit_s, env.tsc_khz),

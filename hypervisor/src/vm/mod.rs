@@ -15,6 +15,7 @@ pub mod pc;
 pub mod placement;
 pub mod platform;
 pub mod setup;
+pub mod sources;
 pub mod stats;
 pub mod vcpus;
 pub mod walk;
@@ -139,6 +140,17 @@ pub fn device_effect(vm: &mut VmState, effect: basalt_devices::bus::Effect) -> A
     }
 }
 
+/// The guest crashed (a triple fault): the VM stops with `report`, or with `on_crash=restart`
+/// starts again from its image as after a reset.
+pub fn crashed(vm: &mut VmState, report: String) -> Action {
+    if vm.on_crash == OnEnd::Restart {
+        log::info!("VM {}: {}; restarting it (on_crash=restart)", crate::console::Escaped(&vm.name), report);
+        vm.restart_pending = true;
+        return Action::Continue;
+    }
+    Action::Stop(VmOutcome::Failed(report))
+}
+
 /// The time limit of a running VM, in TSC ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeLimit {
@@ -189,9 +201,10 @@ pub struct VmState {
     pub test_device: Option<Arc<Mutex<basalt_devices::testdev::TestDevice>>>,
     /// Changes to the VM's nested page tables, where the machine offers them.
     pub nested: Option<Arc<dyn NestedControl>>,
-    /// What the guest's power-off and reset do.
+    /// What the guest's power-off, reset and triple fault do.
     pub on_poweroff: OnEnd,
     pub on_reset: OnEnd,
+    pub on_crash: OnEnd,
     /// A power-off or reset asked for a restart, done before the next entry.
     pub restart_pending: bool,
     /// What this VM's vCPUs share, and this vCPU's index in it.
@@ -241,6 +254,7 @@ impl VmState {
             nested: None,
             on_poweroff: OnEnd::Stop,
             on_reset: OnEnd::Stop,
+            on_crash: OnEnd::Stop,
             restart_pending: false,
             shared: Arc::new(vcpus::VmShared::new(String::new(), 1, 0, |_| {})),
             vcpu: 0,
