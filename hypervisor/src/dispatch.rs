@@ -228,10 +228,10 @@ fn serve_and_sleep(cpus: usize, watchdog_on: &mut bool) {
 pub fn run_all(all_modules: &[Module], env: RunEnv) -> (usize, usize) {
     TSC_KHZ.store(env.tsc_khz, Ordering::Relaxed);
     host::set_modules(all_modules);
-    // A Linux VM's initrd is a module of its own, not a VM.
+    // A Linux VM's initrd and a multiboot VM's modules are modules of their own, not VMs.
     let modules: Vec<Module> = all_modules
         .iter()
-        .filter(|m| crate::vm::config::initrd_of(m.cmdline.as_str()).is_none())
+        .filter(|m| !crate::vm::config::is_part_of_a_vm(m.cmdline.as_str()))
         .copied()
         .collect();
     let modules = modules.as_slice();

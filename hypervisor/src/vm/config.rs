@@ -21,7 +21,9 @@ pub struct VmConfig {
     pub name: String,
     /// Guest RAM in bytes.
     pub mem_bytes: u64,
-    pub mode: StartMode,
+    /// `mode=long|real`: Basalt's own guest boot ABI, started that way whatever else the image
+    /// carries; `None`: the image decides (basalt_loader::detect).
+    pub mode: Option<StartMode>,
     /// Most host memory the VM may be charged for (RAM plus every control structure).
     pub quota_bytes: u64,
     /// `time_limit=<seconds>`: the VM is stopped with a report once it has run this long
@@ -41,17 +43,48 @@ pub struct VmConfig {
     /// restart, as a PC does): what the guest's ACPI S5 and resets do to its VM.
     pub on_poweroff: super::OnEnd,
     pub on_reset: super::OnEnd,
-    /// `cmdline="..."`: a Linux guest's kernel command line.
+    /// `cmdline="..."`: a Linux or multiboot guest's kernel command line.
     pub cmdline: String,
+}
+
+/// The first value of `key` in a module command line (after its file path).
+fn word_of<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    Cmdline::new(text).without_kernel_path().iter().find_map(|(k, v)| (k == key).then_some(v).flatten())
 }
 
 /// The VM a module is the initrd of (`initrd_of=<vm>`), if it is one: such a module is not a
 /// VM itself.
 pub fn initrd_of(text: &str) -> Option<&str> {
-    Cmdline::new(text)
-        .without_kernel_path()
-        .iter()
-        .find_map(|(k, v)| (k == "initrd_of").then_some(v).flatten())
+    word_of(text, "initrd_of")
+}
+
+/// The multiboot VM a module is a boot module of (`module_of=<vm>`), if it is one: such a
+/// module is not a VM itself.
+pub fn module_of(text: &str) -> Option<&str> {
+    word_of(text, "module_of")
+}
+
+/// Whether a boot module is part of another VM (its initrd or one of its multiboot modules)
+/// rather than a VM of its own.
+pub fn is_part_of_a_vm(text: &str) -> bool {
+    initrd_of(text).is_some() || module_of(text).is_some()
+}
+
+/// The string a multiboot kernel gets with a `module_of=` module: the module's command line
+/// without its leading file path and without the `module_of=` word, its other words as the
+/// boot loader passed them (quotes kept), separated by single spaces.
+pub fn module_string(text: &str) -> String {
+    let mut out = String::new();
+    for word in Cmdline::new(text).without_kernel_path().words() {
+        if Cmdline::new(word).iter().next().is_some_and(|(k, _)| k == "module_of") {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
 }
 
 /// vCPUs a VM may have (`cpus=`).
@@ -100,7 +133,7 @@ impl VmConfig {
         let mut cmdline = String::new();
         let mut name = None;
         let mut mem_mib = DEFAULT_MEM_MIB;
-        let mut mode = StartMode::Long;
+        let mut mode = None;
         let mut quota_kib = None;
         for (key, value) in Cmdline::new(text).without_kernel_path().iter() {
             match key {
@@ -128,8 +161,8 @@ impl VmConfig {
                 }
                 "mode" => {
                     mode = match value {
-                        Some("long") => StartMode::Long,
-                        Some("real") => StartMode::Real,
+                        Some("long") => Some(StartMode::Long),
+                        Some("real") => Some(StartMode::Real),
                         other => {
                             return Err(ConfigError(alloc::format!(
                                 "mode= is long or real, got {:?}",
@@ -249,12 +282,13 @@ mod tests {
     #[test]
     fn defaults_and_all_words() {
         let c = VmConfig::parse("name=cpuid", None).unwrap();
-        assert_eq!((c.name.as_str(), c.mem_bytes, c.mode), ("cpuid", 16 << 20, StartMode::Long));
+        assert_eq!((c.name.as_str(), c.mem_bytes, c.mode), ("cpuid", 16 << 20, None));
+        assert_eq!(VmConfig::parse("name=a mode=long", None).unwrap().mode, Some(StartMode::Long));
         assert_eq!(c.quota_bytes, (16 << 20) + (512 << 10));
         assert_eq!(c.time_limit_s, None);
         let c =
             VmConfig::parse("/boot/rm name=rm mem=4 mode=real quota=8192 time_limit=3", Some(30)).unwrap();
-        assert_eq!((c.mem_bytes, c.mode, c.quota_bytes), (4 << 20, StartMode::Real, 8 << 20));
+        assert_eq!((c.mem_bytes, c.mode, c.quota_bytes), (4 << 20, Some(StartMode::Real), 8 << 20));
         assert_eq!(c.time_limit_s, Some(3));
         assert_eq!(VmConfig::parse("name=a", Some(30)).unwrap().time_limit_s, Some(30), "the default");
         assert_eq!(VmConfig::parse("name=a time_limit=0", Some(30)).unwrap().time_limit_s, None, "0: none");
@@ -273,10 +307,23 @@ mod tests {
         assert_eq!(c.cmdline, "console=ttyS0 quiet");
         assert_eq!(initrd_of("/boot/initrd.img initrd_of=l"), Some("l"));
         assert_eq!(initrd_of("name=l"), None);
+        assert_eq!(module_of("/boot/m.bin alpha module_of=mb one"), Some("mb"));
+        assert_eq!(module_of("name=mb"), None);
+        assert!(is_part_of_a_vm("/x/initrd initrd_of=l") && is_part_of_a_vm("module_of=mb"));
+        assert!(!is_part_of_a_vm("/x/cpuid name=cpuid"));
         let c = VmConfig::parse("name=a", None).unwrap();
         assert_eq!((c.on_poweroff, c.on_reset), (super::super::OnEnd::Stop, super::super::OnEnd::Restart));
         let c = VmConfig::parse("name=a on_poweroff=restart on_reset=stop", None).unwrap();
         assert_eq!((c.on_poweroff, c.on_reset), (super::super::OnEnd::Restart, super::super::OnEnd::Stop));
+    }
+
+    #[test]
+    fn module_strings_drop_the_path_and_module_of() {
+        assert_eq!(module_string("/boot/m.bin alpha  module_of=mb one"), "alpha one");
+        assert_eq!(module_string("/work/target/m.bin module_of=mb"), "");
+        assert_eq!(module_string(r#"module_of=mb k="a b" "w=c d" x=1"#), r#"k="a b" "w=c d" x=1"#);
+        // A path-like word that is not first is an argument.
+        assert_eq!(module_string("module_of=mb /etc/conf"), "/etc/conf");
     }
 
     #[test]

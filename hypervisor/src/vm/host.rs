@@ -3,7 +3,8 @@
 //! run to its end and torn down. Kernel only: it touches physical memory and the CPU.
 
 use super::account::{Account, ChargeError};
-use super::config::VmConfig;
+use super::config::{StartMode, VmConfig};
+use super::multiboot::{AcpiPlace, BootModule};
 use super::vcpus::VmShared;
 use super::{setup, Console, HostHooks, VmOutcome, VmState};
 use crate::frames::FrameAllocator;
@@ -21,6 +22,7 @@ use basalt_arch::virt::InitialState;
 use basalt_arch::virt::{FrameSource, VirtError};
 use basalt_arch::{apic, idt, svm, vmx};
 use basalt_boot::Module;
+use basalt_loader::detect::{self, ImageKind};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use spin::Mutex;
 use spin::Once;
@@ -199,18 +201,41 @@ fn initrd_for(name: &str) -> Option<&'static [u8]> {
     Some(module_bytes(m))
 }
 
-/// Load a VM's image into its RAM: a Linux bzImage through the boot protocol, or an ELF
-/// guest through the test ABI. Returns vCPU 0's first state.
+/// The multiboot modules of VM `name` (`module_of=<name>`), in boot order: each one's bytes
+/// and the string its kernel gets.
+fn modules_for(name: &str) -> Vec<(&'static [u8], String)> {
+    MODULES
+        .get()
+        .into_iter()
+        .flatten()
+        .filter(|m| super::config::module_of(m.cmdline.as_str()) == Some(name))
+        .map(|m| (module_bytes(m), super::config::module_string(m.cmdline.as_str())))
+        .collect()
+}
+
+/// Load a VM's image into its RAM as basalt_loader::detect classifies it: a Linux bzImage
+/// through the boot protocol, a guest of Basalt's boot ABI (the note, or `mode=`), or a
+/// multiboot kernel with its modules. Returns vCPU 0's first state.
 fn load_image(
     memory: &super::memory::GuestMemory,
     config: &VmConfig,
     image: &[u8],
-    rsdp: u64,
+    acpi: &basalt_devices::acpi::AcpiTables,
 ) -> Result<InitialState, String> {
-    if super::linux::is_bzimage(image) {
-        super::linux::load(memory, image, initrd_for(&config.name), &config.cmdline, rsdp)
-    } else {
-        setup::load(memory, image, config.mode)
+    match detect::classify(image, config.mode.is_some()).map_err(|e| format!("{e}"))? {
+        ImageKind::Linux => {
+            super::linux::load(memory, image, initrd_for(&config.name), &config.cmdline, acpi.rsdp_address())
+        }
+        ImageKind::BasaltGuest => setup::load(memory, image, config.mode.unwrap_or(StartMode::Long)),
+        ImageKind::Multiboot(_) => {
+            let owned = modules_for(&config.name);
+            let modules: Vec<BootModule<'_>> =
+                owned.iter().map(|(bytes, string)| BootModule { bytes, string }).collect();
+            let place = AcpiPlace { base: acpi.base, len: acpi.bytes.len() as u64, rsdp: acpi.rsdp() };
+            let loaded = super::multiboot::load(memory, image, &config.cmdline, &modules, &place)?;
+            log::info!("VM {}: {}", crate::console::Escaped(&config.name), loaded.summary);
+            Ok(loaded.state)
+        }
     }
 }
 
@@ -246,8 +271,8 @@ pub struct BuiltVm {
     hidden: Mutex<Vec<u64>>,
     /// The boot module's image, loaded again when the VM restarts.
     image: &'static [u8],
-    /// The ACPI tables and their guest-physical base, copied again when the VM restarts.
-    acpi: (u64, Vec<u8>),
+    /// The ACPI tables at their guest-physical base, copied again when the VM restarts.
+    acpi: basalt_devices::acpi::AcpiTables,
 }
 
 impl BuiltVm {
@@ -292,8 +317,8 @@ impl super::NestedControl for BuiltVm {
             self.set_present(gpa, true)?;
         }
         self.memory.zero(0, self.memory.size()).map_err(|_| String::from("the VM's RAM"))?;
-        self.memory.write(self.acpi.0, &self.acpi.1).map_err(|_| String::from("the ACPI tables"))?;
-        let init = load_image(&self.memory, &self.config, self.image, self.acpi.0)?;
+        self.memory.write(self.acpi.base, &self.acpi.bytes).map_err(|_| String::from("the ACPI tables"))?;
+        let init = load_image(&self.memory, &self.config, self.image, &self.acpi)?;
         self.shared.reset_irq();
         Ok(init)
     }
@@ -372,7 +397,7 @@ pub fn build_vm(m: &Module, env: &RunEnv) -> Result<Arc<BuiltVm>, (String, Strin
                 stats,
                 hidden: Mutex::new(Vec::new()),
                 image: module_bytes(m),
-                acpi: (pc.acpi.base, pc.acpi.bytes),
+                acpi: pc.acpi,
             }))
         }
         Err(e) => {
@@ -411,7 +436,7 @@ fn build_memory(
     memory
         .write(acpi.base, &acpi.bytes)
         .map_err(|_| format!("the ACPI tables at {:#x} do not fit in the VM's RAM", acpi.base))?;
-    let init = load_image(&memory, config, image, acpi.rsdp_address())?;
+    let init = load_image(&memory, config, image, acpi)?;
 
     let format = backend.format();
     let paging = NESTED.get().ok_or("nested paging not probed")?;
