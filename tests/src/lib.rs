@@ -65,6 +65,7 @@ pub mod ioapic;
 pub mod irqline;
 #[cfg(target_arch = "x86_64")]
 mod macros;
+pub mod mbkernel;
 pub mod multiboot;
 #[cfg(target_arch = "x86_64")]
 pub mod paging;
