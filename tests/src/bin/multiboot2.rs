@@ -6,7 +6,7 @@
 
 use basalt_guests::mbkernel::Version;
 #[cfg(target_os = "none")]
-use basalt_guests::mbkernel::{V2_MAGIC};
+use basalt_guests::mbkernel::V2_MAGIC;
 
 basalt_guests::multiboot_kernel!(Version::V2);
 
