@@ -176,7 +176,7 @@ mod tests {
         let modules = [BootModule { bytes: &a, string: "alpha one" }, BootModule { bytes: &b, string: "" }];
         let loaded = load(&mem, &img, "the kernel's words", &modules, &acpi()).unwrap();
         let s = loaded.state;
-        assert_eq!((s.rip, s.gprs.rax, s.cr0, s.efer), (0x10_0010, 0x2BAD_B002, 0x11, 0));
+        assert_eq!((s.rip, s.gprs.rax, s.cr0, s.efer), (0x10_0010, 0x2BAD_B002, 0x31, 0));
         assert!(loaded.summary.starts_with("multiboot v1 kernel (ELF32, 1 segment(s)), entry 0x100010"));
         // The segment and its zeroed bss.
         assert_eq!(mem.read_u64(0x10_0000).unwrap(), 0x9090_9090_9090_9090);
