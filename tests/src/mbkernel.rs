@@ -9,7 +9,9 @@
 //! the boot information's address. The 32-bit entry saves those (and CR0 and EFLAGS as it
 //! found them), builds its own page tables in its .bss (the boot information and the modules
 //! sit in low RAM, where the boot ABI's tables would go), switches to long mode and calls the
-//! test, which makes ucalls like any guest.
+//! test, which makes ucalls like any guest. Having passed once, a kernel spoils its boot
+//! information and first module and resets its VM: the second boot must pass the same checks
+//! (Basalt's restart loads a multiboot kernel again, modules and boot information included).
 //!
 //! `multiboot1` is delivered as ELF32: xtask repacks the ELF64 rustc writes (its PT_LOAD
 //! segments, all below 4 GiB) into an ELF32 file (xtask/src/multiboot_guest.rs).
@@ -553,8 +555,36 @@ mod entry {
             crate::ucall::assert_fail(file!(), line!(), [m.got, m.want, 0, 0], format_args!("{}", m.what));
         }
         crate::guest_println!(
-            "multiboot {version:?}: magic, memory map, command line, modules and boot loader name as passed"
+            "{version:?}: magic, memory map, command line, modules and boot loader name as passed"
         );
+        restart_once(e.ebx as u64, info.modules().next().map_or(0, |m| m.start));
+    }
+
+    /// CMOS NVRAM byte marking the first boot (the VM's RTC keeps it over a reset).
+    const NVRAM_MARK: u8 = 0x41;
+    const FIRST_BOOT: u8 = 0xB2;
+    static RAM_MARK: AtomicU32 = AtomicU32::new(7);
+
+    /// The first boot spoils its boot information and first module, marks CMOS and RAM and
+    /// resets the VM (port 0xCF9; `on_reset=restart` is the default): the checks then pass
+    /// again only if the restart loaded the kernel, its modules and the boot information
+    /// anew. The second boot clears the mark and ends.
+    fn restart_once(info: u64, module: u64) {
+        crate::guest_assert!(
+            RAM_MARK.load(Ordering::SeqCst) == 7,
+            "the kernel's data survived the reset: it was not loaded again"
+        );
+        if crate::cmos::read(NVRAM_MARK) != FIRST_BOOT {
+            crate::guest_println!("first boot: spoiling the boot information and module 0, then a reset");
+            crate::cmos::write(NVRAM_MARK, FIRST_BOOT);
+            RAM_MARK.store(0xDEAD, Ordering::SeqCst);
+            crate::hw::mmio_write32(info, 0xFFFF_FFFF);
+            crate::hw::mmio_write32(module, !crate::hw::mmio_read32(module));
+            crate::power::reset_cf9();
+            crate::power::expect_stopped("the reset")
+        }
+        crate::cmos::write(NVRAM_MARK, 0);
+        crate::guest_println!("second boot: kernel, modules and boot information loaded again");
     }
 }
 

@@ -239,7 +239,9 @@ pub fn guest_tests(platform: Platform, lines: AssertionLines) -> Vec<Integration
 /// `multiboot1`, a v1 kernel delivered as ELF32, and `multiboot2`, an ELF64 Multiboot2 kernel,
 /// each with a command line holding spaces and two modules (`module_of=`); each checks its
 /// magic, memory sizes and map (against the VM's RAM from fw_cfg), command line, modules (their
-/// strings and every byte), boot loader name, and for v2 the ACPI RSDP tag. `cpuid` runs after.
+/// strings and every byte), boot loader name, and for v2 the ACPI RSDP tag; then spoils its
+/// boot information and a module and resets, and passes the same checks after the restart
+/// (loaded twice: the load line twice). `cpuid` runs after.
 pub fn multiboot_tests(platform: Platform) -> Vec<IntegrationTest> {
     use crate::multiboot_guest;
     let cmdline_line = format!("cmdline {:?}", basalt_guests::mbkernel::CMDLINE);
@@ -257,12 +259,19 @@ pub fn multiboot_tests(platform: Platform) -> Vec<IntegrationTest> {
             basalt_guests::mbkernel::MODULES.iter().map(|m| format!("{:?}", m.string)).collect();
         t.guest("cpuid")
             .must_contain(&[&format!("VM {name}: {loaded}"), &format!("VM {name}: PASS"), "VM cpuid: PASS"])
-            .must_contain_in_order(&[&format!("VM {name}: {loaded}"), ", 2 module(s)"])
+            .must_contain_in_order(&[
+                &format!("VM {name}: {loaded}"),
+                ", 2 module(s)",
+                &format!("VM {name}: {loaded}"),
+                &format!("VM {name}: restarted by its guest"),
+                &format!("VM {name}: PASS"),
+            ])
             .guest_must_contain(&[
                 &format!("guest {name}| {cmdline_line}"),
                 &format!("guest {name}| boot loader \"Basalt\""),
                 &strings[0],
                 &strings[1],
+                &format!("guest {name}| second boot: kernel, modules and boot information loaded again"),
             ])
     })
     .collect()
