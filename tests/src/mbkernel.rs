@@ -554,8 +554,12 @@ mod entry {
         if let Err(m) = verify(&info, ram, rsdp.addr, &Identity) {
             crate::ucall::assert_fail(file!(), line!(), [m.got, m.want, 0, 0], format_args!("{}", m.what));
         }
+        let which = match version {
+            Version::V1 => "multiboot v1",
+            Version::V2 => "multiboot2",
+        };
         crate::guest_println!(
-            "{version:?}: magic, memory map, command line, modules and boot loader name as passed"
+            "{which}: magic, memory map, command line, modules and boot loader name as passed"
         );
         restart_once(e.ebx as u64, info.modules().next().map_or(0, |m| m.start));
     }
