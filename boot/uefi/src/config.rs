@@ -10,8 +10,9 @@
 //! ```
 //!
 //! A `vm` file is relative to `\basalt\` on the EFI System Partition unless it starts with
-//! `\` or `/` (either separator works). `mem` defaults to [`DEFAULT_MEM_MIB`] and `mode` to
-//! `long`. Every mistake is an error with its line number; the loader starts nothing then.
+//! `\` or `/` (either separator works). `mem` defaults to [`DEFAULT_MEM_MIB`]; without `mode`
+//! the image decides how it starts (Basalt's test guests in long mode, multiboot kernels as
+//! such), as on the multiboot path. Every mistake is an error with its line number; the loader starts nothing then.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -50,7 +51,9 @@ pub struct VmEntry {
     /// The file as written in the config.
     pub file: String,
     pub mem_mib: u32,
-    pub mode: Mode,
+    /// `mode=`: Basalt's guest boot ABI in that mode; without it the image decides (a guest
+    /// carrying Basalt's guest-ABI note starts in long mode, a multiboot kernel as one).
+    pub mode: Option<Mode>,
     /// 1-based line number, for error messages.
     pub line: usize,
 }
@@ -63,7 +66,10 @@ impl VmEntry {
 
     /// The boot module's command line: the form the multiboot path uses.
     pub fn module_cmdline(&self) -> String {
-        format!("name={} mem={} mode={}", self.name, self.mem_mib, self.mode.as_str())
+        match self.mode {
+            Some(mode) => format!("name={} mem={} mode={}", self.name, self.mem_mib, mode.as_str()),
+            None => format!("name={} mem={}", self.name, self.mem_mib),
+        }
     }
 }
 
@@ -161,7 +167,7 @@ fn parse_vm(line: usize, rest: &str) -> Result<VmEntry, ConfigError> {
         name: name.to_string(),
         file: file.to_string(),
         mem_mib: DEFAULT_MEM_MIB,
-        mode: Mode::Long,
+        mode: None,
         line,
     };
     for word in words {
@@ -177,8 +183,8 @@ fn parse_vm(line: usize, rest: &str) -> Result<VmEntry, ConfigError> {
                     }
                 };
             }
-            Some(("mode", "long")) => vm.mode = Mode::Long,
-            Some(("mode", "real")) => vm.mode = Mode::Real,
+            Some(("mode", "long")) => vm.mode = Some(Mode::Long),
+            Some(("mode", "real")) => vm.mode = Some(Mode::Real),
             Some(("mode", value)) => return Err(err(line, format!("bad mode={value} (long or real)"))),
             _ => return Err(err(line, format!("unknown vm option {word:?} (mem=<MiB> or mode=long|real)"))),
         }
@@ -200,12 +206,13 @@ mod tests {
         let demo = &config.vms[0];
         assert_eq!(
             (demo.name.as_str(), demo.file.as_str(), demo.mem_mib, demo.mode, demo.line),
-            ("demo", "demo.elf", 32, Mode::Real, 4)
+            ("demo", "demo.elf", 32, Some(Mode::Real), 4)
         );
         assert_eq!(demo.module_cmdline(), "name=demo mem=32 mode=real");
         assert_eq!(demo.esp_path(), "\\basalt\\demo.elf");
         let other = &config.vms[1];
-        assert_eq!((other.mem_mib, other.mode, other.line), (DEFAULT_MEM_MIB, Mode::Long, 5));
+        assert_eq!((other.mem_mib, other.mode, other.line), (DEFAULT_MEM_MIB, None, 5));
+        assert_eq!(other.module_cmdline(), format!("name=other mem={DEFAULT_MEM_MIB}"));
         assert_eq!(other.esp_path(), "\\guests\\x.bin");
     }
 
