@@ -143,6 +143,43 @@ impl InitialState {
         }
     }
 
+    /// 32-bit protected mode with paging off, as multiboot v1 and v2 start a kernel (Multiboot
+    /// 0.6.96 section 3.2, Multiboot2 section 3.3): CR0 = PE|ET|NE, EFER = 0, CS a flat 4 GiB
+    /// 32-bit code segment (selector 0x08), DS/ES/FS/GS/SS flat 4 GiB data segments (0x10),
+    /// EFLAGS = 0x2, EIP = `eip`, EAX = `eax` (the boot loader's magic), EBX = `ebx` (the boot
+    /// information's address), ESP 0 (the kernel sets its own). The selectors name no GDT
+    /// entry (GDTR and IDTR are empty: the kernel loads its own tables before it reloads a
+    /// segment register or enables interrupts); TR is a busy 32-bit TSS as VM entry requires.
+    /// With CR0.PG clear it needs unrestricted guest on VMX, as real mode does.
+    ///
+    /// The specifications leave CR0's other bits undefined; NE is set, as in `real_mode`: VMX
+    /// runs every guest with NE (CR0_FIXED0) and owns the bit, so with NE clear in the guest's
+    /// view a kernel that sets NE in the same MOV to CR0 that turns paging on (a whole CR0
+    /// value, as many 32-bit entries write) would need the IA-32e mode switch emulated.
+    pub fn protected_mode(eip: u32, eax: u32, ebx: u32) -> Self {
+        use bits::*;
+        InitialState {
+            cr0: CR0_PE | CR0_ET | CR0_NE,
+            cr3: 0,
+            cr4: 0,
+            efer: 0,
+            rip: eip as u64,
+            rsp: 0,
+            rflags: RFLAGS_RESERVED1,
+            cs: Segment::code32(0x08),
+            ds: Segment::data(0x10),
+            es: Segment::data(0x10),
+            fs: Segment::data(0x10),
+            gs: Segment::data(0x10),
+            ss: Segment::data(0x10),
+            tr: Segment::tss(0),
+            ldtr: Segment::null_ldt(),
+            gdtr: DescriptorTable { base: 0, limit: 0 },
+            idtr: DescriptorTable { base: 0, limit: 0 },
+            gprs: GuestGprs { rax: eax as u64, rbx: ebx as u64, ..GuestGprs::default() },
+        }
+    }
+
     /// Real mode at `cs:ip` (needs unrestricted guest on VMX).
     pub fn real_mode(cs: u16, ip: u16, sp: u16) -> Self {
         use bits::*;

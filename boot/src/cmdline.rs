@@ -31,6 +31,16 @@ impl<'a> Cmdline<'a> {
         CmdlineIter { rest: self.text }
     }
 
+    /// Every word as written, quotes kept (`key="a b"` is one word), in order.
+    pub fn words(&self) -> impl Iterator<Item = &'a str> {
+        let mut rest = self.text;
+        core::iter::from_fn(move || {
+            let (word, after) = next_word(rest)?;
+            rest = after;
+            Some(word)
+        })
+    }
+
     /// The value of the last `key=value` word for `key` (later words override earlier ones);
     /// `None` if `key` never appears with a value. `key=` gives `Some("")`.
     pub fn get(&self, key: &str) -> Option<&'a str> {
@@ -190,6 +200,13 @@ mod tests {
             words(r#"name=l "cmdline=console=ttyS0 quiet" x"#),
             [("name", Some("l")), ("cmdline", Some("console=ttyS0 quiet")), ("x", None)]
         );
+    }
+
+    #[test]
+    fn words_as_written() {
+        let c = Cmdline::new(r#"  a=1  k="x y"	"w=q r" bare "#);
+        assert_eq!(c.words().collect::<Vec<_>>(), ["a=1", r#"k="x y""#, r#""w=q r""#, "bare"]);
+        assert_eq!(Cmdline::new(" ").words().count(), 0);
     }
 
     #[test]

@@ -8,7 +8,11 @@
 //!
 //! # Guest boot ABI (64-bit guests, the default `mode=long`)
 //! - Guest RAM is guest-physical `[0, mem)` (module argument `mem=<MiB>`, default 16).
-//! - The module is an ELF64 image; each PT_LOAD segment is copied to its `p_paddr` (at or above
+//! - The module is an ELF64 image that carries Basalt's guest-ABI note (`PT_NOTE` "Basalt",
+//!   [`GUEST_ABI_NOTE_TYPE`], put there by [`entry!`] through [`multiboot_entry!`] and kept by
+//!   `guest.ld`), or any ELF64 when the module names `mode=long` or `mode=real`; without
+//!   either, an image with a multiboot header is started as a multiboot kernel and any other
+//!   is refused. Each PT_LOAD segment is copied to its `p_paddr` (at or above
 //!   1 MiB, inside RAM) and the vCPU starts at `e_entry`. Guests link at 1 MiB.
 //! - Basalt builds, in guest RAM: a GDT at 0x500 (null, 64-bit code 0x08, data 0x10), page
 //!   tables at 0x1000 (PML4), 0x2000 (PDPT), 0x3000 (PD) identity-mapping guest-virtual
@@ -61,6 +65,7 @@ pub mod ioapic;
 pub mod irqline;
 #[cfg(target_arch = "x86_64")]
 mod macros;
+pub mod mbkernel;
 pub mod multiboot;
 #[cfg(target_arch = "x86_64")]
 pub mod paging;
@@ -80,9 +85,9 @@ pub mod time;
 pub mod ucall;
 
 pub use basalt_abi::{
-    ExitCounter, UcallKind, UcallRecord, HC_STATS, HC_VERSION, HYPERCALL_ABI_VERSION, INJECT_EXCEPTION,
-    INJECT_HAS_ERROR_CODE, INJECT_NMI, SCRATCH_MSR, SCRATCH_PORT, UCALL_FILE_LEN, UCALL_MSG_LEN, UCALL_PORT,
-    UCALL_RECORD_SIZE,
+    ExitCounter, UcallKind, UcallRecord, GUEST_ABI_NOTE_NAME, GUEST_ABI_NOTE_TYPE, GUEST_ABI_VERSION,
+    HC_STATS, HC_VERSION, HYPERCALL_ABI_VERSION, INJECT_EXCEPTION, INJECT_HAS_ERROR_CODE, INJECT_NMI,
+    SCRATCH_MSR, SCRATCH_PORT, UCALL_FILE_LEN, UCALL_MSG_LEN, UCALL_PORT, UCALL_RECORD_SIZE,
 };
 
 /// Formats `args` into `dst`, cutting the text on a character boundary where it does not fit.

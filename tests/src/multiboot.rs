@@ -8,6 +8,10 @@
 //! enters there in 32-bit protected mode, paging off, EAX = [`BOOTLOADER_MAGIC`]. Basalt ignores
 //! the header and starts the vCPU at the ELF's `e_entry`, the 64-bit `_start`, as before.
 //!
+//! The same macro puts Basalt's guest-ABI note in the image (`basalt_abi::GUEST_ABI_NOTE_*`,
+//! section `.note.basalt`, a `PT_NOTE` segment in `guest.ld`): the note is what tells Basalt to
+//! start the image at its 64-bit entry rather than as the multiboot kernel its header describes.
+//!
 //! [`entry!`](crate::entry!) includes the header and trampoline
 //! ([`multiboot_entry!`](crate::multiboot_entry!)), so every 64-bit guest boots both ways;
 //! `guest.ld` places the `.multiboot` section first (the header must lie in the file's first
@@ -64,6 +68,19 @@ macro_rules! multiboot_entry {
     () => {
         #[cfg(target_os = "none")]
         ::core::arch::global_asm!(
+            // Basalt's guest-ABI note (basalt_abi::GUEST_ABI_NOTE_*): Basalt starts this image
+            // at its 64-bit e_entry, not as the multiboot kernel the header below describes.
+            ".pushsection .note.basalt, \"a\", @note",
+            ".balign 4",
+            ".long basalt_guest_note_name_end - basalt_guest_note_name",
+            ".long 4",
+            ".long {note_type}",
+            "basalt_guest_note_name:",
+            ".asciz \"Basalt\"",
+            "basalt_guest_note_name_end:",
+            ".balign 4",
+            ".long {abi_version}",
+            ".popsection",
             ".pushsection .multiboot, \"ax\"",
             ".balign 4",
             "basalt_multiboot_header:",
@@ -137,6 +154,8 @@ macro_rules! multiboot_entry {
             "movl ${stack_top}, %esp",
             "jmp _start",
             ".popsection",
+            note_type = const $crate::GUEST_ABI_NOTE_TYPE,
+            abi_version = const $crate::GUEST_ABI_VERSION,
             magic = const $crate::multiboot::MAGIC,
             flags = const $crate::multiboot::FLAGS,
             checksum = const $crate::multiboot::CHECKSUM,
@@ -171,6 +190,12 @@ mod tests {
         assert_eq!(MAGIC.wrapping_add(FLAGS).wrapping_add(CHECKSUM), 0);
         assert_eq!(FLAGS, 0x0001_0000);
         assert_eq!(CHECKSUM, 0xE451_4FFE);
+    }
+
+    #[test]
+    fn the_note_names_basalt() {
+        // The name is spelled out in the macro's assembly.
+        assert_eq!(crate::GUEST_ABI_NOTE_NAME, "Basalt");
     }
 
     #[test]

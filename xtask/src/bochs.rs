@@ -51,8 +51,11 @@ fn grub_args(args: &str) -> String {
 pub fn grub_cfg(cmdline: &str, modules: &[(String, String)]) -> String {
     let mut cfg = String::from("set timeout=0\nset default=0\n\nmenuentry \"Basalt\" {\n");
     cfg += &format!("    multiboot2 /boot/basalt{}\n", grub_args(cmdline));
+    // GRUB 2 gives a multiboot2 module only the words after its file, so the path comes
+    // again as the first word: Basalt then sees what QEMU's -initrd passes, the file name
+    // first (a configuration's images are found by it).
     for (name, args) in modules {
-        cfg += &format!("    module2 /boot/{}{}\n", name, grub_args(args));
+        cfg += &format!("    module2 /boot/{name} /boot/{name}{}\n", grub_args(args));
     }
     cfg += "    boot\n}\n";
     cfg
@@ -267,10 +270,12 @@ Bochs is exiting with the following message:
         let cfg =
             grub_cfg("msg=it's", &[("guest.elf".into(), "a=1 b".into()), ("disk".into(), String::new())]);
         assert!(cfg.contains("    multiboot2 /boot/basalt 'msg=it'\\''s'\n"));
-        assert!(cfg.contains("    module2 /boot/guest.elf a=1 b\n    module2 /boot/disk\n    boot\n"));
+        assert!(cfg.contains(
+            "    module2 /boot/guest.elf /boot/guest.elf a=1 b\n    module2 /boot/disk /boot/disk\n    boot\n"
+        ));
         let linux = grub_cfg("", &[("vmlinuz".into(), r#"name=l cmdline="console=ttyS0 quiet""#.into())]);
         assert!(
-            linux.contains("    module2 /boot/vmlinuz name=l 'cmdline=console=ttyS0 quiet'\n"),
+            linux.contains("    module2 /boot/vmlinuz /boot/vmlinuz name=l 'cmdline=console=ttyS0 quiet'\n"),
             "{linux}"
         );
         assert_eq!(grub_cfg("", &[]).lines().nth(4), Some("    multiboot2 /boot/basalt"));

@@ -32,6 +32,9 @@ pub const PASSING: &[&str] = &[
 /// Guests that attack the hypervisor (the `isolation-*` tests); most end stopped by Basalt.
 pub const HOSTILE: &[&str] =
     &["isolation-insns", "isolation-fill", "isolation-check", "spin", "mwait", "dbloop", "acloop", "nmi"];
+/// The multiboot test kernels (not guests of Basalt's boot ABI: tests/src/mbkernel.rs); their
+/// tests pass them with modules (xtask/src/multiboot_guest.rs).
+pub const MULTIBOOT: &[&str] = &["multiboot1", "multiboot2"];
 /// Guests that are built but fail on purpose: each is part of a test that expects it to.
 pub const FAILING: &[&str] = &["fail", "unmapped", "forge", "triplefault"];
 
@@ -150,12 +153,18 @@ pub fn build() -> Result<()> {
     if !status.success() {
         bail!("guest build failed ({status})");
     }
-    for name in PASSING.iter().chain(FAILING).chain(HOSTILE).chain(PLATFORM.iter().map(|(n, _, _)| n)) {
+    for name in all_guests() {
         if !path(name).is_file() {
             bail!("the guest build succeeded but {} is missing", path(name).display());
         }
     }
-    Ok(())
+    // multiboot1 as ELF32, and the multiboot tests' module files.
+    crate::multiboot_guest::build()
+}
+
+/// Every guest bin xtask uses.
+fn all_guests() -> impl Iterator<Item = &'static &'static str> {
+    PASSING.iter().chain(FAILING).chain(HOSTILE).chain(MULTIBOOT).chain(PLATFORM.iter().map(|(n, _, _)| n))
 }
 
 /// The 1-based number of the first line of `source` that contains `needle`.
@@ -235,7 +244,7 @@ mod tests {
 
     #[test]
     fn every_guest_has_a_source() {
-        for name in PASSING.iter().chain(FAILING).chain(HOSTILE).chain(PLATFORM.iter().map(|(n, _, _)| n)) {
+        for name in all_guests() {
             assert!(workspace_root().join(format!("tests/src/bin/{name}.rs")).is_file(), "{name}");
         }
     }

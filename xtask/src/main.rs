@@ -22,6 +22,7 @@ mod integration;
 mod kernel;
 mod kvm;
 mod linux_guest;
+mod multiboot_guest;
 mod nested;
 mod platform;
 mod qemu;

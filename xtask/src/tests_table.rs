@@ -234,8 +234,69 @@ pub fn guest_tests(platform: Platform, lines: AssertionLines) -> Vec<Integration
             .must_contain(&["VM unmapped: FAIL", "0x30000000", "VM cpuid: PASS"]),
     );
     tests.push(isolation_console(platform, lines.forge));
+    tests.extend(multiboot_tests(platform));
     tests.extend(platform_tests(platform));
     tests
+}
+
+/// Multiboot kernels as guests (hypervisor/src/vm/multiboot.rs, tests/src/mbkernel.rs):
+/// `multiboot1`, a v1 kernel delivered as ELF32, and `multiboot2`, an ELF64 Multiboot2 kernel,
+/// each with a command line holding spaces and two modules (`module_of=`); each checks its
+/// magic, memory sizes and map (against the VM's RAM from fw_cfg), command line, modules (their
+/// strings and every byte), boot loader name, and for v2 the ACPI RSDP tag; then spoils its
+/// boot information and a module and resets, and passes the same checks after the restart
+/// (loaded twice: the load line twice). `cpuid` runs after.
+pub fn multiboot_tests(platform: Platform) -> Vec<IntegrationTest> {
+    use crate::multiboot_guest;
+    let cmdline_line = format!("cmdline {:?}", basalt_guests::mbkernel::CMDLINE);
+    [
+        ("multiboot1", multiboot_guest::elf32_path(), "multiboot v1 kernel (ELF32, 1 segment(s))"),
+        ("multiboot2", guests::path("multiboot2"), "multiboot2 kernel (ELF64, 1 segment(s))"),
+    ]
+    .into_iter()
+    .map(|(name, kernel, loaded)| {
+        let mut t = IntegrationTest::new(platform, name, GUESTS_CMDLINE);
+        for (path, args) in multiboot_guest::modules(name, kernel) {
+            t = t.module(path, &args);
+        }
+        let strings: Vec<String> =
+            basalt_guests::mbkernel::MODULES.iter().map(|m| format!("{:?}", m.string)).collect();
+        t.guest("cpuid")
+            .must_contain(&[&format!("VM {name}: {loaded}"), &format!("VM {name}: PASS"), "VM cpuid: PASS"])
+            .must_contain_in_order(&[
+                &format!("VM {name}: {loaded}"),
+                ", 2 module(s)",
+                &format!("VM {name}: {loaded}"),
+                &format!("VM {name}: restarted by its guest"),
+                &format!("VM {name}: PASS"),
+            ])
+            .guest_must_contain(&[
+                &format!("guest {name}| {cmdline_line}"),
+                &format!("guest {name}| boot loader \"Basalt\""),
+                &strings[0],
+                &strings[1],
+                &format!("guest {name}| second boot: kernel, modules and boot information loaded again"),
+            ])
+    })
+    .collect()
+}
+
+/// Images that are no guest Basalt can start are refused with what they lack, and the next VM
+/// runs: a module file that is not an executable at all, and an ELF without a multiboot header
+/// or Basalt's guest-ABI note (the real-mode guest without its `mode=real`).
+fn image_refused() -> IntegrationTest {
+    IntegrationTest::new(Platform::QemuSvm, "image-refused", GUESTS_CMDLINE)
+        .module(crate::multiboot_guest::module_path(0), "name=junk")
+        .module(guests::path("realmode"), "name=plain-elf")
+        .guest("cpuid")
+        .expect(Expect::Fail)
+        .must_contain(&[
+            "VM junk: FAIL: not started: not a guest image Basalt can start: not a Linux bzImage (no \"HdrS\" at 0x202), not an ELF file (it starts 42 53 4c 54), and no multiboot header",
+            "VM plain-elf: FAIL: not started: not a guest image Basalt can start: an ELF file with no multiboot header",
+            "name mode=long or mode=real",
+            "VM cpuid: PASS",
+            "2 of 3 VMs failed",
+        ])
 }
 
 /// The platform guests that measure time against the TSC to a few percent (timer rates, tick
@@ -404,7 +465,7 @@ pub fn isolation_tests(platform: Platform) -> Vec<IntegrationTest> {
         // time limit.
         IntegrationTest::new(platform, "isolation-triplefault", GUESTS_CMDLINE)
             .guest("triplefault")
-            .module(guests::path("triplefault"), "name=crashy on_crash=restart time_limit=1")
+            .module(guests::path("triplefault"), "name=crashy mem=2 on_crash=restart time_limit=1")
             .guest("cpuid")
             .expect(Expect::Fail)
             .must_contain(&[
@@ -489,6 +550,7 @@ pub fn all() -> Vec<IntegrationTest> {
     tests.push(too_many_modules());
     tests.extend(cycles_tests());
     tests.extend(config_file_tests());
+    tests.push(image_refused());
     tests.extend(linux_tests());
     // Last: one L0 boot runs them all (xtask/src/nested.rs).
     tests.extend(guest_tests(Platform::NestedSvm, lines));
@@ -771,7 +833,8 @@ mod tests {
     fn every_guest_runs_on_every_platform() {
         let tests = all();
         for platform in GUEST_PLATFORMS.into_iter().chain([Platform::NestedSvm]) {
-            for name in guests::PASSING.iter().chain(&["fail", "unmapped", "config", "isolation-console"]) {
+            let more = ["fail", "unmapped", "config", "isolation-console", "multiboot1", "multiboot2"];
+            for name in guests::PASSING.iter().chain(&more) {
                 let t = tests.iter().find(|t| t.platform == platform && t.name == *name).unwrap();
                 assert_eq!(t.smp, 1);
                 assert_eq!(t.cmdline, GUESTS_CMDLINE);
@@ -806,6 +869,7 @@ mod tests {
             ![
                 "mitigations-off",
                 "modules-over-limit",
+                "image-refused",
                 "linux",
                 "linux-smp",
                 "linux-beside",
@@ -817,6 +881,22 @@ mod tests {
         });
         svm.retain(|n| !NOT_NESTED.iter().any(|g| *n == format!("platform-{g}")));
         assert_eq!(names(Platform::NestedSvm), svm);
+    }
+
+    #[test]
+    fn multiboot_tests_pass_a_kernel_two_modules_and_cpuid() {
+        let tests = guest_tests(Platform::BochsSvm, AssertionLines { fail: 12, forge: 20 });
+        let mb1 = tests.iter().find(|t| t.name == "multiboot1").unwrap();
+        assert!(mb1.modules[0].0.ends_with("target/xtask/multiboot/multiboot1.elf32"));
+        assert!(mb1.modules[0].1.contains("cmdline=\"mb.test=1 hello multiboot world\""));
+        let args: Vec<&str> = mb1.modules[1..].iter().map(|(_, a)| a.as_str()).collect();
+        assert_eq!(
+            args,
+            ["alpha module_of=multiboot1 one", "module_of=multiboot1 beta two three", "name=cpuid"]
+        );
+        let mb2 = tests.iter().find(|t| t.name == "multiboot2").unwrap();
+        assert!(mb2.modules[0].0.ends_with("release/multiboot2"));
+        assert!(mb2.must_contain.contains(&"VM multiboot2: PASS".to_string()));
     }
 
     #[test]

@@ -335,6 +335,19 @@ mod tests {
         assert_eq!(check_guest_state(&state(&long(), true)), None);
         assert_eq!(check_guest_state(&state(&long(), false)), None);
         assert_eq!(check_guest_state(&state(&InitialState::real_mode(0, 0x7C00, 0x7000), true)), None);
+        let multiboot = InitialState::protected_mode(0x10_0000, 0x2BAD_B002, 0x1000);
+        assert_eq!(check_guest_state(&state(&multiboot, true)), None);
+        assert_eq!((multiboot.gprs.rax, multiboot.gprs.rbx, multiboot.rip), (0x2BAD_B002, 0x1000, 0x10_0000));
+        assert_eq!(crate::virt::code_bits(multiboot.cr0, multiboot.efer, multiboot.cs.attrib), 32);
+    }
+
+    #[test]
+    fn protected_mode_without_paging_needs_unrestricted_guest() {
+        let g = GuestState {
+            unrestricted_guest: false,
+            ..state(&InitialState::protected_mode(0x10_0000, 0, 0), true)
+        };
+        assert_eq!(check_guest_state(&g), Some("CR0 has a bit clear that IA32_VMX_CR0_FIXED0 requires set"));
     }
 
     #[test]

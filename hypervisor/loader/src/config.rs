@@ -38,8 +38,9 @@
 //!   `cpus` (default 1, or the number of `pcpus`), `pcpus` (default: the next free CPU),
 //!   `devices` (`testdev`, `debug-exit=PORT`; ports decimal or `0x` hex; every VM has the
 //!   rest of the PC, COM1 among it), `console` (`yes`/`no`, also `true`/`false`,
-//!   `on`/`off`), `on_poweroff`, `on_reset`, `on_crash`, `time_limit`, and `mode` (`long`,
-//!   the default, or `real`: how Basalt's own test payloads start).
+//!   `on`/`off`), `on_poweroff`, `on_reset`, `on_crash`, `time_limit`, and `mode` (`long`
+//!   or `real`: start the image as one of Basalt's own test payloads; without it the image's
+//!   format decides, basalt_loader::detect).
 //!
 //! [`parse`] checks the whole text before anything starts and gives back every VM without a
 //! fault plus one [`ConfigError`] per fault (naming the VM, the line and the key): syntax,
@@ -100,7 +101,8 @@ pub struct VmSpec {
     pub memory_bytes: u64,
     /// Most host memory the VM may be charged for (RAM plus every control structure).
     pub quota_bytes: u64,
-    pub mode: StartMode,
+    /// `mode`: Basalt's own guest boot ABI in that mode; `None`: the image's format decides.
+    pub mode: Option<StartMode>,
     pub cpus: u32,
     /// Physical CPUs (0 = the boot CPU), one per vCPU; empty: the next free ones.
     pub pcpus: Vec<usize>,
@@ -124,7 +126,7 @@ impl VmSpec {
             cmdline: None,
             memory_bytes: DEFAULT_MEM_MIB << 20,
             quota_bytes: 0,
-            mode: StartMode::Long,
+            mode: None,
             cpus: 1,
             pcpus: Vec::new(),
             devices: Vec::new(),
@@ -483,8 +485,8 @@ fn set_key(d: &mut Draft, key: &str, v: String) -> Result<(), String> {
         }
         "mode" => {
             s.mode = match v.as_str() {
-                "long" => StartMode::Long,
-                "real" => StartMode::Real,
+                "long" => Some(StartMode::Long),
+                "real" => Some(StartMode::Real),
                 _ => return Err(format!("is long or real, got {v:?}")),
             }
         }
@@ -781,8 +783,8 @@ pub fn parse_module_words(
             }
             "mode" => {
                 spec.mode = match value {
-                    Some("long") => StartMode::Long,
-                    Some("real") => StartMode::Real,
+                    Some("long") => Some(StartMode::Long),
+                    Some("real") => Some(StartMode::Real),
                     other => return err(format!("mode= is long or real, got {:?}", other.unwrap_or(""))),
                 }
             }
@@ -969,7 +971,7 @@ mod tests {
         let c = &vms[1];
         assert_eq!(
             (c.line, c.memory_bytes, c.quota_bytes, c.mode, c.cpus),
-            (15, 2 << 20, (2 << 20) + (512 << 10), StartMode::Real, 1)
+            (15, 2 << 20, (2 << 20) + (512 << 10), Some(StartMode::Real), 1)
         );
         assert!(c.test_device() && c.pcpus.is_empty() && !c.console);
         assert_eq!((c.on_poweroff, c.on_reset, c.on_crash), (Action::Stop, Action::Restart, Action::Stop));
@@ -1141,11 +1143,11 @@ pcpus = 2
     fn module_words_as_the_kernel_reads_them() {
         let p = |t: &str, d: Option<u64>| parse_module_words(t, d, None);
         let c = p("name=cpuid", None).unwrap();
-        assert_eq!((c.name.as_str(), c.memory_bytes, c.mode), ("cpuid", 16 << 20, StartMode::Long));
+        assert_eq!((c.name.as_str(), c.memory_bytes, c.mode), ("cpuid", 16 << 20, None));
         assert_eq!(c.quota_bytes, (16 << 20) + (512 << 10));
         assert_eq!(c.time_limit_s, None);
         let c = p("/boot/rm name=rm mem=4 mode=real quota=8192 time_limit=3", Some(30)).unwrap();
-        assert_eq!((c.memory_bytes, c.mode, c.quota_bytes), (4 << 20, StartMode::Real, 8 << 20));
+        assert_eq!((c.memory_bytes, c.mode, c.quota_bytes), (4 << 20, Some(StartMode::Real), 8 << 20));
         assert_eq!(c.time_limit_s, Some(3));
         assert_eq!(p("name=a", Some(30)).unwrap().time_limit_s, Some(30), "the default");
         assert_eq!(p("name=a time_limit=0", Some(30)).unwrap().time_limit_s, None, "0: none");

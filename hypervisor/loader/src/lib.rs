@@ -4,6 +4,7 @@
 //!   RAM, the bytes of `boot_params` (the zero page), and the register state to start it in.
 //! - [`multiboot`]: multiboot v1 and v2 kernels (ELF32, ELF64 and the a.out kludge): their
 //!   segments, entry point and the boot information structure.
+//! - [`detect`]: which of those (or Basalt's own guest boot ABI) an image is for.
 //! - [`config`]: the one VM configuration format (a config module, the kernel command line or
 //!   a USB stick's `basalt.cfg`) and the older module-command-line words.
 //! - [`memmap`]: the guest memory map both loaders take, normalised into E820 / multiboot
@@ -21,6 +22,7 @@ extern crate alloc;
 
 pub mod bzimage;
 pub mod config;
+pub mod detect;
 mod elf;
 pub mod memmap;
 pub mod multiboot;

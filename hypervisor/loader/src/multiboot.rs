@@ -171,6 +171,15 @@ pub fn plan_version(
     }
 }
 
+/// Which multiboot header the image carries (Multiboot2 first, as [`plan`] prefers it), `None`
+/// when it has none; a header whose checksum is wrong (and no good one after it) is an error.
+pub fn header_version(image: &[u8]) -> Result<Option<Version>, LoadError> {
+    if find_v2(image)?.is_some() {
+        return Ok(Some(Version::V2));
+    }
+    Ok(find_v1(image)?.map(|_| Version::V1))
+}
+
 /// The first v1 header with a good checksum; a magic with a bad one is an error only if no
 /// good header follows.
 fn find_v1(image: &[u8]) -> Result<Option<usize>, LoadError> {

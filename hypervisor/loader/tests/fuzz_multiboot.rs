@@ -1,6 +1,6 @@
 //! Bounded deterministic fuzzing of the multiboot planner and boot information builders:
 //! mutated ELF32 / ELF64 / a.out-kludge images with v1 and v2 headers, and random bytes.
-//! Never a panic; every plan satisfies its invariants, and so does every boot information
+//! Never a panic (nor in the image classification of `detect`); every plan satisfies its invariants, and so does every boot information
 //! structure built for it.
 
 mod common;
@@ -84,6 +84,10 @@ fn fuzz_multiboot() {
             bases[rng.below(bases.len() as u64) as usize].clone()
         };
         mutate(&mut rng, &mut img, &hot);
+        // The classification never panics, and refuses only with a reason.
+        if let Err(e) = basalt_loader::detect::classify(&img, false) {
+            assert!(!e.0.is_empty());
+        }
         let map = memory_map(&mut rng);
         let ram = usable(&map);
         let p = match multiboot::plan(&img, &map) {

@@ -6,6 +6,7 @@
 //! started, and nothing else is affected.
 
 use alloc::string::String;
+use basalt_boot::Cmdline;
 use basalt_loader::config::{Action, Device, VmSpec};
 
 pub use basalt_loader::config::{initrd_of, StartMode, MAX_MEM_MIB, MAX_VCPUS};
@@ -16,7 +17,9 @@ pub struct VmConfig {
     pub name: String,
     /// Guest RAM in bytes.
     pub mem_bytes: u64,
-    pub mode: StartMode,
+    /// `mode=long|real`: Basalt's own guest boot ABI, started that way whatever else the image
+    /// carries; `None`: the image decides (basalt_loader::detect).
+    pub mode: Option<StartMode>,
     /// Most host memory the VM may be charged for (RAM plus every control structure).
     pub quota_bytes: u64,
     /// The VM is stopped with a report once it has run this long; `None`: no limit.
@@ -35,8 +38,34 @@ pub struct VmConfig {
     pub on_poweroff: super::OnEnd,
     pub on_reset: super::OnEnd,
     pub on_crash: super::OnEnd,
-    /// A Linux guest's kernel command line.
+    /// A Linux or multiboot guest's kernel command line.
     pub cmdline: String,
+}
+
+/// The multiboot VM a module is a boot module of (`module_of=<vm>`), if it is one: such a
+/// module is not a VM itself.
+pub fn module_of(text: &str) -> Option<&str> {
+    Cmdline::new(text)
+        .without_kernel_path()
+        .iter()
+        .find_map(|(k, v)| (k == "module_of").then_some(v).flatten())
+}
+
+/// The string a multiboot kernel gets with a `module_of=` module: the module's command line
+/// without its leading file path and without the `module_of=` word, its other words as the
+/// boot loader passed them (quotes kept), separated by single spaces.
+pub fn module_string(text: &str) -> String {
+    let mut out = String::new();
+    for word in Cmdline::new(text).without_kernel_path().words() {
+        if Cmdline::new(word).iter().next().is_some_and(|(k, _)| k == "module_of") {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
 }
 
 /// Longest time limit accepted (a day).
@@ -88,6 +117,17 @@ impl VmConfig {
 #[cfg(test)]
 mod tests {
     use super::super::OnEnd;
+
+    #[test]
+    fn module_strings_drop_the_path_and_module_of() {
+        use super::module_string;
+        assert_eq!(module_string("/boot/m.bin alpha  module_of=mb one"), "alpha one");
+        assert_eq!(module_string("/work/target/m.bin module_of=mb"), "");
+        assert_eq!(module_string(r#"module_of=mb k="a b" "w=c d" x=1"#), r#"k="a b" "w=c d" x=1"#);
+        // A path-like word that is not first is an argument.
+        assert_eq!(module_string("module_of=mb /etc/conf"), "/etc/conf");
+    }
+
     use super::*;
     use alloc::string::ToString;
 
@@ -98,7 +138,7 @@ mod tests {
             VmConfig::parse("/boot/rm name=rm mem=4 mode=real quota=8192 time_limit=3", Some(30)).unwrap();
         assert_eq!(
             (c.name.as_str(), c.mem_bytes, c.mode, c.quota_bytes),
-            ("rm", 4 << 20, StartMode::Real, 8 << 20)
+            ("rm", 4 << 20, Some(StartMode::Real), 8 << 20)
         );
         assert_eq!((c.time_limit_s, c.vcpus, c.test_device, c.debug_exit), (Some(3), 1, false, None));
         let c = VmConfig::parse(
@@ -113,6 +153,8 @@ mod tests {
         assert_eq!((c.on_poweroff, c.on_reset, c.on_crash), (OnEnd::Stop, OnEnd::Restart, OnEnd::Restart));
         assert_eq!(c.cmdline, "console=ttyS0 quiet");
         assert_eq!(VmConfig::parse("name=a", Some(30)).unwrap().time_limit_s, Some(30));
+        assert_eq!(module_of("/boot/m.bin alpha module_of=mb one"), Some("mb"));
+        assert_eq!(module_of("name=mb"), None);
         let e = VmConfig::parse("name=a colour=blue", None).unwrap_err();
         assert_eq!(e.to_string(), "bad VM configuration: unknown word \"colour\"");
     }

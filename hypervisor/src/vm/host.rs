@@ -3,7 +3,8 @@
 //! run to its end and torn down. Kernel only: it touches physical memory and the CPU.
 
 use super::account::{Account, ChargeError};
-use super::config::VmConfig;
+use super::config::{StartMode, VmConfig};
+use super::multiboot::{AcpiPlace, BootModule};
 use super::sources::VmSource;
 use super::vcpus::VmShared;
 use super::{setup, Console, HostHooks, VmOutcome, VmState};
@@ -22,6 +23,7 @@ use basalt_arch::virt::InitialState;
 use basalt_arch::virt::{FrameSource, VirtError};
 use basalt_arch::{apic, idt, svm, vmx};
 use basalt_boot::Module;
+use basalt_loader::detect::{self, ImageKind};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use spin::Mutex;
 use spin::Once;
@@ -194,19 +196,29 @@ pub fn module_bytes(m: &Module) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(m.start as *const u8, len) }
 }
 
-/// Load a VM's image into its RAM: a Linux bzImage through the boot protocol, or an ELF
-/// guest through the test ABI. Returns vCPU 0's first state.
+/// Load a VM's image into its RAM as basalt_loader::detect classifies it: a Linux bzImage
+/// through the boot protocol, a guest of Basalt's boot ABI (the note, or `mode=`), or a
+/// multiboot kernel with its modules. Returns vCPU 0's first state.
 fn load_image(
     memory: &super::memory::GuestMemory,
     config: &VmConfig,
-    image: &[u8],
-    initrd: Option<&[u8]>,
-    rsdp: u64,
+    src: &VmSource<'_>,
+    acpi: &basalt_devices::acpi::AcpiTables,
 ) -> Result<InitialState, String> {
-    if super::linux::is_bzimage(image) {
-        super::linux::load(memory, image, initrd, &config.cmdline, rsdp)
-    } else {
-        setup::load(memory, image, config.mode)
+    let image = src.image;
+    match detect::classify(image, config.mode.is_some()).map_err(|e| format!("{e}"))? {
+        ImageKind::Linux => {
+            super::linux::load(memory, image, src.initrd, &config.cmdline, acpi.rsdp_address())
+        }
+        ImageKind::BasaltGuest => setup::load(memory, image, config.mode.unwrap_or(StartMode::Long)),
+        ImageKind::Multiboot(_) => {
+            let modules: Vec<BootModule<'_>> =
+                src.modules.iter().map(|(bytes, string)| BootModule { bytes, string }).collect();
+            let place = AcpiPlace { base: acpi.base, len: acpi.bytes.len() as u64, rsdp: acpi.rsdp() };
+            let loaded = super::multiboot::load(memory, image, &config.cmdline, &modules, &place)?;
+            log::info!("VM {}: {}", crate::console::Escaped(&config.name), loaded.summary);
+            Ok(loaded.state)
+        }
     }
 }
 
@@ -232,11 +244,11 @@ pub struct BuiltVm {
     /// RAM pages the test device hid (not present in the nested tables until their next
     /// nested fault).
     hidden: Mutex<Vec<u64>>,
-    /// The boot modules of its image and initrd, loaded again when the VM restarts.
-    image: &'static [u8],
-    initrd: Option<&'static [u8]>,
-    /// The ACPI tables and their guest-physical base, copied again when the VM restarts.
-    acpi: (u64, Vec<u8>),
+    /// Its configuration and boot modules (image, initrd, multiboot modules), loaded again
+    /// when the VM restarts.
+    source: VmSource<'static>,
+    /// The ACPI tables at their guest-physical base, copied again when the VM restarts.
+    acpi: basalt_devices::acpi::AcpiTables,
 }
 
 impl BuiltVm {
@@ -281,8 +293,8 @@ impl super::NestedControl for BuiltVm {
             self.set_present(gpa, true)?;
         }
         self.memory.zero(0, self.memory.size()).map_err(|_| String::from("the VM's RAM"))?;
-        self.memory.write(self.acpi.0, &self.acpi.1).map_err(|_| String::from("the ACPI tables"))?;
-        let init = load_image(&self.memory, &self.config, self.image, self.initrd, self.acpi.0)?;
+        self.memory.write(self.acpi.base, &self.acpi.bytes).map_err(|_| String::from("the ACPI tables"))?;
+        let init = load_image(&self.memory, &self.config, &self.source, &self.acpi)?;
         self.shared.reset_irq();
         Ok(init)
     }
@@ -384,9 +396,8 @@ pub fn build_vm(src: &VmSource<'static>, env: &RunEnv) -> Result<Arc<BuiltVm>, (
                 notes: Mutex::new(Vec::new()),
                 stats,
                 hidden: Mutex::new(Vec::new()),
-                image: src.image,
-                initrd: src.initrd,
-                acpi: (pc.acpi.base, pc.acpi.bytes),
+                source: src.clone(),
+                acpi: pc.acpi,
             }))
         }
         Err(e) => {
@@ -430,7 +441,7 @@ fn build_memory(
     memory
         .write(acpi.base, &acpi.bytes)
         .map_err(|_| format!("the ACPI tables at {:#x} do not fit in the VM's RAM", acpi.base))?;
-    let init = load_image(&memory, config, src.image, src.initrd, acpi.rsdp_address())?;
+    let init = load_image(&memory, config, src, acpi)?;
 
     let format = backend.format();
     let paging = NESTED.get().ok_or("nested paging not probed")?;

@@ -19,11 +19,6 @@ const BOOT_STRUCTURES_LEN: u64 = 7 * 4096;
 /// The legacy BIOS area, reserved in the E820 map (the ACPI tables sit at 0xE0000 in it).
 const BIOS_AREA: (u64, u64) = (0x9_F000, 0x10_0000);
 
-/// Whether `image` is a bzImage (the setup header's "HdrS" magic at 0x202).
-pub fn is_bzimage(image: &[u8]) -> bool {
-    image.get(0x202..0x206) == Some(b"HdrS")
-}
-
 /// The guest's physical memory map: RAM below `mem_bytes` but the BIOS area; the ACPI tables
 /// are inside that area (Linux finds them through `acpi_rsdp_addr` or the BIOS-area scan).
 pub fn memory_map(mem_bytes: u64) -> alloc::vec::Vec<MemRange> {

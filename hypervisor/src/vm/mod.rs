@@ -11,6 +11,7 @@ pub mod host;
 pub mod linux;
 pub mod memory;
 pub mod msrs;
+pub mod multiboot;
 pub mod pc;
 pub mod placement;
 pub mod platform;

@@ -24,6 +24,8 @@ pub struct VmSource<'a> {
     pub config: VmConfig,
     pub image: &'a [u8],
     pub initrd: Option<&'a [u8]>,
+    /// A multiboot kernel's modules, in boot order: each one's bytes and its string.
+    pub modules: Vec<(&'a [u8], String)>,
 }
 
 /// One planned VM, or one refused: (its name, why).
@@ -42,8 +44,9 @@ fn image_name(m: &ModuleView<'_, '_>) -> Option<String> {
     config::split_module_cmdline(m.cmdline, None).0.map(String::from)
 }
 
+/// The last component of a path, with `/` or `\` (a USB stick's names) between them.
 fn base_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
+    path.rsplit(['/', '\\']).next().unwrap_or(path)
 }
 
 /// A module's command line is nothing but its file name.
@@ -55,7 +58,7 @@ fn bare(m: &ModuleView<'_, '_>) -> bool {
 /// `init_size` (plus its load address); 0 for an ELF kernel (its loader checks its segments
 /// itself); the length of anything else (an initrd).
 fn ram_needed(bytes: &[u8]) -> u64 {
-    if super::linux::is_bzimage(bytes) {
+    if basalt_loader::detect::is_bzimage(bytes) {
         basalt_loader::bzimage::min_ram(bytes).unwrap_or(0)
     } else if bytes.starts_with(b"\x7fELF") {
         0
@@ -80,6 +83,13 @@ pub fn plan<'a>(modules: &[ModuleView<'_, 'a>], limits: &Limits) -> Vec<Planned<
             .iter()
             .find(|m| !config::is_config_module(m.cmdline) && image_name(m).as_deref() == Some(want))
     };
+    let modules_for = |vm: &str| {
+        modules
+            .iter()
+            .filter(|m| super::config::module_of(m.cmdline) == Some(vm))
+            .map(|m| (m.bytes, super::config::module_string(m.cmdline)))
+            .collect::<Vec<_>>()
+    };
     let initrd_for =
         |vm: &str| modules.iter().find(|m| config::initrd_of(m.cmdline) == Some(vm)).map(|m| m.bytes);
     let mut out = Vec::new();
@@ -100,7 +110,10 @@ pub fn plan<'a>(modules: &[ModuleView<'_, 'a>], limits: &Limits) -> Vec<Planned<
                 let image = spec.kernel.as_deref().and_then(find).map(|i| i.bytes);
                 let initrd = spec.initrd.as_deref().and_then(find).map(|i| i.bytes);
                 match image {
-                    Some(image) => out.push(Ok(VmSource { config: spec.into(), image, initrd })),
+                    Some(image) => {
+                        let modules = modules_for(&spec.name);
+                        out.push(Ok(VmSource { config: spec.into(), image, initrd, modules }))
+                    }
                     // `parse` checked it is there: only a Basalt bug gets here.
                     None => {
                         out.push(Err((spec.name, String::from("not started: its kernel image vanished"))))
@@ -109,13 +122,15 @@ pub fn plan<'a>(modules: &[ModuleView<'_, 'a>], limits: &Limits) -> Vec<Planned<
             }
             continue;
         }
-        if config::initrd_of(m.cmdline).is_some() || (has_config && bare(m)) {
+        let part_of_a_vm =
+            config::initrd_of(m.cmdline).is_some() || super::config::module_of(m.cmdline).is_some();
+        if part_of_a_vm || (has_config && bare(m)) {
             continue;
         }
         match config::parse_module_words(m.cmdline, limits.default_time_limit_s, None) {
             Ok(spec) => {
-                let initrd = initrd_for(&spec.name);
-                out.push(Ok(VmSource { config: spec.into(), image: m.bytes, initrd }));
+                let (initrd, modules) = (initrd_for(&spec.name), modules_for(&spec.name));
+                out.push(Ok(VmSource { config: spec.into(), image: m.bytes, initrd, modules }));
             }
             Err(e) => out.push(Err((label(m.cmdline), format!("not started: {e}")))),
         }
@@ -154,7 +169,11 @@ mod tests {
             m("/boot/rd.img initrd_of=a", b"12345"),
             m("name=b colour=blue", b"x"),
             m("/boot/lonely", b"y"),
+            m("/boot/m1 alpha module_of=a", b"mod"),
         ];
+        let limits = Limits { cpu_count: 4, max_vcpus: 16, default_time_limit_s: None };
+        let a = plan(&mods, &limits).into_iter().next().unwrap().unwrap();
+        assert_eq!(a.modules, [(&b"mod"[..], String::from("alpha"))]);
         assert_eq!(
             outcomes(&mods),
             [

@@ -32,6 +32,19 @@ pub const SCRATCH_MSR: u32 = 0x4B42_0000;
 /// The port a 32-bit OUT of a ucall record's guest-physical address goes to.
 pub const UCALL_PORT: u16 = 0x00E0;
 
+/// The ELF note that marks an image as a guest of Basalt's own boot ABI (the one in
+/// `tests/src/lib.rs`: started at its ELF `e_entry` in 64-bit mode with Basalt's page tables).
+/// Basalt starts such an image that way even when it also carries a multiboot header (every
+/// test guest does, to boot bare in QEMU); an image with a multiboot header and without the
+/// note is started as a multiboot kernel. The note lies in a `PT_NOTE` segment: name
+/// [`GUEST_ABI_NOTE_NAME`] (NUL-terminated, padded to 4 bytes), type [`GUEST_ABI_NOTE_TYPE`],
+/// and a 4-byte descriptor holding [`GUEST_ABI_VERSION`] (little-endian).
+pub const GUEST_ABI_NOTE_NAME: &str = "Basalt";
+/// The note's type: "BG" (Basalt guest) and 1.
+pub const GUEST_ABI_NOTE_TYPE: u32 = 0x4247_0001;
+/// The guest boot ABI's version the note carries.
+pub const GUEST_ABI_VERSION: u32 = 1;
+
 /// What a ucall asks for.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
