@@ -137,6 +137,8 @@ pub const ICOUNT_ARGS: &[&str] =
 const QEMU_SVM: &str = "qemu-svm";
 const BOCHS_VMX: &str = "bochs-vmx";
 const QEMU_BARE: &str = "qemu-bare";
+/// The Linux boot rows' key.
+const LINUX: &str = "linux-boot";
 /// The same two runs with every speculative-execution mitigation off (`mitigations=off`).
 const QEMU_SVM_OFF: &str = "qemu-svm-mitigations-off";
 const BOCHS_VMX_OFF: &str = "bochs-vmx-mitigations-off";
@@ -345,6 +347,35 @@ pub fn table(r: &Results) -> String {
         "-".into(),
         "-".into(),
         &bare_note(r.get(&bare), r.get(&wl)),
+    );
+    let linux = format!("{QEMU_SVM}/{LINUX}");
+    let wall = |k: &str| {
+        r.get(&format!("{k}/{LINUX}-wall-s")).map_or("-".into(), |s| format!("{s:.1} s of wall time"))
+    };
+    line(
+        "Linux boot to /init, under Basalt",
+        cell(r, &linux),
+        "-".into(),
+        "-".into(),
+        &format!(
+            "instructions from the VM's start to /init's first TSC read ({}; exits below)",
+            wall(QEMU_SVM)
+        ),
+    );
+    let bare_linux = format!("{QEMU_BARE}/{LINUX}");
+    let ratio = match (r.get(&linux), r.get(&bare_linux)) {
+        (Some(v), Some(b)) if b > 0.0 => format!("{:.3}x", v / b),
+        _ => "-".into(),
+    };
+    line(
+        "Linux boot to /init, bare QEMU",
+        cell(r, &bare_linux),
+        "-".into(),
+        format!("Basalt <= 1.10x: {ratio}"),
+        &format!(
+            "the same kernel and initramfs booted by QEMU itself (`-kernel`, SeaBIOS included; {})",
+            wall(QEMU_BARE)
+        ),
     );
     let loaded = r.get("footprint/binary-loaded-bytes");
     line(
@@ -569,6 +600,8 @@ pub fn run(opts: Options) -> Result<()> {
     r.metrics.insert(format!("{QEMU_BARE}/{WORKLOAD}"), w.total as f64);
     r.metrics.insert(format!("{QEMU_BARE}/{WORKLOAD}-page-faults"), w.iters as f64);
 
+    linux_runs(&kernel, &mut r)?;
+
     if opts.bochs {
         let run = bochs_run(BOCHS_VMX, &kernel, bench_modules(), "")?;
         collect(BOCHS_VMX, &run, &mut r)?;
@@ -596,6 +629,74 @@ pub fn run(opts: Options) -> Result<()> {
 }
 
 /// The note of the bare-QEMU workload row: what differs from the Basalt run, and the ratio.
+/// The TSC /init read first (`BASALT-LINUX: tsc N`, a guest line under Basalt): under icount,
+/// the instructions from the start of the boot to /init.
+pub fn linux_tsc(serial: &str) -> Option<u64> {
+    serial.lines().find_map(|l| l.split_once("BASALT-LINUX: tsc ")?.1.trim().parse().ok())
+}
+
+/// The Linux rows: Debian's kernel and the busybox initramfs (xtask/src/linux_guest.rs) boot
+/// to /init under Basalt and directly in the same QEMU, one vCPU each, with icount. Under
+/// Basalt the count starts at the VM's start (its TSC starts near zero), bare at QEMU's reset
+/// (SeaBIOS included).
+fn linux_runs(kernel: &Path, r: &mut Results) -> Result<()> {
+    crate::tools::ensure(crate::linux_guest::TOOLS)?;
+    crate::linux_guest::build()?;
+    let started = std::time::Instant::now();
+    let run = qemu_run("linux", kernel, 1024, crate::linux_guest::modules("linux", "mem=256"), "")?;
+    let wall = started.elapsed().as_secs_f64();
+    let tsc = linux_tsc(&run.serial)
+        .with_context(|| format!("no BASALT-LINUX tsc line in {}", run.log.display()))?;
+    r.metrics.insert(format!("{QEMU_SVM}/{LINUX}"), tsc as f64);
+    r.metrics.insert(format!("{QEMU_SVM}/{LINUX}-wall-s"), wall);
+    for stats in run.serial.lines().filter_map(parse_vm_stats) {
+        r.exits.insert(format!("{QEMU_SVM}/{}", stats.name), stats.exits);
+    }
+
+    let work_dir = xtask_dir().join(format!("bench-{QEMU_BARE}-linux"));
+    std::fs::create_dir_all(&work_dir)?;
+    let mut args: Vec<String> = ["-accel", "tcg", "-cpu", qemu::TCG_EPYC, "-smp", "1", "-m", "512"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend([
+        "-kernel".into(),
+        crate::linux_guest::kernel_path().display().to_string(),
+        "-initrd".into(),
+        crate::linux_guest::initramfs_path().display().to_string(),
+        "-append".into(),
+        "console=ttyS0".into(),
+    ]);
+    args.extend(
+        ["-serial", "stdio", "-display", "none", "-monitor", "none", "-no-reboot"]
+            .iter()
+            .chain(ICOUNT_ARGS)
+            .map(|s| s.to_string()),
+    );
+    let launch = Launch {
+        program: "qemu-system-x86_64".into(),
+        args,
+        serial: SerialOut::Stdout,
+        serial_log: work_dir.join("serial.log"),
+        cwd: work_dir,
+    };
+    println!("xtask: {}", launch.display());
+    let started = std::time::Instant::now();
+    let outcome = emulator::run_captured(
+        &launch,
+        Duration::from_secs(300),
+        "BASALT-LINUX: uptime",
+        Duration::from_secs(5),
+    )?;
+    let wall = started.elapsed().as_secs_f64();
+    let tsc = linux_tsc(&outcome.serial).with_context(|| {
+        format!("the bare Linux boot printed no tsc line; see {}", launch.serial_log.display())
+    })?;
+    r.metrics.insert(format!("{QEMU_BARE}/{LINUX}"), tsc as f64);
+    r.metrics.insert(format!("{QEMU_BARE}/{LINUX}-wall-s"), wall);
+    Ok(())
+}
+
 pub fn bare_note(bare: Option<f64>, basalt: Option<f64>) -> String {
     let what = "the same ELF booted by QEMU itself (multiboot header, 32-bit trampoline, COM1): no \
                 exits, the page faults, port I/O and TSC reads all run natively in the emulator";
@@ -682,6 +783,16 @@ guest bench| BENCH cpuid total=286010 iters=1000\n\
 guest bench| BENCH pio-in total=249011 iters=1000\n\
 guest workload| BENCH workload total=9876543 iters=4096\n\
 [INFO  cpu0] VM bench: exits total 6309: cpuid 1051, io 2108, msr 2100, hypercall 1050; 16424 KiB charged of 16896 KiB quota\n";
+
+    #[test]
+    fn linux_tsc_lines() {
+        assert_eq!(
+            linux_tsc("guest linux| BASALT-LINUX: init running\nguest linux| BASALT-LINUX: tsc 123456\r\n"),
+            Some(123456)
+        );
+        assert_eq!(linux_tsc("BASALT-LINUX: tsc 42\n"), Some(42));
+        assert_eq!(linux_tsc("BASALT-LINUX: tsc x\n"), None);
+    }
 
     #[test]
     fn bench_lines() {

@@ -13,12 +13,15 @@ pub const INIT_MARKER: &str = "BASALT-LINUX: init running";
 /// The applets /init uses, as links to busybox.
 const APPLETS: &[&str] = &["sh", "mount", "echo", "cat", "grep", "cut", "poweroff", "sleep"];
 
-/// /init: mount the pseudo file systems, report the CPUs, the clock and the uptime, power off.
+/// /init: read the TSC first (the benchmark's end point), mount the pseudo file systems, report
+/// the CPUs, the clock, the TSC and the uptime, power off.
 const INIT: &str = "#!/bin/sh
 export PATH=/bin
+TSC=$(tsc)
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 echo \"BASALT-LINUX: init running, $(grep -c ^processor /proc/cpuinfo) CPU(s), clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)\"
+echo \"BASALT-LINUX: tsc $TSC\"
 echo \"BASALT-LINUX: uptime $(cut -d' ' -f1 /proc/uptime) s\"
 poweroff -f
 ";
@@ -50,10 +53,66 @@ pub fn build() -> Result<()> {
     for applet in APPLETS {
         a.symlink(&format!("bin/{applet}"), "busybox")?;
     }
+    a.file("bin/tsc", 0o755, &tsc_program())?;
     a.file("init", 0o755, INIT.as_bytes())?;
     let path = initramfs_path();
     std::fs::create_dir_all(path.parent().expect("a directory"))?;
     std::fs::write(&path, a.finish()).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// /bin/tsc: a static x86_64 Linux program that prints the TSC in decimal and exits (busybox
+/// has no RDTSC). Under QEMU's `-icount shift=0` the TSC counts executed instructions, which is
+/// how `cargo xtask bench` times the boot to /init. 70 bytes of code in a one-segment ELF.
+pub fn tsc_program() -> Vec<u8> {
+    #[rustfmt::skip]
+    let code: &[u8] = &[
+        0x0f, 0x31,                         // rdtsc
+        0x48, 0xc1, 0xe2, 0x20,             // shl rdx, 32
+        0x48, 0x09, 0xd0,                   // or rax, rdx
+        0x48, 0x8d, 0x74, 0x24, 0xff,       // lea rsi, [rsp - 1]
+        0xc6, 0x06, 0x0a,                   // mov byte [rsi], '\n'
+        0xb9, 0x0a, 0x00, 0x00, 0x00,       // mov ecx, 10
+        // digit:
+        0x31, 0xd2,                         // xor edx, edx
+        0x48, 0xf7, 0xf1,                   // div rcx
+        0x80, 0xc2, 0x30,                   // add dl, '0'
+        0x48, 0xff, 0xce,                   // dec rsi
+        0x88, 0x16,                         // mov [rsi], dl
+        0x48, 0x85, 0xc0,                   // test rax, rax
+        0x75, 0xee,                         // jnz digit
+        0x48, 0x89, 0xe2,                   // mov rdx, rsp
+        0x48, 0x29, 0xf2,                   // sub rdx, rsi      (length, with the newline)
+        0xbf, 0x01, 0x00, 0x00, 0x00,       // mov edi, 1        (stdout)
+        0xb8, 0x01, 0x00, 0x00, 0x00,       // mov eax, 1        (write)
+        0x0f, 0x05,                         // syscall
+        0xb8, 0x3c, 0x00, 0x00, 0x00,       // mov eax, 60       (exit)
+        0x31, 0xff,                         // xor edi, edi
+        0x0f, 0x05,                         // syscall
+    ];
+    const BASE: u64 = 0x40_0000;
+    const HEADERS: u64 = 64 + 56;
+    let mut elf = Vec::new();
+    // ELF header: 64-bit, little-endian, executable, x86_64, one program header.
+    elf.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&(BASE + HEADERS).to_le_bytes()); // e_entry
+    elf.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+    elf.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    elf.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+    for v in [64u16, 56, 1, 64, 0, 0] {
+        elf.extend_from_slice(&v.to_le_bytes()); // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
+    }
+    // PT_LOAD, R+X, the whole file at BASE.
+    let size = HEADERS + code.len() as u64;
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&5u32.to_le_bytes());
+    for v in [0, BASE, BASE, size, size, 0x1000u64] {
+        elf.extend_from_slice(&v.to_le_bytes()); // offset, vaddr, paddr, filesz, memsz, align
+    }
+    elf.extend_from_slice(code);
+    elf
 }
 
 /// The two modules of a Linux VM named `name`: the kernel with its configuration words and
@@ -68,4 +127,23 @@ pub fn modules(name: &str, words: &str) -> Vec<(PathBuf, String)> {
 /// Whether a test boots the Linux guest.
 pub fn used_by(modules: &[(PathBuf, String)]) -> bool {
     modules.iter().any(|(p, _)| *p == initramfs_path())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The program runs here too (an x86_64 Linux machine) and prints a number.
+    #[test]
+    fn tsc_program_prints_the_tsc() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("basalt-tsc-{}", std::process::id()));
+        std::fs::write(&path, super::tsc_program()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = std::process::Command::new(&path).output().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.ends_with('\n'), "{text:?}");
+        let tsc: u64 = text.trim().parse().unwrap();
+        assert!(tsc > 1000, "{tsc}");
+    }
 }
