@@ -30,8 +30,17 @@ pub const PASSING: &[&str] = &[
 ];
 
 /// Guests that attack the hypervisor (the `isolation-*` tests); most end stopped by Basalt.
-pub const HOSTILE: &[&str] =
-    &["isolation-insns", "isolation-fill", "isolation-check", "spin", "mwait", "dbloop", "acloop", "nmi"];
+pub const HOSTILE: &[&str] = &[
+    "isolation-insns",
+    "isolation-fill",
+    "isolation-check",
+    "spin",
+    "mwait",
+    "dbloop",
+    "acloop",
+    "nmi",
+    "memprobe",
+];
 /// The multiboot test kernels (not guests of Basalt's boot ABI: tests/src/mbkernel.rs); their
 /// tests pass them with modules (xtask/src/multiboot_guest.rs).
 pub const MULTIBOOT: &[&str] = &["multiboot1", "multiboot2"];

@@ -457,6 +457,13 @@ pub fn isolation_tests(platform: Platform) -> Vec<IntegrationTest> {
             .must_contain(&["VM nmi: PASS", "VM cpuid: PASS"]),
     ]
     .into_iter()
+    // Guest RAM is zero wherever Basalt loaded nothing, also for a VM that gets the frames the
+    // one before it filled with markers (a probe outside RAM: `unmapped`).
+    .chain([IntegrationTest::new(platform, "isolation-memory", GUESTS_CMDLINE)
+        .guest("memprobe")
+        .module(guests::path("memprobe"), "name=memprobe-again")
+        .must_contain(&["VM memprobe: PASS", "VM memprobe-again: PASS"])
+        .guest_must_contain(&["guest memprobe| ", "guest memprobe-again| ", "KiB of free RAM read zero"])])
     // A guest triple fault stops that VM alone (SVM SHUTDOWN intercept, VMX exit 2). Not on
     // Bochs's SVM: its triple-fault path never takes the SHUTDOWN intercept and Bochs itself
     // ends (the harness says so; see `integration::bochs_hint`).

@@ -36,7 +36,11 @@ pub fn load(
     cmdline: &str,
     rsdp: u64,
 ) -> Result<InitialState, String> {
-    let map = memory_map(mem.size());
+    let mut map = memory_map(mem.size());
+    // The PCI ECAM window the MCFG describes, reserved in E820 as firmware does: Linux then
+    // takes MMCONFIG at once (otherwise "PCI: not using MMCONFIG" until the DSDT is read).
+    let ecam = basalt_devices::pci::EcamWindow::default();
+    map.push(MemRange::new(ecam.base, ecam.len(), MemKind::Reserved));
     let plan = bzimage::plan(
         kernel,
         &LinuxRequest {
