@@ -29,6 +29,7 @@ pub mod pmtimer;
 pub mod power;
 pub mod router;
 pub mod rtc;
+pub mod smbios;
 pub mod testdev;
 pub mod time;
 pub mod uart;

@@ -23,6 +23,7 @@ use basalt_arch::virt::InitialState;
 use basalt_arch::virt::{FrameSource, VirtError};
 use basalt_arch::{apic, idt, svm, vmx};
 use basalt_boot::Module;
+use basalt_devices::smbios::SMBIOS_BASE;
 use basalt_loader::detect::{self, ImageKind};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use spin::Mutex;
@@ -247,8 +248,10 @@ pub struct BuiltVm {
     /// Its configuration and boot modules (image, initrd, multiboot modules), loaded again
     /// when the VM restarts.
     source: VmSource<'static>,
-    /// The ACPI tables at their guest-physical base, copied again when the VM restarts.
+    /// The ACPI tables at their guest-physical base and the SMBIOS tables at SMBIOS_BASE,
+    /// copied again when the VM restarts.
     acpi: basalt_devices::acpi::AcpiTables,
+    smbios: Vec<u8>,
 }
 
 impl BuiltVm {
@@ -294,6 +297,7 @@ impl super::NestedControl for BuiltVm {
         }
         self.memory.zero(0, self.memory.size()).map_err(|_| String::from("the VM's RAM"))?;
         self.memory.write(self.acpi.base, &self.acpi.bytes).map_err(|_| String::from("the ACPI tables"))?;
+        self.memory.write(SMBIOS_BASE, &self.smbios).map_err(|_| String::from("the SMBIOS tables"))?;
         let init = load_image(&self.memory, &self.config, &self.source, &self.acpi)?;
         self.shared.reset_irq();
         Ok(init)
@@ -343,7 +347,7 @@ pub fn build_vm(src: &VmSource<'static>, env: &RunEnv) -> Result<Arc<BuiltVm>, (
         Ok(pc) => pc,
         Err(e) => return Err((config.name, format!("not started: {e}"))),
     };
-    match build_memory(&config, backend, src, &mut account, &pc.acpi) {
+    match build_memory(&config, backend, src, &mut account, &pc.acpi, &pc.smbios) {
         Ok((memory, nested_root, boot_state))
             if account.charged() + vcpus_bytes(&config, backend) > config.quota_bytes =>
         {
@@ -398,6 +402,7 @@ pub fn build_vm(src: &VmSource<'static>, env: &RunEnv) -> Result<Arc<BuiltVm>, (
                 hidden: Mutex::new(Vec::new()),
                 source: src.clone(),
                 acpi: pc.acpi,
+                smbios: pc.smbios,
             }))
         }
         Err(e) => {
@@ -421,6 +426,7 @@ fn build_memory(
     src: &VmSource<'_>,
     account: &mut Account,
     acpi: &basalt_devices::acpi::AcpiTables,
+    smbios: &[u8],
 ) -> Result<(super::memory::GuestMemory, u64, InitialState), String> {
     let pages = (config.mem_bytes / 4096) as usize;
     let mut guard = FRAMES.lock();
@@ -441,6 +447,9 @@ fn build_memory(
     memory
         .write(acpi.base, &acpi.bytes)
         .map_err(|_| format!("the ACPI tables at {:#x} do not fit in the VM's RAM", acpi.base))?;
+    memory
+        .write(SMBIOS_BASE, smbios)
+        .map_err(|_| String::from("the SMBIOS tables do not fit in the VM's RAM"))?;
     let init = load_image(&memory, config, src, acpi)?;
 
     let format = backend.format();

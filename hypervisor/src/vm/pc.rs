@@ -53,6 +53,8 @@ pub struct PcConfig {
 pub struct Pc {
     pub platform: Platform,
     pub acpi: AcpiTables,
+    /// The SMBIOS entry point and tables, for guest-physical `basalt_devices::smbios::SMBIOS_BASE`.
+    pub smbios: alloc::vec::Vec<u8>,
 }
 
 /// Build the PC `c` describes.
@@ -110,7 +112,15 @@ pub fn build(c: &PcConfig) -> Result<Pc, String> {
         ..AcpiConfig::default()
     })
     .map_err(|e| format!("ACPI tables: {e:?}"))?;
-    Ok(Pc { platform: p, acpi: tables })
+    let smbios_base = basalt_devices::smbios::SMBIOS_BASE;
+    if tables.base + tables.bytes.len() as u64 > smbios_base {
+        return Err(format!(
+            "the ACPI tables ({} bytes) run into the SMBIOS tables at {smbios_base:#x}",
+            tables.bytes.len()
+        ));
+    }
+    let smbios = basalt_devices::smbios::build(&basalt_devices::smbios::SmbiosConfig::default(), smbios_base);
+    Ok(Pc { platform: p, acpi: tables, smbios })
 }
 
 #[cfg(test)]
