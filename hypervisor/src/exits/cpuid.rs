@@ -44,6 +44,8 @@ mod bit {
     // Leaf 0x8000_0001 ECX
     pub const SVM: u32 = 1 << 2;
     pub const EXTAPIC: u32 = 1 << 3;
+    /// Instruction-based sampling (a PMU feature; the PMU is hidden).
+    pub const IBS: u32 = 1 << 10;
     pub const TOPOEXT: u32 = 1 << 22;
 }
 
@@ -88,8 +90,10 @@ pub fn virtual_cpuid(leaf: u32, subleaf: u32, host: &dyn Fn(u32, u32) -> [u32; 4
                     b &= 0x0000_FFFF;
                 }
                 // MONITOR/MWAIT, thermal/power, performance monitoring, XSAVE, cache/topology
-                // enumeration of the host, SVM features: nothing a VM here can use.
-                4 | 5 | 6 | 0xA | 0xB | 0x1F | 0x8000_000A | 0x8000_001E => {
+                // enumeration of the host, SVM features, IBS, SME/SEV memory encryption: nothing
+                // a VM here can use (Linux's decompressor reads MSR_AMD64_SEV when 0x8000_001F
+                // offers SEV, and that MSR is not offered).
+                4 | 5 | 6 | 0xA | 0xB | 0x1F | 0x8000_000A | 0x8000_001B | 0x8000_001E | 0x8000_001F => {
                     [a, b, c, d] = [0; 4];
                 }
                 0xD => [a, b, c, d] = xsave_leaf(subleaf, xcr0, host),
@@ -104,7 +108,7 @@ pub fn virtual_cpuid(leaf: u32, subleaf: u32, host: &dyn Fn(u32, u32) -> [u32; 4
                     d = 0;
                 }
                 7 => [a, b, c, d] = [0; 4],
-                0x8000_0001 => c &= !(bit::SVM | bit::EXTAPIC | bit::TOPOEXT),
+                0x8000_0001 => c &= !(bit::SVM | bit::EXTAPIC | bit::IBS | bit::TOPOEXT),
                 // The speculation controls come from the VM's `GuestSpec` (see
                 // `CpuidTable::expose_speculation_controls`), never straight from the host.
                 0x8000_0008 => b &= !crate::mitigations::EXT8_EBX_SPEC_BITS,
@@ -230,7 +234,7 @@ const EXT_LEAVES: usize = 0x22;
 const fn subleaf_independent(leaf: u32) -> bool {
     matches!(
         leaf,
-        0..=3 | 5 | 6 | 0xA | 0x15 | 0x16 | 0x8000_0000..=0x8000_0008 | 0x8000_000A | 0x8000_001E | 0x8000_001F
+        0..=3 | 5 | 6 | 0xA | 0x15 | 0x16 | 0x8000_0000..=0x8000_0008 | 0x8000_000A | 0x8000_001B | 0x8000_001E | 0x8000_001F
     )
 }
 

@@ -41,6 +41,13 @@ fn run() {
         let ext = __cpuid(0x8000_0001);
         cpuids += 1;
         guest_assert!(ext.ecx & (1 << 2) == 0, "CPUID.80000001:ECX.SVM set: {:#x}", ext.ecx);
+        guest_assert!(ext.ecx & (1 << 10) == 0, "CPUID.80000001:ECX.IBS set: {:#x}", ext.ecx);
+    }
+    if max_ext >= 0x8000_001F {
+        // SME/SEV are not offered (the SEV status MSR is not there).
+        let sev = __cpuid(0x8000_001F);
+        cpuids += 1;
+        guest_assert!(sev.eax == 0, "CPUID.8000001F:EAX (SME/SEV) {:#x}", sev.eax);
     }
 
     let after = exit_count(ExitCounter::Cpuid);
