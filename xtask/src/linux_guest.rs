@@ -11,7 +11,7 @@ use std::path::PathBuf;
 pub const INIT_MARKER: &str = "BASALT-LINUX: init running";
 
 /// The applets /init uses, as links to busybox.
-const APPLETS: &[&str] = &["sh", "mount", "echo", "cat", "grep", "cut", "poweroff", "sleep"];
+const APPLETS: &[&str] = &["sh", "mount", "echo", "cat", "grep", "cut", "poweroff", "sleep", "date"];
 
 /// /init: read the TSC first (the benchmark's end point), mount the pseudo file systems, report
 /// the CPUs, the clock, the TSC and the uptime, power off.
@@ -22,12 +22,33 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 echo \"BASALT-LINUX: init running, $(grep -c ^processor /proc/cpuinfo) CPU(s), clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)\"
 echo \"BASALT-LINUX: tsc $TSC\"
+echo \"BASALT-LINUX: date $(date -u +%Y-%m-%d)\"
 echo \"BASALT-LINUX: uptime $(cut -d' ' -f1 /proc/uptime) s\"
 poweroff -f
 ";
 
 /// What building and booting it needs installed: Debian's kernel and a static busybox.
 pub const TOOLS: &[crate::tools::Tool] = &[crate::tools::Tool::LinuxImage, crate::tools::Tool::Busybox];
+
+/// What /init prints of the date Linux read from the VM's RTC (the host's date): the marker
+/// with this year, `BASALT-LINUX: date 2026-`.
+pub fn date_marker() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    format!("BASALT-LINUX: date {}-", year_of(secs / 86_400))
+}
+
+/// The proleptic Gregorian year of day `days` since 1970-01-01.
+fn year_of(days: u64) -> i64 {
+    // Howard Hinnant's civil_from_days, the year only.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    yoe + era * 400 + i64::from(month <= 2)
+}
 
 /// Where the initramfs is written.
 pub fn initramfs_path() -> PathBuf {
@@ -131,6 +152,14 @@ pub fn used_by(modules: &[(PathBuf, String)]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn years() {
+        assert_eq!(super::year_of(0), 1970);
+        assert_eq!(super::year_of(20_454), 2026, "2026-01-01");
+        assert_eq!(super::year_of(20_453), 2025, "2025-12-31");
+        assert_eq!(super::year_of(11_016), 2000, "2000-02-29");
+    }
+
     /// The program runs here too (an x86_64 Linux machine) and prints a number.
     #[test]
     fn tsc_program_prints_the_tsc() {

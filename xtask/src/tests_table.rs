@@ -639,7 +639,7 @@ fn linux_tests() -> Vec<IntegrationTest> {
     let one = t
         .guest("cpuid")
         .must_contain(&["VM linux: ENDED: powered off (ACPI S5)", "VM cpuid: PASS"])
-        .guest_must_contain(&[&marker]);
+        .guest_must_contain(&[&marker, &crate::linux_guest::date_marker()]);
     // Two vCPUs: Linux starts the second with INIT-SIPI-SIPI from the MADT and its /init sees
     // both.
     let mut smp = IntegrationTest::new(Platform::QemuSvm, "linux-smp", GUESTS_CMDLINE).smp(3);
@@ -681,7 +681,7 @@ fn linux_tests() -> Vec<IntegrationTest> {
         .module(crate::linux_guest::initramfs_path(), "")
         .uefi_config(&crate::image::linux_section(&kernel_file, "initramfs.cpio"))
         .must_contain(&["basalt-uefi: starting Basalt", "VM linux: ENDED: powered off (ACPI S5)"])
-        .guest_must_contain(&[&marker]);
+        .guest_must_contain(&[&marker, &crate::linux_guest::date_marker()]);
     uefi.timeout = Duration::from_secs(120);
     // Bochs VMX: a Linux boot there takes minutes (GRUB reads the 10 MiB of modules through
     // the emulated BIOS, then the boot itself).
@@ -690,8 +690,9 @@ fn linux_tests() -> Vec<IntegrationTest> {
         vmx = vmx.module(path, &args);
     }
     let marker = format!("guest linux| {}, 1 CPU(s)", crate::linux_guest::INIT_MARKER);
-    let mut vmx =
-        vmx.must_contain(&["VM linux: ENDED: powered off (ACPI S5)"]).guest_must_contain(&[&marker]);
+    let mut vmx = vmx
+        .must_contain(&["VM linux: ENDED: powered off (ACPI S5)"])
+        .guest_must_contain(&[&marker, &crate::linux_guest::date_marker()]);
     vmx.timeout = LINUX_BOCHS_TIMEOUT;
     vec![one, smp, beside, uefi, vmx]
 }

@@ -77,6 +77,11 @@ impl Account {
         Ok(addr)
     }
 
+    /// Every allocation charged so far: (physical address, pages).
+    pub fn allocations(&self) -> impl Iterator<Item = (u64, usize)> + '_ {
+        self.allocations.iter().copied()
+    }
+
     /// Give everything back to `frames`.
     pub fn release(&mut self, frames: &mut FrameAllocator) {
         for (addr, pages) in self.allocations.drain(..) {

@@ -356,7 +356,7 @@ pub fn build_vm(src: &VmSource<'static>, env: &RunEnv) -> Result<Arc<BuiltVm>, (
             let tables = account.charged() - ram;
             let vcpus = vcpus_bytes(&config, backend);
             if let Some(frames) = FRAMES.lock().as_mut() {
-                account.release(frames);
+                release_zeroed(&mut account, frames);
             }
             Err((
                 config.name,
@@ -407,11 +407,21 @@ pub fn build_vm(src: &VmSource<'static>, env: &RunEnv) -> Result<Arc<BuiltVm>, (
         }
         Err(e) => {
             if let Some(frames) = FRAMES.lock().as_mut() {
-                account.release(frames);
+                release_zeroed(&mut account, frames);
             }
             Err((config.name, format!("not started: {e}")))
         }
     }
+}
+
+/// Give a VM's frames back zeroed: no frame leaves a VM with its data in it.
+fn release_zeroed(account: &mut Account, frames: &mut FrameAllocator) {
+    for (addr, pages) in account.allocations() {
+        // SAFETY: the VM's own frames (identity-mapped); nothing of the VM runs on them any
+        // more and nothing else holds them until `release` gives them back.
+        unsafe { core::ptr::write_bytes(addr as *mut u8, 0, pages * 4096) };
+    }
+    account.release(frames);
 }
 
 /// What the control structures of a VM's vCPUs take (charged as each vCPU starts).
@@ -489,10 +499,12 @@ pub fn run_vcpu(vm: &Arc<BuiltVm>, index: u32, console: Console) -> Option<Ended
     if !vm.shared.vcpu_ended(index) {
         return None;
     }
-    // The last one out: nothing runs on this VM's memory or tables any more.
+    // The last one out: nothing runs on this VM's memory or tables any more. They are zeroed
+    // as they are taken back, so no frame leaves a VM with its data (and the next VM gets
+    // them zeroed again when it is built).
     let charged = vm.account.lock().charged();
     if let Some(frames) = FRAMES.lock().as_mut() {
-        vm.account.lock().release(frames);
+        release_zeroed(&mut vm.account.lock(), frames);
     }
     let notes = core::mem::take(&mut *vm.notes.lock());
     let outcome = match (vm.shared.outcome(), notes.is_empty()) {
