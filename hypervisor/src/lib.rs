@@ -12,6 +12,8 @@ pub mod dispatch;
 pub mod exits;
 pub mod frames;
 #[cfg(target_os = "none")]
+pub mod heap;
+#[cfg(target_os = "none")]
 pub mod kernel;
 pub mod mitigations;
 #[cfg(target_os = "none")]

@@ -6,15 +6,15 @@
 
 #[cfg(target_os = "none")]
 mod image {
-    use linked_list_allocator::LockedHeap;
+    use basalt::heap::ChargedHeap;
 
     #[global_allocator]
-    static HEAP: LockedHeap = LockedHeap::empty();
+    static HEAP: ChargedHeap = ChargedHeap::empty();
 
     /// Called by the boot trampoline (boot/src/entry.rs) in long mode on the boot CPU.
     #[no_mangle]
     extern "C" fn basalt_main(magic: u32, info: u32) -> ! {
-        basalt::kernel::start(magic, info as u64, &HEAP)
+        basalt::kernel::start(magic, info as u64, HEAP.heap())
     }
 
     #[panic_handler]

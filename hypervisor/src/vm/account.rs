@@ -34,12 +34,14 @@ impl core::fmt::Display for ChargeError {
 pub struct Account {
     quota: u64,
     charged: u64,
+    /// Of `charged`, the heap bytes.
+    heap: u64,
     allocations: Vec<(u64, usize)>,
 }
 
 impl Account {
     pub fn new(quota: u64) -> Self {
-        Account { quota, charged: 0, allocations: Vec::new() }
+        Account { quota, charged: 0, heap: 0, allocations: Vec::new() }
     }
 
     /// Bytes charged so far.
@@ -77,6 +79,27 @@ impl Account {
         Ok(addr)
     }
 
+    /// Charge `bytes` of Basalt's heap the VM holds (its device models and firmware tables,
+    /// counted by `crate::heap::charged`): counted against the quota like its frames, freed
+    /// with the VM.
+    pub fn charge_heap(&mut self, bytes: u64) -> Result<(), ChargeError> {
+        if self.charged + bytes > self.quota {
+            return Err(ChargeError::OverQuota {
+                quota: self.quota,
+                charged: self.charged,
+                requested: bytes,
+            });
+        }
+        self.charged += bytes;
+        self.heap += bytes;
+        Ok(())
+    }
+
+    /// The heap bytes charged ([`Account::charge_heap`]).
+    pub fn heap(&self) -> u64 {
+        self.heap
+    }
+
     /// Every allocation charged so far: (physical address, pages).
     pub fn allocations(&self) -> impl Iterator<Item = (u64, usize)> + '_ {
         self.allocations.iter().copied()
@@ -89,6 +112,7 @@ impl Account {
             frames.free(addr, pages).expect("a VM's frames return to the allocator they came from");
         }
         self.charged = 0;
+        self.heap = 0;
     }
 }
 
@@ -119,6 +143,18 @@ mod tests {
         assert_eq!(frames.free_bytes(), before - (64 << 10));
         a.release(&mut frames);
         assert_eq!((a.charged(), frames.free_bytes()), (0, before));
+    }
+
+    #[test]
+    fn heap_bytes_count_against_the_quota() {
+        let mut frames = allocator();
+        let mut a = Account::new(16 << 10);
+        a.alloc(&mut frames, 2, 4096).unwrap();
+        a.charge_heap(6 << 10).unwrap();
+        assert_eq!((a.charged(), a.heap()), (14 << 10, 6 << 10));
+        assert!(matches!(a.charge_heap(4 << 10), Err(ChargeError::OverQuota { .. })));
+        a.release(&mut frames);
+        assert_eq!((a.charged(), a.heap()), (0, 0));
     }
 
     #[test]

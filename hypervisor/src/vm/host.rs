@@ -336,24 +336,31 @@ pub fn build_vm(src: &VmSource<'static>, env: &RunEnv) -> Result<Arc<BuiltVm>, (
     // Built first with no limit, so that a VM whose quota is too small is told exactly what
     // it needs (its RAM, its nested tables, its vCPUs' control structures); then held to it.
     let mut account = Account::new(u64::MAX);
-    let pc = super::pc::build(&super::pc::PcConfig {
-        vcpus: config.vcpus,
-        mem_bytes: config.mem_bytes,
-        tsc_hz: env.tsc_khz * 1000,
-        unix_secs: env.unix_now(),
-        debug_exit: config.debug_exit,
+    // The device models and the firmware tables live on Basalt's heap: what building them
+    // left allocated is charged to the VM.
+    let (pc, device_bytes) = crate::heap::charged(|| {
+        super::pc::build(&super::pc::PcConfig {
+            vcpus: config.vcpus,
+            mem_bytes: config.mem_bytes,
+            tsc_hz: env.tsc_khz * 1000,
+            unix_secs: env.unix_now(),
+            debug_exit: config.debug_exit,
+        })
     });
     let pc = match pc {
         Ok(pc) => pc,
         Err(e) => return Err((config.name, format!("not started: {e}"))),
     };
+    // Cannot fail: the account has no limit yet.
+    let _ = account.charge_heap(device_bytes);
     match build_memory(&config, backend, src, &mut account, &pc.acpi, &pc.smbios) {
         Ok((memory, nested_root, boot_state))
             if account.charged() + vcpus_bytes(&config, backend) > config.quota_bytes =>
         {
             let _ = (memory, nested_root, boot_state);
             let ram = config.mem_bytes;
-            let tables = account.charged() - ram;
+            let devices = account.heap();
+            let tables = account.charged() - ram - devices;
             let vcpus = vcpus_bytes(&config, backend);
             if let Some(frames) = FRAMES.lock().as_mut() {
                 release_zeroed(&mut account, frames);
@@ -361,10 +368,11 @@ pub fn build_vm(src: &VmSource<'static>, env: &RunEnv) -> Result<Arc<BuiltVm>, (
             Err((
                 config.name,
                 format!(
-                    "not started: it needs {} KiB of host memory (RAM {} KiB, nested page tables {} KiB, {} vCPU control structures {} KiB) but its quota is {} KiB",
-                    (ram + tables + vcpus) >> 10,
+                    "not started: it needs {} KiB of host memory (RAM {} KiB, nested page tables {} KiB, device models and firmware tables {} KiB, {} vCPU control structures {} KiB) but its quota is {} KiB",
+                    (ram + tables + devices + vcpus).div_ceil(1024),
                     ram >> 10,
                     tables >> 10,
+                    devices.div_ceil(1024),
                     config.vcpus,
                     vcpus >> 10,
                     config.quota_bytes >> 10
