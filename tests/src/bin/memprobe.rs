@@ -24,9 +24,9 @@ fn free_ranges(ram: u64, image_end: u64) -> [(u64, u64); 3] {
 
 fn run() {
     let ram = fwcfg::ram_size().unwrap_or(0);
-    guest_assert!(ram >= 4 << 20 && ram <= 1 << 30, "RAM size from fw_cfg: {:#x}", ram);
-    // SAFETY: a linker symbol; only its address is taken.
-    let image_end = unsafe { core::ptr::addr_of!(__basalt_bss_end) } as u64;
+    guest_assert!((4 << 20..=1 << 30).contains(&ram), "RAM size from fw_cfg: {:#x}", ram);
+    // A linker symbol: only its address is taken.
+    let image_end = core::ptr::addr_of!(__basalt_bss_end) as u64;
     let mut checked = 0u64;
     for (start, end) in free_ranges(ram, image_end) {
         let mut at = start;
