@@ -873,6 +873,32 @@ pub fn initrd_of(text: &str) -> Option<&str> {
         .find_map(|(k, v)| (k == "initrd_of").then_some(v).flatten())
 }
 
+/// The multiboot VM a module is a boot module of (`module_of=<vm>`), if it is one: such a
+/// module is not a VM itself.
+pub fn module_of(text: &str) -> Option<&str> {
+    Cmdline::new(text)
+        .without_kernel_path()
+        .iter()
+        .find_map(|(k, v)| (k == "module_of").then_some(v).flatten())
+}
+
+/// The string a multiboot kernel gets with a `module_of=` module: the module's command line
+/// without its leading file path and without the `module_of=` word, its other words as the
+/// boot loader passed them (quotes kept), separated by single spaces.
+pub fn module_string(text: &str) -> String {
+    let mut out = String::new();
+    for word in Cmdline::new(text).without_kernel_path().words() {
+        if Cmdline::new(word).iter().next().is_some_and(|(k, _)| k == "module_of") {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
 /// Whether a module is a configuration file: its first word names a `*.cfg` file
 /// (`-initrd 'basalt.cfg'`, `module2 /boot/basalt.cfg`).
 pub fn is_config_module(cmdline: &str) -> bool {
@@ -1079,6 +1105,17 @@ pcpus = 2
             errors[1].to_string(),
             "bad VM configuration: line 8: [vm typo] colour: unknown key (keys: kernel, initrd, cmdline, memory, quota, cpus, pcpus, devices, console, on_poweroff, on_reset, on_crash, time_limit, mode)"
         );
+    }
+
+    #[test]
+    fn module_strings_drop_the_path_and_module_of() {
+        assert_eq!(module_string("/boot/m.bin alpha  module_of=mb one"), "alpha one");
+        assert_eq!(module_string("/work/target/m.bin module_of=mb"), "");
+        assert_eq!(module_string(r#"module_of=mb k="a b" "w=c d" x=1"#), r#"k="a b" "w=c d" x=1"#);
+        // A path-like word that is not first is an argument.
+        assert_eq!(module_string("module_of=mb /etc/conf"), "/etc/conf");
+        assert_eq!(module_of("/boot/m.bin alpha module_of=mb one"), Some("mb"));
+        assert_eq!(module_of("name=mb"), None);
     }
 
     #[test]

@@ -6,10 +6,9 @@
 //! started, and nothing else is affected.
 
 use alloc::string::String;
-use basalt_boot::Cmdline;
 use basalt_loader::config::{Action, Device, VmSpec};
 
-pub use basalt_loader::config::{initrd_of, StartMode, MAX_MEM_MIB, MAX_VCPUS};
+pub use basalt_loader::config::{StartMode, MAX_MEM_MIB, MAX_VCPUS};
 
 /// Everything needed to create one VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,32 +39,6 @@ pub struct VmConfig {
     pub on_crash: super::OnEnd,
     /// A Linux or multiboot guest's kernel command line.
     pub cmdline: String,
-}
-
-/// The multiboot VM a module is a boot module of (`module_of=<vm>`), if it is one: such a
-/// module is not a VM itself.
-pub fn module_of(text: &str) -> Option<&str> {
-    Cmdline::new(text)
-        .without_kernel_path()
-        .iter()
-        .find_map(|(k, v)| (k == "module_of").then_some(v).flatten())
-}
-
-/// The string a multiboot kernel gets with a `module_of=` module: the module's command line
-/// without its leading file path and without the `module_of=` word, its other words as the
-/// boot loader passed them (quotes kept), separated by single spaces.
-pub fn module_string(text: &str) -> String {
-    let mut out = String::new();
-    for word in Cmdline::new(text).without_kernel_path().words() {
-        if Cmdline::new(word).iter().next().is_some_and(|(k, _)| k == "module_of") {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(word);
-    }
-    out
 }
 
 /// Longest time limit accepted (a day).
@@ -118,16 +91,6 @@ impl VmConfig {
 mod tests {
     use super::super::OnEnd;
 
-    #[test]
-    fn module_strings_drop_the_path_and_module_of() {
-        use super::module_string;
-        assert_eq!(module_string("/boot/m.bin alpha  module_of=mb one"), "alpha one");
-        assert_eq!(module_string("/work/target/m.bin module_of=mb"), "");
-        assert_eq!(module_string(r#"module_of=mb k="a b" "w=c d" x=1"#), r#"k="a b" "w=c d" x=1"#);
-        // A path-like word that is not first is an argument.
-        assert_eq!(module_string("module_of=mb /etc/conf"), "/etc/conf");
-    }
-
     use super::*;
     use alloc::string::ToString;
 
@@ -153,8 +116,6 @@ mod tests {
         assert_eq!((c.on_poweroff, c.on_reset, c.on_crash), (OnEnd::Stop, OnEnd::Restart, OnEnd::Restart));
         assert_eq!(c.cmdline, "console=ttyS0 quiet");
         assert_eq!(VmConfig::parse("name=a", Some(30)).unwrap().time_limit_s, Some(30));
-        assert_eq!(module_of("/boot/m.bin alpha module_of=mb one"), Some("mb"));
-        assert_eq!(module_of("name=mb"), None);
         let e = VmConfig::parse("name=a colour=blue", None).unwrap_err();
         assert_eq!(e.to_string(), "bad VM configuration: unknown word \"colour\"");
     }

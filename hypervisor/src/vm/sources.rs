@@ -86,8 +86,8 @@ pub fn plan<'a>(modules: &[ModuleView<'_, 'a>], limits: &Limits) -> Vec<Planned<
     let modules_for = |vm: &str| {
         modules
             .iter()
-            .filter(|m| super::config::module_of(m.cmdline) == Some(vm))
-            .map(|m| (m.bytes, super::config::module_string(m.cmdline)))
+            .filter(|m| config::module_of(m.cmdline) == Some(vm))
+            .map(|m| (m.bytes, config::module_string(m.cmdline)))
             .collect::<Vec<_>>()
     };
     let initrd_for =
@@ -122,8 +122,7 @@ pub fn plan<'a>(modules: &[ModuleView<'_, 'a>], limits: &Limits) -> Vec<Planned<
             }
             continue;
         }
-        let part_of_a_vm =
-            config::initrd_of(m.cmdline).is_some() || super::config::module_of(m.cmdline).is_some();
+        let part_of_a_vm = config::initrd_of(m.cmdline).is_some() || config::module_of(m.cmdline).is_some();
         if part_of_a_vm || (has_config && bare(m)) {
             continue;
         }
