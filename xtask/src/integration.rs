@@ -367,13 +367,13 @@ fn run_one(test: &IntegrationTest, kernel: &Path) -> Result<Finished> {
     Ok(Finished { outcome, token, bochs })
 }
 
-fn print_tail(label: &str, text: &str, lines: usize) {
+fn push_tail(out: &mut String, label: &str, text: &str, lines: usize) {
     let tail = last_lines(text, lines);
     if tail.is_empty() {
-        println!("    ({label} is empty)");
+        let _ = writeln!(out, "    ({label} is empty)");
     }
     for line in tail {
-        println!("    {line}");
+        let _ = writeln!(out, "    {line}");
     }
 }
 
@@ -392,8 +392,9 @@ fn useful_stderr(stderr: &str) -> String {
         .collect()
 }
 
-/// Prints the end of a test's line: `ok (<seconds>s)`, or `FAILED (<reason>)` with the last
-/// serial lines (from `log`) and the emulator's useful stderr. Returns whether it passed.
+/// A test's whole report: `<name> ... ok (<seconds>s)`, or `... FAILED (<reason>)` with the
+/// last serial lines (from `log`) and the emulator's useful stderr. Returns whether it passed
+/// and the text, which is printed at once so that lines of tests running side by side never mix.
 pub fn report(
     test: &IntegrationTest,
     verdict: &Result<(), String>,
@@ -401,66 +402,72 @@ pub fn report(
     serial: &str,
     stderr: &str,
     log: &Path,
-) -> bool {
-    match verdict {
+) -> (bool, String) {
+    let mut out = format!("{} ... ", test.full_name());
+    let passed = match verdict {
         Ok(()) => {
-            match &test.known_failure {
+            let _ = match &test.known_failure {
                 Some(why) => {
-                    println!("ok ({:.1}s; known failure, as expected: {why})", elapsed.as_secs_f64())
+                    writeln!(out, "ok ({:.1}s; known failure, as expected: {why})", elapsed.as_secs_f64())
                 }
-                None => println!("ok ({:.1}s)", elapsed.as_secs_f64()),
-            }
+                None => writeln!(out, "ok ({:.1}s)", elapsed.as_secs_f64()),
+            };
             true
         }
         Err(reason) => {
-            match &test.known_failure {
-                Some(why) => println!("FAILED ({reason}; expected the known failure: {why})"),
-                None => println!("FAILED ({reason})"),
-            }
-            println!("    --- last serial lines ({}):", log.display());
-            print_tail("serial output", serial, TAIL_LINES);
+            let _ = match &test.known_failure {
+                Some(why) => writeln!(out, "FAILED ({reason}; expected the known failure: {why})"),
+                None => writeln!(out, "FAILED ({reason})"),
+            };
+            let _ = writeln!(out, "    --- last serial lines ({}):", log.display());
+            push_tail(&mut out, "serial output", serial, TAIL_LINES);
             let stderr = useful_stderr(stderr);
             if !stderr.trim().is_empty() {
-                println!("    --- emulator stderr:");
-                print_tail("stderr", &stderr, 10);
+                let _ = writeln!(out, "    --- emulator stderr:");
+                push_tail(&mut out, "stderr", &stderr, 10);
             }
             false
+        }
+    };
+    (passed, out)
+}
+
+/// Prints a block of lines in one write (see `report`).
+pub fn emit(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+/// Runs one test and returns whether it passed and its report. `kernel` is the ELF, or the
+/// reason there is none.
+fn run_and_report(test: &IntegrationTest, kernel: Result<&Path, &str>) -> (bool, String) {
+    let kernel = match kernel {
+        Ok(kernel) => kernel,
+        Err(why) => return (false, format!("{} ... FAILED ({why})\n", test.full_name())),
+    };
+    match run_one(test, kernel) {
+        Err(err) => (false, format!("{} ... FAILED ({err:#})\n", test.full_name())),
+        Ok(Finished { outcome, token, bochs }) => {
+            let verdict =
+                check(test, &Observed { token: &token, serial: &outcome.serial, exit: outcome.exit, bochs });
+            let log = work_dir(test).join("serial.log");
+            report(test, &verdict, outcome.elapsed, &outcome.serial, &outcome.stderr, &log)
         }
     }
 }
 
-/// Runs `tests` one after another (they are CPU-bound, and Bochs instances must not overlap).
-/// `kernel` is the ELF, or the reason there is none. Returns (passed, failed).
+/// Runs `tests` one after another (they are CPU-bound) and prints each one's report when it
+/// ends. Returns (passed, failed).
 pub fn run_all(tests: &[IntegrationTest], kernel: Result<&Path, &str>) -> (u64, u64) {
     let (mut passed, mut failed) = (0, 0);
     for test in tests {
-        print!("{} ... ", test.full_name());
-        let _ = std::io::stdout().flush();
-        let kernel = match kernel {
-            Ok(kernel) => kernel,
-            Err(why) => {
-                println!("FAILED ({why})");
-                failed += 1;
-                continue;
-            }
-        };
-        match run_one(test, kernel) {
-            Err(err) => {
-                println!("FAILED ({err:#})");
-                failed += 1;
-            }
-            Ok(Finished { outcome, token, bochs }) => {
-                let verdict = check(
-                    test,
-                    &Observed { token: &token, serial: &outcome.serial, exit: outcome.exit, bochs },
-                );
-                let log = work_dir(test).join("serial.log");
-                if report(test, &verdict, outcome.elapsed, &outcome.serial, &outcome.stderr, &log) {
-                    passed += 1;
-                } else {
-                    failed += 1;
-                }
-            }
+        let (ok, text) = run_and_report(test, kernel);
+        emit(&text);
+        if ok {
+            passed += 1;
+        } else {
+            failed += 1;
         }
     }
     (passed, failed)

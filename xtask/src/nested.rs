@@ -24,7 +24,6 @@ use crate::util::{display_command, last_lines, shell_quote, xtask_dir};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -439,9 +438,9 @@ pub fn run_all(tests: &[IntegrationTest], kernel: Result<&Path, &str>) -> (u64, 
 }
 
 fn fail_all(tests: &[IntegrationTest], why: &str) -> (u64, u64) {
-    for test in tests {
-        println!("{} ... FAILED ({why})", test.full_name());
-    }
+    let text: String =
+        tests.iter().map(|test| format!("{} ... FAILED ({why})\n", test.full_name())).collect();
+    integration::emit(&text);
     (0, tests.len() as u64)
 }
 
@@ -482,10 +481,12 @@ fn run_nested(tests: &[IntegrationTest], kernel: &Path) -> Result<(u64, u64)> {
     let (mut passed, mut failed) = (0, 0);
     for run in &runs {
         let test = run.test;
-        print!("{} ... ", test.full_name());
-        let _ = std::io::stdout().flush();
         let Some(segment) = console.runs.iter().find(|s| s.name == test.name) else {
-            println!("FAILED (no output from its inner run: L0 ended by {:?} before it)", outcome.exit);
+            integration::emit(&format!(
+                "{} ... FAILED (no output from its inner run: L0 ended by {:?} before it)\n",
+                test.full_name(),
+                outcome.exit
+            ));
             failed += 1;
             continue;
         };
@@ -501,7 +502,9 @@ fn run_nested(tests: &[IntegrationTest], kernel: &Path) -> Result<(u64, u64)> {
             },
         );
         let elapsed = Duration::from_secs_f64(segment.seconds.unwrap_or(0.0).max(0.0));
-        if integration::report(test, &verdict, elapsed, &segment.serial, &segment.stderr, &log) {
+        let (ok, text) = integration::report(test, &verdict, elapsed, &segment.serial, &segment.stderr, &log);
+        integration::emit(&text);
+        if ok {
             passed += 1;
         } else {
             failed += 1;
@@ -515,8 +518,8 @@ fn run_nested(tests: &[IntegrationTest], kernel: &Path) -> Result<(u64, u64)> {
         started.elapsed().as_secs_f64()
     );
     if !console.done {
-        println!(
-            "xtask: nested: L1 did not finish ({}); last console lines ({}):",
+        let mut text = format!(
+            "xtask: nested: L1 did not finish ({}); last console lines ({}):\n",
             match outcome.exit {
                 Exit::TimedOut(t) => format!("killed after {} s", t.as_secs()),
                 other => format!("{other:?}"),
@@ -524,8 +527,9 @@ fn run_nested(tests: &[IntegrationTest], kernel: &Path) -> Result<(u64, u64)> {
             launch.serial_log.display()
         );
         for line in last_lines(&outcome.serial, 20) {
-            println!("    {line}");
+            text.push_str(&format!("    {line}\n"));
         }
+        integration::emit(&text);
     }
     Ok((passed, failed))
 }
