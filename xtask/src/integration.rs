@@ -432,6 +432,11 @@ pub fn report(
     (passed, out)
 }
 
+/// A test's report when it could not run: `<name> ... FAILED (<why>)`.
+pub fn failed_line(test: &IntegrationTest, why: &str) -> String {
+    format!("{} ... FAILED ({why})\n", test.full_name())
+}
+
 /// Prints a block of lines in one write (see `report`).
 pub fn emit(text: &str) {
     let mut stdout = std::io::stdout().lock();
@@ -444,10 +449,10 @@ pub fn emit(text: &str) {
 fn run_and_report(test: &IntegrationTest, kernel: Result<&Path, &str>) -> (bool, String) {
     let kernel = match kernel {
         Ok(kernel) => kernel,
-        Err(why) => return (false, format!("{} ... FAILED ({why})\n", test.full_name())),
+        Err(why) => return (false, failed_line(test, why)),
     };
     match run_one(test, kernel) {
-        Err(err) => (false, format!("{} ... FAILED ({err:#})\n", test.full_name())),
+        Err(err) => (false, failed_line(test, &format!("{err:#}"))),
         Ok(Finished { outcome, token, bochs }) => {
             let verdict =
                 check(test, &Observed { token: &token, serial: &outcome.serial, exit: outcome.exit, bochs });

@@ -473,28 +473,29 @@ fn test(args: TestArgs) -> Result<ExitCode> {
                 Err("kernel build failed")
             }
         };
-        // Two workers, one per core, take the tests from one queue, the longest first (the
-        // Bochs Linux boot, then the nested set's one L0 boot); Bochs picks a free display
-        // port for itself, so two can run at once. Each test's report is printed whole when
-        // it ends.
+        // Workers take the tests from one queue, the longest first (the Bochs Linux boot,
+        // then the nested set's one L0 boot); each test's report is printed whole when it
+        // ends, and Bochs picks a free display port itself, so two can run at once. One worker
+        // by default until the svm race that two exposed is fixed (`svm: cycles` under load saw
+        // an interrupt delivered inside an STI shadow); XTASK_WORKERS=2 runs two.
+        enum Job<'a> {
+            Test(&'a tests_table::IntegrationTest),
+            NestedSet,
+        }
         let (long, short): (Vec<_>, Vec<_>) =
             direct.iter().partition(|t| t.timeout > std::time::Duration::from_secs(300));
-        let mut queue: Vec<Option<&tests_table::IntegrationTest>> = long.into_iter().map(Some).collect();
-        queue.push(None); // the nested set
-        queue.extend(short.into_iter().map(Some));
-        let queue = std::sync::Mutex::new(queue.into_iter());
+        let jobs =
+            long.into_iter().map(Job::Test).chain([Job::NestedSet]).chain(short.into_iter().map(Job::Test));
+        let queue = std::sync::Mutex::new(jobs);
         let counts = std::sync::Mutex::new((0u64, 0u64));
+        let workers = std::env::var("XTASK_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(1usize);
         std::thread::scope(|s| {
-            // One worker until the svm interrupt-shadow race that two found is fixed (see the
-            // session note: `svm: cycles` under load saw an interrupt delivered inside an STI
-            // shadow); XTASK_WORKERS=2 runs two.
-            let workers = std::env::var("XTASK_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(1usize);
             for _ in 0..workers.clamp(1, 2) {
                 s.spawn(|| loop {
                     let Some(job) = queue.lock().expect("queue").next() else { break };
                     let (p, f) = match job {
-                        Some(test) => integration::run_all(std::slice::from_ref(test), kernel),
-                        None => nested::run_all(&nested, kernel),
+                        Job::Test(test) => integration::run_all(std::slice::from_ref(test), kernel),
+                        Job::NestedSet => nested::run_all(&nested, kernel),
                     };
                     let mut c = counts.lock().expect("counts");
                     c.0 += p;

@@ -438,8 +438,7 @@ pub fn run_all(tests: &[IntegrationTest], kernel: Result<&Path, &str>) -> (u64, 
 }
 
 fn fail_all(tests: &[IntegrationTest], why: &str) -> (u64, u64) {
-    let text: String =
-        tests.iter().map(|test| format!("{} ... FAILED ({why})\n", test.full_name())).collect();
+    let text: String = tests.iter().map(|test| integration::failed_line(test, why)).collect();
     integration::emit(&text);
     (0, tests.len() as u64)
 }
@@ -482,10 +481,9 @@ fn run_nested(tests: &[IntegrationTest], kernel: &Path) -> Result<(u64, u64)> {
     for run in &runs {
         let test = run.test;
         let Some(segment) = console.runs.iter().find(|s| s.name == test.name) else {
-            integration::emit(&format!(
-                "{} ... FAILED (no output from its inner run: L0 ended by {:?} before it)\n",
-                test.full_name(),
-                outcome.exit
+            integration::emit(&integration::failed_line(
+                test,
+                &format!("no output from its inner run: L0 ended by {:?} before it", outcome.exit),
             ));
             failed += 1;
             continue;
