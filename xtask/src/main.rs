@@ -473,11 +473,10 @@ fn test(args: TestArgs) -> Result<ExitCode> {
                 Err("kernel build failed")
             }
         };
-        // Workers take the tests from one queue, the longest first (the Bochs Linux boot,
-        // then the nested set's one L0 boot); each test's report is printed whole when it
-        // ends, and Bochs picks a free display port itself, so two can run at once. One worker
-        // by default until the svm race that two exposed is fixed (`svm: cycles` under load saw
-        // an interrupt delivered inside an STI shadow); XTASK_WORKERS=2 runs two.
+        // Two workers (one per core; XTASK_WORKERS=1 for one) take the tests from one queue,
+        // the longest first (the Bochs Linux boot, then the nested set's one L0 boot); each
+        // test's report is printed whole when it ends, and Bochs picks a free display port
+        // itself, so two can run at once.
         enum Job<'a> {
             Test(&'a tests_table::IntegrationTest),
             NestedSet,
@@ -488,7 +487,7 @@ fn test(args: TestArgs) -> Result<ExitCode> {
             long.into_iter().map(Job::Test).chain([Job::NestedSet]).chain(short.into_iter().map(Job::Test));
         let queue = std::sync::Mutex::new(jobs);
         let counts = std::sync::Mutex::new((0u64, 0u64));
-        let workers = std::env::var("XTASK_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(1usize);
+        let workers = std::env::var("XTASK_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(2usize);
         std::thread::scope(|s| {
             for _ in 0..workers.clamp(1, 2) {
                 s.spawn(|| loop {
